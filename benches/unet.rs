@@ -1,0 +1,105 @@
+//! Speed of the pieces that matter: one U-Net forward (batch 1 and 16), one training step
+//! (batch 64: forward, backward, Adam, EMA) and one reverse step (forward + DDPM update, batch 16).
+//!
+//! Runs on burn's CPU backend (flex) by default; `DDPM_BENCH_DEVICE=wgpu` uses wgpu instead
+//! (label lavapipe/SwiftShader figures as CPU emulation). Compare `RAYON_NUM_THREADS=1` with 2
+//! before trusting a parallel speed-up on small VMs.
+
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Tensor};
+use criterion::{Criterion, criterion_group, criterion_main};
+use ddpm_explorer::model::UNetConfig;
+use ddpm_explorer::rng::NoiseRng;
+use ddpm_explorer::sampler::chain::normal_tensor;
+use ddpm_explorer::sampler::{ReverseChain, SamplerConfig, VarianceKind};
+use ddpm_explorer::schedule::NoiseSchedule;
+use ddpm_explorer::train::ema_update;
+use std::hint::black_box;
+
+fn device() -> Device {
+    match std::env::var("DDPM_BENCH_DEVICE").as_deref() {
+        Ok("wgpu") => Device::wgpu_options().init().expect("a wgpu adapter"),
+        _ => Device::flex(),
+    }
+}
+
+/// Reads the result back, so asynchronous backends finish the work inside the timing.
+fn sync(t: Tensor<4>) -> f32 {
+    t.sum().into_scalar::<f32>()
+}
+
+fn bench_forward(c: &mut Criterion) {
+    let device = device();
+    let unet = UNetConfig::new().init(&device);
+    let mut group = c.benchmark_group("unet_forward");
+    group.sample_size(10);
+    for batch in [1usize, 16] {
+        let x = normal_tensor(&mut NoiseRng::new(0), [batch, 1, 28, 28], &device);
+        let t = vec![500; batch];
+        group.bench_function(format!("batch_{batch}"), |b| {
+            b.iter(|| black_box(sync(unet.forward(x.clone(), &t))))
+        });
+    }
+    group.finish();
+}
+
+fn bench_train_step(c: &mut Criterion) {
+    let plain = device();
+    let device = plain.clone().autodiff();
+    let schedule = NoiseSchedule::linear(1000).unwrap();
+    let mut model = UNetConfig::new().init(&device);
+    let mut ema = model.valid();
+    let mut optim = AdamConfig::new().init();
+    let mut rng = NoiseRng::new(1);
+    let x0 = normal_tensor(&mut rng, [64, 1, 28, 28], &device).clamp(-1.0, 1.0);
+    let mut group = c.benchmark_group("train_step");
+    group.sample_size(10);
+    group.bench_function("batch_64", |b| {
+        b.iter(|| {
+            let t: Vec<usize> = (0..64).map(|_| rng.below(1000)).collect();
+            let noise = normal_tensor(&mut rng, [64, 1, 28, 28], &device);
+            let x_t = ddpm_explorer::forward::q_sample(&schedule, x0.clone(), &t, noise.clone());
+            let loss = (model.forward(x_t, &t) - noise).square().mean();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(2e-4, model.clone(), grads);
+            ema = ema_update(ema.clone(), &model, 0.999, 1000);
+            black_box(sync(ema_probe(&ema, &plain)))
+        })
+    });
+    group.finish();
+}
+
+fn ema_probe(ema: &ddpm_explorer::model::UNet, device: &Device) -> Tensor<4> {
+    ema.forward(Tensor::zeros([1, 1, 28, 28], device), &[0])
+}
+
+fn bench_reverse_step(c: &mut Criterion) {
+    let device = device();
+    let schedule = NoiseSchedule::linear(1000).unwrap();
+    let unet = UNetConfig::new().init(&device);
+    let sampler = SamplerConfig::Ddpm {
+        variance: VarianceKind::BetaTilde,
+        clip_x0: true,
+    };
+    let new_chain = || ReverseChain::from_noise(&unet, sampler.build(&schedule).unwrap(), [16, 1, 28, 28], 0, &device);
+    let mut chain = new_chain();
+    let mut group = c.benchmark_group("reverse_step");
+    group.sample_size(10);
+    group.bench_function("ddpm_batch_16", |b| {
+        b.iter(|| {
+            let step = match chain.step() {
+                Some(step) => step,
+                None => {
+                    chain = new_chain();
+                    chain.step().expect("a fresh chain has steps")
+                }
+            };
+            black_box(sync(step.x_prev))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_forward, bench_train_step, bench_reverse_step);
+criterion_main!(benches);

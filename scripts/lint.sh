@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Lints for both targets (kept out of the test command: clippy re-checks every dependency).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo fmt --all -- --check
+cargo clippy --release --features native --all-targets -- -D warnings
+cargo clippy --release --lib --target wasm32-unknown-unknown -- -D warnings

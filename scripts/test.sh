@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test of ddpm-explorer on a fresh machine: set-up, formatting and lints, the native
+# test suite (release profile, shared with `cargo run --release`), and the wasm32 library build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$(pwd)/tools/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+export WGPU_BACKEND="${WGPU_BACKEND:-vulkan}"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== native tests (release)"
+cargo test --release --features native
+echo "== wasm32 library build"
+cargo build --release --lib --target wasm32-unknown-unknown

@@ -1,0 +1,371 @@
+//! The command line: `train`, `sample` and `schedule`.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use ddpm_explorer::data::{ImageDataset, Split};
+use ddpm_explorer::device::{DeviceChoice, choose_device};
+use ddpm_explorer::image::GrayImage;
+use ddpm_explorer::io::write_png;
+use ddpm_explorer::model::UNetConfig;
+use ddpm_explorer::sampler::{ReverseChain, SamplerConfig, VarianceKind};
+use ddpm_explorer::schedule::{NoiseSchedule, ScheduleKind, ScheduleRow};
+use ddpm_explorer::train::{TrainConfig, train};
+use ddpm_explorer::weights::load_model;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+
+/// Denoising Diffusion Probabilistic Models you can watch and touch.
+#[derive(Parser, Debug)]
+#[command(name = "ddpm", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train the U-Net on MNIST (or any 28×28 IDX dataset) with Ho et al.'s simplified loss.
+    Train(TrainArgs),
+    /// Generate digits with trained weights (DDPM or DDIM).
+    Sample(SampleArgs),
+    /// Print the noise schedule's numbers (β, ᾱ, posterior coefficients, SNR).
+    Schedule(ScheduleArgs),
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Dataset: a folder of IDX files (train-images-idx3-ubyte[.gz] …) or an IDX image file.
+    #[arg(long, default_value = "data/mnist")]
+    data: PathBuf,
+    /// Total optimisation steps.
+    #[arg(long, conflicts_with = "epochs")]
+    steps: Option<usize>,
+    /// Total passes over the dataset (instead of --steps).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Images per step.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Peak Adam learning rate.
+    #[arg(long, default_value_t = 2e-4)]
+    lr: f64,
+    /// Linear learning-rate warm-up steps.
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+    /// EMA decay of the exported weights.
+    #[arg(long, default_value_t = 0.999)]
+    ema: f64,
+    /// Noise schedule: linear or cosine.
+    #[arg(long, default_value = "linear")]
+    schedule: ScheduleKind,
+    /// Diffusion steps T.
+    #[arg(long, default_value_t = 1000)]
+    timesteps: usize,
+    /// Seed of data order, timesteps and noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder (checkpoint/, export/, samples/, loss.csv).
+    #[arg(long, default_value = "runs/mnist")]
+    out: PathBuf,
+    /// Continue from the latest checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
+    /// auto (a GPU if there is one, else CPU), cpu or wgpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// Write a 4×4 sample grid every N steps (0: never).
+    #[arg(long, default_value_t = 1000)]
+    sample_every: usize,
+    /// Write a checkpoint (and export the EMA model) every N steps.
+    #[arg(long, default_value_t = 500)]
+    checkpoint_every: usize,
+    /// Log the loss every N steps.
+    #[arg(long, default_value_t = 10)]
+    log_every: usize,
+    /// U-Net channels at full resolution.
+    #[arg(long, default_value_t = 32)]
+    channels: usize,
+    /// Channel multipliers per resolution level, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,2")]
+    channel_mult: Vec<usize>,
+    /// Residual blocks per level.
+    #[arg(long, default_value_t = 2)]
+    res_blocks: usize,
+    /// Dropout in residual blocks.
+    #[arg(long, default_value_t = 0.1)]
+    dropout: f64,
+}
+
+#[derive(Args, Debug)]
+struct SampleArgs {
+    /// Model folder (config.json + model.bpk) or a .bpk file with config.json beside it.
+    #[arg(long, default_value = "assets")]
+    weights: PathBuf,
+    /// Number of images.
+    #[arg(long, default_value_t = 16)]
+    n: usize,
+    /// ddpm (all T steps) or ddim.
+    #[arg(long, default_value = "ddim", value_parser = ["ddpm", "ddim"])]
+    sampler: String,
+    /// DDIM steps.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// DDIM η in [0, 1] (0: deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    eta: f64,
+    /// DDPM variance: beta or beta-tilde.
+    #[arg(long, default_value = "beta-tilde")]
+    variance: VarianceKind,
+    /// Do not clip x̂_0 to [−1, 1].
+    #[arg(long)]
+    no_clip: bool,
+    /// Seed of x_T and the noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write a grid of all images to this PNG.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write one 28×28 grayscale PNG per image into this folder.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Write the reverse chain of the first image (x_t above x̂_0) as a strip PNG.
+    #[arg(long)]
+    chain: Option<PathBuf>,
+    /// Frames in the chain strip after x_T (evenly spread over the steps, the last is x_0).
+    #[arg(long, default_value_t = 10)]
+    chain_frames: usize,
+    /// auto, cpu or wgpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+#[derive(Args, Debug)]
+struct ScheduleArgs {
+    /// linear or cosine.
+    #[arg(long, default_value = "linear")]
+    schedule: ScheduleKind,
+    /// T.
+    #[arg(long, default_value_t = 1000)]
+    timesteps: usize,
+    /// Timesteps to print, comma-separated (default: a spread over 0..T).
+    #[arg(long, value_delimiter = ',')]
+    t: Vec<usize>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => run_train(a),
+        Command::Sample(a) => run_sample(a),
+        Command::Schedule(a) => run_schedule(a),
+    }
+}
+
+fn run_train(a: TrainArgs) -> Result<()> {
+    let data = ImageDataset::load(&a.data, Split::Train).context("loading the training data")?;
+    let steps = match (a.steps, a.epochs) {
+        (Some(s), _) => s,
+        (None, Some(e)) => (e * data.len()).div_ceil(a.batch.max(1)),
+        (None, None) => 20_000,
+    };
+    let unet = UNetConfig::new()
+        .with_base_channels(a.channels)
+        .with_channel_mult(a.channel_mult.clone())
+        .with_res_blocks(a.res_blocks)
+        .with_dropout(a.dropout);
+    let config = TrainConfig {
+        unet,
+        schedule: a.schedule,
+        timesteps: a.timesteps,
+        steps,
+        batch: a.batch,
+        lr: a.lr,
+        warmup: a.warmup,
+        ema_decay: a.ema,
+        seed: a.seed,
+        sample_every: a.sample_every,
+        checkpoint_every: a.checkpoint_every,
+        log_every: a.log_every,
+    };
+    config.validate()?;
+    let chosen = choose_device(a.device).map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "training on {} images ({}×{}) on {chosen}: {steps} steps of batch {}, {} parameters",
+        data.len(),
+        data.rows,
+        data.cols,
+        a.batch,
+        config.unet.init(&burn::tensor::Device::flex()).num_params_pretty()
+    );
+    let bar = ProgressBar::new(steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  loss {msg}  [{elapsed_precise} < {eta_precise}]")
+            .expect("valid template"),
+    );
+    let summary = train(&config, &data, &a.out, &chosen.device, a.resume, |p| {
+        bar.set_position(p.step as u64);
+        bar.set_message(format!("{:.4}  {:.1} img/s", p.loss, p.images_per_second));
+    })?;
+    bar.finish();
+    eprintln!(
+        "done: steps {}..{}, last loss {:.4}, {:.1} img/s; EMA weights exported to {}",
+        summary.start_step,
+        summary.end_step,
+        summary.last_loss,
+        summary.images_per_second,
+        summary.export_dir.display()
+    );
+    Ok(())
+}
+
+trait PrettyParams {
+    fn num_params_pretty(&self) -> String;
+}
+
+impl PrettyParams for ddpm_explorer::model::UNet {
+    fn num_params_pretty(&self) -> String {
+        use burn::module::Module;
+        format!("{:.2} M", self.num_params() as f64 / 1e6)
+    }
+}
+
+fn run_sample(a: SampleArgs) -> Result<()> {
+    if a.n == 0 {
+        bail!("--n must be at least 1");
+    }
+    if a.out.is_none() && a.out_dir.is_none() && a.chain.is_none() {
+        bail!("nothing to write: pass --out FILE.png, --out-dir DIR or --chain FILE.png");
+    }
+    let chosen = choose_device(a.device).map_err(anyhow::Error::msg)?;
+    let (config, unet) = load_model(&a.weights, &chosen.device)
+        .with_context(|| format!("loading weights from '{}'", a.weights.display()))?;
+    let schedule = config.noise_schedule()?;
+    let sampler_config = match a.sampler.as_str() {
+        "ddpm" => SamplerConfig::Ddpm {
+            variance: a.variance,
+            clip_x0: !a.no_clip,
+        },
+        _ => SamplerConfig::Ddim {
+            steps: a.steps,
+            eta: a.eta,
+            clip_x0: !a.no_clip,
+        },
+    };
+    let sampler = sampler_config.build(&schedule)?;
+    let total = sampler.timesteps().len();
+    let size = config.unet.image_size;
+    let shape = [a.n, config.unet.image_channels, size, size];
+    let mut chain = ReverseChain::from_noise(&unet, sampler, shape, a.seed, &chosen.device);
+    // Steps after which a chain frame is taken: `chain_frames` of them, evenly spread, the last
+    // one being x_0.
+    let frames = a.chain_frames.max(1);
+    let frame_steps: std::collections::BTreeSet<usize> =
+        (1..=frames).map(|k| (k * total + frames / 2) / frames).collect();
+    let per_image = size * size * config.unet.image_channels;
+    let first_image = |t: burn::tensor::Tensor<4>| -> Vec<f32> {
+        let data = t.narrow(0, 0, 1).into_data();
+        data.as_slice::<f32>().expect("f32").to_vec()
+    };
+    let (mut xt_frames, mut x0_frames) = (Vec::new(), Vec::new());
+    if a.chain.is_some() {
+        xt_frames.extend(first_image(chain.current()));
+        // x̂_0 is not defined before the first step: a black frame.
+        x0_frames.extend(vec![-1.0f32; per_image]);
+    }
+    let bar = ProgressBar::new(total as u64);
+    while let Some(step) = chain.step() {
+        bar.inc(1);
+        let done = step.index + 1;
+        if a.chain.is_some() && frame_steps.contains(&done) {
+            xt_frames.extend(first_image(step.x_prev.clone()));
+            x0_frames.extend(first_image(step.pred_x0.clone()));
+        }
+    }
+    bar.finish_and_clear();
+    let x0 = chain.current().into_data();
+    let pixels = x0.as_slice::<f32>().expect("f32 samples");
+    eprintln!("sampled {} images with {total} {} steps on {chosen}", a.n, a.sampler);
+    if let Some(path) = &a.out {
+        let grid = GrayImage::grid(pixels, size, (a.n as f64).sqrt().ceil() as usize, 2);
+        write_png(path, &grid).with_context(|| format!("writing '{}'", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(dir) = &a.out_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating '{}'", dir.display()))?;
+        for (i, img) in pixels.chunks(per_image).enumerate() {
+            let path = dir.join(format!("{i:05}.png"));
+            write_png(&path, &GrayImage::grid(img, size, 1, 0))
+                .with_context(|| format!("writing '{}'", path.display()))?;
+        }
+        eprintln!("wrote {} images to {}", a.n, dir.display());
+    }
+    if let Some(path) = &a.chain {
+        let frames = xt_frames.len() / per_image;
+        let strip = GrayImage::stack_vertical(&[
+            GrayImage::grid(&xt_frames, size, frames, 2),
+            GrayImage::grid(&x0_frames, size, frames, 2),
+        ]);
+        write_png(path, &strip).with_context(|| format!("writing '{}'", path.display()))?;
+        eprintln!(
+            "wrote the chain (top: x_t, bottom: predicted x_0) to {}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `schedule --json` output.
+#[derive(serde::Serialize)]
+struct ScheduleJson {
+    schedule: ScheduleKind,
+    timesteps: usize,
+    rows: Vec<ScheduleRow>,
+}
+
+fn run_schedule(a: ScheduleArgs) -> Result<()> {
+    let schedule = NoiseSchedule::new(a.schedule, a.timesteps)?;
+    let ts = if a.t.is_empty() {
+        let last = a.timesteps - 1;
+        let mut v: Vec<usize> = [0, 1, 10, 100, 250, 500, 750, 999]
+            .into_iter()
+            .filter(|&t| t < last)
+            .collect();
+        v.push(last);
+        v
+    } else {
+        a.t.clone()
+    };
+    let rows = ts.iter().map(|&t| schedule.row(t)).collect::<Result<Vec<_>, _>>()?;
+    if a.json {
+        let out = ScheduleJson {
+            schedule: a.schedule,
+            timesteps: a.timesteps,
+            rows,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{} schedule, T = {}", a.schedule, a.timesteps);
+        println!(
+            "{:>5} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
+            "t", "beta", "alpha_bar", "sqrt_ab", "sqrt_1-ab", "beta_tilde", "coef1", "coef2", "snr"
+        );
+        for r in rows {
+            println!(
+                "{:>5} {:>11.4e} {:>11.6} {:>11.6} {:>11.6} {:>11.4e} {:>11.6} {:>11.6} {:>11.4e}",
+                r.t,
+                r.beta,
+                r.alpha_bar,
+                r.sqrt_alpha_bar,
+                r.sqrt_one_minus_alpha_bar,
+                r.posterior_variance,
+                r.posterior_mean_coef1,
+                r.posterior_mean_coef2,
+                r.snr
+            );
+        }
+    }
+    Ok(())
+}

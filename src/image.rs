@@ -1,0 +1,96 @@
+//! Turning model tensors into pictures: [−1, 1] floats to grayscale bytes, grids and strips.
+//! Shared by the CLI's PNG files and the browser's canvases.
+
+/// A grayscale picture, row-major, one byte per pixel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrayImage {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `width · height` bytes.
+    pub pixels: Vec<u8>,
+}
+
+/// Maps a model value in [−1, 1] to a byte, clamping outside values: round((x + 1) · 127.5).
+pub fn unit_to_byte(x: f32) -> u8 {
+    ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8
+}
+
+impl GrayImage {
+    /// A blank (black) image.
+    pub fn new(width: usize, height: usize) -> Self {
+        Self {
+            width,
+            height,
+            pixels: vec![0; width * height],
+        }
+    }
+
+    /// Lays out `images` (each `size × size` floats in [−1, 1], concatenated) in a grid of
+    /// `columns` columns with `pad` pixels of border between and around them.
+    pub fn grid(images: &[f32], size: usize, columns: usize, pad: usize) -> Self {
+        let n = images.len() / (size * size);
+        let columns = columns.clamp(1, n.max(1));
+        let rows = n.div_ceil(columns);
+        let mut out = Self::new(columns * (size + pad) + pad, rows * (size + pad) + pad);
+        for (k, img) in images.chunks(size * size).enumerate() {
+            let (x0, y0) = (pad + (k % columns) * (size + pad), pad + (k / columns) * (size + pad));
+            for y in 0..size {
+                for x in 0..size {
+                    out.pixels[(y0 + y) * out.width + x0 + x] = unit_to_byte(img[y * size + x]);
+                }
+            }
+        }
+        out
+    }
+
+    /// Stacks images vertically (e.g. the x_t row above the x̂_0 row of a chain strip).
+    pub fn stack_vertical(parts: &[GrayImage]) -> Self {
+        let width = parts.iter().map(|p| p.width).max().unwrap_or(0);
+        let mut out = Self::new(width, parts.iter().map(|p| p.height).sum());
+        let mut y0 = 0;
+        for p in parts {
+            for y in 0..p.height {
+                let row = &p.pixels[y * p.width..(y + 1) * p.width];
+                out.pixels[(y0 + y) * width..(y0 + y) * width + p.width].copy_from_slice(row);
+            }
+            y0 += p.height;
+        }
+        out
+    }
+
+    /// RGBA bytes (gray replicated, opaque), as a canvas `ImageData` wants them.
+    pub fn to_rgba(&self) -> Vec<u8> {
+        self.pixels.iter().flat_map(|&g| [g, g, g, 255]).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_mapping_and_grid_layout() {
+        assert_eq!(
+            (
+                unit_to_byte(-1.0),
+                unit_to_byte(0.0),
+                unit_to_byte(1.0),
+                unit_to_byte(3.0)
+            ),
+            (0, 128, 255, 255)
+        );
+        // Three 2×2 images, 2 columns, 1 px padding → 7 × 7 picture.
+        let imgs = [vec![1.0f32; 4], vec![-1.0; 4], vec![1.0; 4]].concat();
+        let g = GrayImage::grid(&imgs, 2, 2, 1);
+        assert_eq!((g.width, g.height), (7, 7));
+        assert_eq!(g.pixels[8], 255); // (1, 1): first image
+        assert_eq!(g.pixels[7 + 4], 0); // (4, 1): second image
+        assert_eq!(g.pixels[4 * 7 + 1], 255); // (1, 4): third image
+        assert_eq!(g.pixels[0], 0); // padding
+        let s = GrayImage::stack_vertical(&[g.clone(), g]);
+        assert_eq!((s.width, s.height), (7, 14));
+        assert_eq!(s.to_rgba()[..8], [0, 0, 0, 255, 0, 0, 0, 255]);
+    }
+}

@@ -1,0 +1,34 @@
+//! Writing files so that a crash or a full disk never leaves a half-written one: write beside the
+//! target, then rename over it.
+
+use crate::image::GrayImage;
+use std::path::Path;
+
+/// Writes `bytes` to `path` atomically (a temporary file in the same folder, then a rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let result = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Encodes a grayscale picture as PNG bytes.
+pub fn encode_png(image: &GrayImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, image.width as u32, image.height as u32);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().expect("writing to memory");
+        writer.write_image_data(&image.pixels).expect("writing to memory");
+    }
+    out
+}
+
+/// Writes a grayscale PNG atomically.
+pub fn write_png(path: &Path, image: &GrayImage) -> std::io::Result<()> {
+    write_atomic(path, &encode_png(image))
+}

@@ -1,0 +1,248 @@
+//! The ε-predicting U-Net (Ho et al. 2020, Appendix B, scaled down for 28×28 digits).
+
+use super::blocks::{AttentionBlock, AttentionBlockConfig, Downsample, ResBlock, ResBlockConfig, Upsample, group_norm};
+use super::embedding::{TimeEmbedding, TimeEmbeddingConfig};
+use crate::sampler::EpsModel;
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{GroupNorm, Initializer, PaddingConfig2d};
+use burn::tensor::activation::silu;
+use burn::tensor::{Device, Tensor};
+
+/// Configuration of [`UNet`]; saved as `config.json` beside the weights.
+#[derive(Config, Debug, PartialEq)]
+pub struct UNetConfig {
+    /// Channels of the images (1 for MNIST).
+    #[config(default = 1)]
+    pub image_channels: usize,
+    /// Height and width of the images.
+    #[config(default = 28)]
+    pub image_size: usize,
+    /// Channels at full resolution.
+    #[config(default = 32)]
+    pub base_channels: usize,
+    /// Channel multiplier of each resolution level; the resolution halves between levels.
+    #[config(default = "vec![1, 2, 2]")]
+    pub channel_mult: Vec<usize>,
+    /// Residual blocks per level.
+    #[config(default = 2)]
+    pub res_blocks: usize,
+    /// GroupNorm groups.
+    #[config(default = 8)]
+    pub groups: usize,
+    /// Dropout inside residual blocks (active only while training).
+    #[config(default = 0.1)]
+    pub dropout: f64,
+}
+
+/// One encoder level: residual blocks, attention at the lowest resolution, then a downsampler
+/// (except on the last level).
+#[derive(Module, Debug)]
+pub struct DownLevel {
+    res: Vec<ResBlock>,
+    attn: Option<AttentionBlock>,
+    downsample: Option<Downsample>,
+}
+
+/// One decoder level: the first residual block takes the encoder's skip, then attention at the
+/// lowest resolution and an upsampler (except on the full-resolution level).
+#[derive(Module, Debug)]
+pub struct UpLevel {
+    res: Vec<ResBlock>,
+    attn: Option<AttentionBlock>,
+    upsample: Option<Upsample>,
+}
+
+/// The bottleneck: ResBlock → attention → ResBlock.
+#[derive(Module, Debug)]
+pub struct MidBlock {
+    res1: ResBlock,
+    attn: AttentionBlock,
+    res2: ResBlock,
+}
+
+/// The noise-prediction network ε_θ(x_t, t).
+#[derive(Module, Debug)]
+pub struct UNet {
+    time_embed: TimeEmbedding,
+    conv_in: Conv2d,
+    down: Vec<DownLevel>,
+    mid: MidBlock,
+    /// Decoder levels, deepest first.
+    up: Vec<UpLevel>,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+/// An invalid [`UNetConfig`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UNetConfigError {
+    /// The image size does not survive the downsampling.
+    #[error("image size {size} is too small for {levels} resolution levels")]
+    TooSmall {
+        /// image_size.
+        size: usize,
+        /// Levels.
+        levels: usize,
+    },
+    /// A zero-sized setting.
+    #[error("U-Net setting '{0}' must be positive")]
+    Zero(&'static str),
+}
+
+impl UNetConfig {
+    /// Channels of each level.
+    pub fn level_channels(&self) -> Vec<usize> {
+        self.channel_mult.iter().map(|m| m * self.base_channels).collect()
+    }
+
+    /// Size of the time embedding (4 × base channels, as in DDPM).
+    pub fn embed_dim(&self) -> usize {
+        4 * self.base_channels
+    }
+
+    /// Checks that the configuration describes a buildable network.
+    pub fn validate(&self) -> Result<(), UNetConfigError> {
+        for (name, v) in [
+            ("image_channels", self.image_channels),
+            ("base_channels", self.base_channels),
+            ("res_blocks", self.res_blocks),
+            ("groups", self.groups),
+            ("channel_mult", self.channel_mult.len()),
+        ] {
+            if v == 0 {
+                return Err(UNetConfigError::Zero(name));
+            }
+        }
+        if self.channel_mult.contains(&0) {
+            return Err(UNetConfigError::Zero("channel_mult"));
+        }
+        if self.image_size % (1 << (self.channel_mult.len() - 1)) != 0 || self.image_size == 0 {
+            return Err(UNetConfigError::TooSmall {
+                size: self.image_size,
+                levels: self.channel_mult.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Initialises the network on `device`.
+    ///
+    /// # Panics
+    /// If the configuration is invalid ([`Self::validate`] says why).
+    pub fn init(&self, device: &Device) -> UNet {
+        if let Err(e) = self.validate() {
+            panic!("invalid U-Net configuration: {e}");
+        }
+        let channels = self.level_channels();
+        let levels = channels.len();
+        let embed_dim = self.embed_dim();
+        let res = |c_in: usize, c_out: usize| {
+            ResBlockConfig::new(c_in, c_out, embed_dim)
+                .with_groups(self.groups)
+                .with_dropout(self.dropout)
+                .init(device)
+        };
+        let attn = |c: usize| AttentionBlockConfig::new(c).with_groups(self.groups).init(device);
+
+        let mut down = Vec::with_capacity(levels);
+        let mut c_prev = self.base_channels;
+        for (i, &c) in channels.iter().enumerate() {
+            let last = i + 1 == levels;
+            down.push(DownLevel {
+                res: (0..self.res_blocks)
+                    .map(|j| res(if j == 0 { c_prev } else { c }, c))
+                    .collect(),
+                attn: last.then(|| attn(c)),
+                downsample: (!last).then(|| Downsample::new(c, device)),
+            });
+            c_prev = c;
+        }
+        let c_mid = *channels.last().expect("at least one level");
+        let mid = MidBlock {
+            res1: res(c_mid, c_mid),
+            attn: attn(c_mid),
+            res2: res(c_mid, c_mid),
+        };
+        let mut up = Vec::with_capacity(levels);
+        let mut c_h = c_mid;
+        for (i, &c) in channels.iter().enumerate().rev() {
+            up.push(UpLevel {
+                res: (0..self.res_blocks)
+                    .map(|j| res(if j == 0 { c_h + c } else { c }, c))
+                    .collect(),
+                attn: (i + 1 == levels).then(|| attn(c)),
+                upsample: (i > 0).then(|| Upsample::new(c, device)),
+            });
+            c_h = c;
+        }
+        UNet {
+            time_embed: TimeEmbeddingConfig::new(self.base_channels, embed_dim).init(device),
+            conv_in: Conv2dConfig::new([self.image_channels, self.base_channels], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device),
+            down,
+            mid,
+            up,
+            norm_out: group_norm(self.groups, channels[0], device),
+            conv_out: Conv2dConfig::new([channels[0], self.image_channels], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_initializer(Initializer::Zeros)
+                .init(device),
+        }
+    }
+}
+
+impl UNet {
+    /// Predicts the noise in `x_t`.
+    ///
+    /// # Shapes
+    /// - `x_t`: `[batch, image_channels, image_size, image_size]`
+    /// - `t`: `batch` timesteps
+    /// - output: `[batch, image_channels, image_size, image_size]`
+    pub fn forward(&self, x_t: Tensor<4>, t: &[usize]) -> Tensor<4> {
+        let device = x_t.device();
+        let emb = self.time_embed.forward(t, &device); // [b, embed_dim]
+        let mut h = self.conv_in.forward(x_t); // [b, c0, s, s]
+        let mut skips = Vec::with_capacity(self.down.len());
+        for level in &self.down {
+            for block in &level.res {
+                h = block.forward(h, emb.clone()); // [b, c_i, s_i, s_i]
+            }
+            if let Some(attn) = &level.attn {
+                h = attn.forward(h); // [b, c_i, s_i, s_i]
+            }
+            skips.push(h.clone());
+            if let Some(down) = &level.downsample {
+                h = down.forward(h); // [b, c_i, s_i/2, s_i/2]
+            }
+        }
+        h = self.mid.res1.forward(h, emb.clone()); // [b, c_L, s_L, s_L]
+        h = self.mid.attn.forward(h); // [b, c_L, s_L, s_L]
+        h = self.mid.res2.forward(h, emb.clone()); // [b, c_L, s_L, s_L]
+        for level in &self.up {
+            let skip = skips.pop().expect("one skip per level");
+            for (j, block) in level.res.iter().enumerate() {
+                if j == 0 {
+                    h = Tensor::cat(vec![h, skip.clone()], 1); // [b, c_h + c_i, s_i, s_i]
+                }
+                h = block.forward(h, emb.clone()); // [b, c_i, s_i, s_i]
+            }
+            if let Some(attn) = &level.attn {
+                h = attn.forward(h); // [b, c_i, s_i, s_i]
+            }
+            if let Some(up) = &level.upsample {
+                h = up.forward(h); // [b, c_i, 2 s_i, 2 s_i]
+            }
+        }
+        let h = silu(self.norm_out.forward(h)); // [b, c0, s, s]
+        self.conv_out.forward(h) // [b, image_channels, s, s]
+    }
+}
+
+impl EpsModel for UNet {
+    fn predict_eps(&self, x_t: Tensor<4>, t: &[usize]) -> Tensor<4> {
+        self.forward(x_t, t)
+    }
+}

@@ -1,0 +1,151 @@
+//! DDIM sampling (Song, Meng & Ermon 2021) over a trailing sub-sequence of timesteps.
+
+use super::{Sampler, SamplerError, StepCoefs};
+use crate::schedule::NoiseSchedule;
+
+/// DDIM with `steps` steps and stochasticity η ∈ [0, 1].
+#[derive(Clone, Debug)]
+pub struct DdimSampler {
+    timesteps: Vec<usize>,
+    coefs: Vec<StepCoefs>,
+    clip_x0: bool,
+}
+
+/// The "trailing" timestep spacing (Lin et al. 2024, Table 2; diffusers' `timestep_spacing =
+/// "trailing"`): round(T − i·T/N) − 1 for i = 0..N, so the first step is always t = T − 1.
+/// Ties round to even, as NumPy's `round` does.
+pub fn trailing_timesteps(timesteps: usize, steps: usize) -> Result<Vec<usize>, SamplerError> {
+    if steps == 0 {
+        return Err(SamplerError::ZeroSteps);
+    }
+    if steps > timesteps {
+        return Err(SamplerError::TooManySteps { steps, timesteps });
+    }
+    let ratio = timesteps as f64 / steps as f64;
+    Ok((0..steps)
+        .map(|i| (timesteps as f64 - i as f64 * ratio).round_ties_even() as usize - 1)
+        .collect())
+}
+
+impl DdimSampler {
+    /// A DDIM sampler over `steps` trailing timesteps of `schedule`.
+    pub fn new(schedule: &NoiseSchedule, steps: usize, eta: f64, clip_x0: bool) -> Result<Self, SamplerError> {
+        if !(0.0..=1.0).contains(&eta) {
+            return Err(SamplerError::EtaOutOfRange(eta));
+        }
+        let timesteps = trailing_timesteps(schedule.timesteps(), steps)?;
+        let coefs = (0..timesteps.len())
+            .map(|i| {
+                let t = timesteps[i];
+                let prev_t = timesteps.get(i + 1).copied();
+                Self::step_coefs(schedule, t, prev_t, eta)
+            })
+            .collect();
+        Ok(Self {
+            timesteps,
+            coefs,
+            clip_x0,
+        })
+    }
+
+    fn step_coefs(schedule: &NoiseSchedule, t: usize, prev_t: Option<usize>, eta: f64) -> StepCoefs {
+        let alpha_bar = schedule.alpha_bar[t];
+        // ᾱ of the final step is 1: the last update lands exactly on x̂_0.
+        let alpha_bar_prev = prev_t.map_or(1.0, |p| schedule.alpha_bar[p]);
+        // x̂_0 = (x_t − √(1 − ᾱ_t) ε̂) / √ᾱ_t   (Song et al. eq. 12, "predicted x_0")
+        let (x0_from_xt, x0_from_eps) = schedule.predict_x0_coefs(t);
+        // σ_t(η) = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev)   (eq. 16)
+        let sigma =
+            eta * ((1.0 - alpha_bar_prev) / (1.0 - alpha_bar)).sqrt() * (1.0 - alpha_bar / alpha_bar_prev).sqrt();
+        // x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev − σ_t²) ε̂ + σ_t z   (eq. 12)
+        let c_eps = (1.0 - alpha_bar_prev - sigma * sigma).max(0.0).sqrt();
+        StepCoefs {
+            t,
+            prev_t,
+            alpha_bar,
+            alpha_bar_prev,
+            x0_from_xt,
+            x0_from_eps,
+            c_x0: alpha_bar_prev.sqrt(),
+            c_xt: 0.0,
+            c_eps,
+            sigma,
+        }
+    }
+}
+
+impl Sampler for DdimSampler {
+    fn timesteps(&self) -> &[usize] {
+        &self.timesteps
+    }
+    fn coefs(&self, index: usize) -> StepCoefs {
+        self.coefs[index]
+    }
+    fn clip_x0(&self) -> bool {
+        self.clip_x0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_spacing_matches_diffusers() {
+        // diffusers DDIMScheduler(timestep_spacing="trailing").set_timesteps(N).timesteps:
+        // np.round(np.arange(1000, 0, -1000/N)).astype(int) - 1.
+        let ts = trailing_timesteps(1000, 50).unwrap();
+        assert_eq!(ts.len(), 50);
+        assert_eq!(&ts[..3], &[999, 979, 959]);
+        assert_eq!(*ts.last().unwrap(), 19);
+        assert_eq!(trailing_timesteps(1000, 3).unwrap(), vec![999, 666, 332]);
+        // N = 16: 1000 − 3·62.5 = 812.5 rounds to even → 812 → t = 811.
+        assert_eq!(trailing_timesteps(1000, 16).unwrap()[3], 811);
+        assert_eq!(
+            trailing_timesteps(1000, 1000).unwrap(),
+            (0..1000).rev().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        let s = NoiseSchedule::linear(1000).unwrap();
+        assert_eq!(DdimSampler::new(&s, 0, 0.0, true).unwrap_err(), SamplerError::ZeroSteps);
+        assert_eq!(
+            DdimSampler::new(&s, 10, 1.5, true).unwrap_err(),
+            SamplerError::EtaOutOfRange(1.5)
+        );
+        assert_eq!(
+            DdimSampler::new(&s, 10, -0.1, true).unwrap_err(),
+            SamplerError::EtaOutOfRange(-0.1)
+        );
+        assert!(matches!(
+            DdimSampler::new(&s, 1001, 0.0, true),
+            Err(SamplerError::TooManySteps { .. })
+        ));
+    }
+
+    #[test]
+    fn eta_one_over_all_steps_is_ddpm_with_beta_tilde() {
+        // Song et al. §4.1: with η = 1 and every timestep, σ_t² = β̃_t and the update equals the
+        // DDPM posterior mean, coefficient for coefficient once x_t is written in x̂_0 and ε̂.
+        let s = NoiseSchedule::linear(1000).unwrap();
+        let ddim = DdimSampler::new(&s, 1000, 1.0, false).unwrap();
+        for index in [1usize, 400, 990] {
+            let c = ddim.coefs(index);
+            let t = c.t;
+            assert!((c.sigma.powi(2) - s.posterior_variance[t]).abs() < 1e-12);
+            // x_t = √ᾱ_t x̂_0 + √(1−ᾱ_t) ε̂, so DDPM's mean coef1·x̂_0 + coef2·x_t has
+            // x̂_0 weight coef1 + coef2·√ᾱ_t and ε̂ weight coef2·√(1−ᾱ_t).
+            let w_x0 = s.posterior_mean_coef1[t] + s.posterior_mean_coef2[t] * s.alpha_bar[t].sqrt();
+            let w_eps = s.posterior_mean_coef2[t] * (1.0 - s.alpha_bar[t]).sqrt();
+            assert!((c.c_x0 - w_x0).abs() < 1e-9, "t={t}");
+            assert!((c.c_eps - w_eps).abs() < 1e-9, "t={t}");
+        }
+        let last = ddim.coefs(999);
+        assert_eq!(
+            (last.prev_t, last.alpha_bar_prev, last.sigma, last.c_eps),
+            (None, 1.0, 0.0, 0.0)
+        );
+    }
+}

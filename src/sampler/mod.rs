@@ -1,0 +1,209 @@
+//! Reverse-process samplers: one file per sampler, sharing one reverse-step update.
+//!
+//! Every sampler here writes x_{t−1} in the same linear form
+//!
+//! ```text
+//! x̂_0     = √(1/ᾱ_t) x_t − √(1/ᾱ_t − 1) ε̂          (Ho et al. eq. 4 solved for x_0; optionally clipped)
+//! x_{t−1} = c_x0 · x̂_0 + c_xt · x_t + c_eps · ε̂ + σ_t z
+//! ```
+//!
+//! and differs only in the host-side coefficients ([`StepCoefs`]): DDPM takes the posterior mean
+//! of q(x_{t−1} | x_t, x̂_0) (Ho et al. eq. 7, 11), DDIM the generalised update of Song et al.
+//! (eq. 12). The coefficients are `f64`s computed on the CPU, so a step never reads the GPU.
+
+pub mod chain;
+pub mod ddim;
+pub mod ddpm;
+
+pub use chain::{ChainStep, EpsModel, ReverseChain};
+pub use ddim::DdimSampler;
+pub use ddpm::{DdpmSampler, VarianceKind};
+
+use crate::schedule::NoiseSchedule;
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// Errors in configuring a sampler.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SamplerError {
+    /// Zero sampling steps.
+    #[error("the number of sampling steps must be at least 1 (got 0)")]
+    ZeroSteps,
+    /// More sampling steps than the schedule has timesteps.
+    #[error("{steps} sampling steps is more than the schedule's {timesteps} timesteps")]
+    TooManySteps {
+        /// Requested.
+        steps: usize,
+        /// Available.
+        timesteps: usize,
+    },
+    /// η outside [0, 1].
+    #[error("eta must be in [0, 1] (got {0})")]
+    EtaOutOfRange(f64),
+    /// Unknown sampler or variance name.
+    #[error("unknown {what} '{name}': expected {expected}")]
+    UnknownName {
+        /// What was being parsed.
+        what: &'static str,
+        /// What was given.
+        name: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+}
+
+/// The coefficients of one reverse step t → t_prev, in the common form of this module's docs.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepCoefs {
+    /// The timestep being denoised.
+    pub t: usize,
+    /// The timestep reached, `None` for the final step to x_0.
+    pub prev_t: Option<usize>,
+    /// ᾱ_t.
+    pub alpha_bar: f64,
+    /// ᾱ at `prev_t` (1 for the final step).
+    pub alpha_bar_prev: f64,
+    /// √(1/ᾱ_t): coefficient of x_t in x̂_0.
+    pub x0_from_xt: f64,
+    /// √(1/ᾱ_t − 1): coefficient of −ε̂ in x̂_0.
+    pub x0_from_eps: f64,
+    /// Coefficient of x̂_0 in x_{t−1}.
+    pub c_x0: f64,
+    /// Coefficient of x_t in x_{t−1}.
+    pub c_xt: f64,
+    /// Coefficient of ε̂ in x_{t−1}.
+    pub c_eps: f64,
+    /// Standard deviation σ_t of the noise added (0 on the final step).
+    pub sigma: f64,
+}
+
+/// What one reverse step produced.
+#[derive(Clone, Debug)]
+pub struct StepOutput {
+    /// x_{t−1}, shape `[batch, channels, height, width]`.
+    pub prev_sample: Tensor<4>,
+    /// x̂_0, the model's prediction of the clean image, same shape.
+    pub pred_x0: Tensor<4>,
+}
+
+/// A reverse-process sampler: a descending sequence of timesteps and the coefficients of each step.
+pub trait Sampler {
+    /// The timesteps visited, in the order they are denoised (descending).
+    fn timesteps(&self) -> &[usize];
+    /// The coefficients of step number `index` (0 is the first, noisiest step).
+    fn coefs(&self, index: usize) -> StepCoefs;
+    /// Whether x̂_0 is clipped to [−1, 1] before it is used.
+    fn clip_x0(&self) -> bool;
+
+    /// One reverse step: x_t and the model's ε̂ → (x_{t−1}, x̂_0).
+    ///
+    /// `noise` is z ~ N(0, I) for the step; it is ignored where σ_t = 0.
+    ///
+    /// # Shapes
+    /// - `x_t`, `eps`, `noise`: `[batch, channels, height, width]`
+    fn step(&self, index: usize, x_t: Tensor<4>, eps: Tensor<4>, noise: Option<Tensor<4>>) -> StepOutput {
+        apply_step(&self.coefs(index), self.clip_x0(), x_t, eps, noise)
+    }
+}
+
+/// The shared reverse-step update, equation by equation.
+///
+/// # Shapes
+/// - `x_t`, `eps`, `noise`: `[batch, channels, height, width]`
+pub fn apply_step(
+    c: &StepCoefs,
+    clip_x0: bool,
+    x_t: Tensor<4>,
+    eps: Tensor<4>,
+    noise: Option<Tensor<4>>,
+) -> StepOutput {
+    // 1. x̂_0 = √(1/ᾱ_t) x_t − √(1/ᾱ_t − 1) ε̂   (eq. 4 solved for x_0, Ho et al. eq. 15)
+    let mut pred_x0 = x_t.clone().mul_scalar(c.x0_from_xt) - eps.clone().mul_scalar(c.x0_from_eps); // [b, c, h, w]
+    // 2. Optionally clip x̂_0 to the data range [−1, 1].
+    if clip_x0 {
+        pred_x0 = pred_x0.clamp(-1.0, 1.0); // [b, c, h, w]
+    }
+    // 3. The mean of p(x_{t−1} | x_t): posterior mean (DDPM, eq. 7) or DDIM's update (eq. 12).
+    let mut prev = pred_x0.clone().mul_scalar(c.c_x0); // [b, c, h, w]
+    if c.c_xt != 0.0 {
+        prev = prev + x_t.mul_scalar(c.c_xt);
+    }
+    if c.c_eps != 0.0 {
+        prev = prev + eps.mul_scalar(c.c_eps);
+    }
+    // 4. Add σ_t z, except on the last step (σ = 0 there).
+    if c.sigma > 0.0 {
+        let z = noise.expect("a reverse step with σ_t > 0 needs noise");
+        prev = prev + z.mul_scalar(c.sigma); // [b, c, h, w]
+    }
+    StepOutput {
+        prev_sample: prev,
+        pred_x0,
+    }
+}
+
+/// Which sampler, with its settings: what the CLI and the web app choose.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "sampler", rename_all = "lowercase")]
+pub enum SamplerConfig {
+    /// Ancestral sampling over all T steps (Ho et al. Algorithm 2).
+    Ddpm {
+        /// σ_t² = β_t or β̃_t.
+        variance: VarianceKind,
+        /// Clip x̂_0 to [−1, 1].
+        clip_x0: bool,
+    },
+    /// DDIM over a trailing sub-sequence of `steps` timesteps (Song et al. 2021).
+    Ddim {
+        /// Number of steps.
+        steps: usize,
+        /// η: 0 is deterministic, 1 matches DDPM's σ = β̃.
+        eta: f64,
+        /// Clip x̂_0 to [−1, 1].
+        clip_x0: bool,
+    },
+}
+
+impl SamplerConfig {
+    /// Builds the sampler over `schedule`, validating the settings.
+    pub fn build(&self, schedule: &NoiseSchedule) -> Result<Box<dyn Sampler>, SamplerError> {
+        Ok(match *self {
+            SamplerConfig::Ddpm { variance, clip_x0 } => Box::new(DdpmSampler::new(schedule, variance, clip_x0)),
+            SamplerConfig::Ddim { steps, eta, clip_x0 } => Box::new(DdimSampler::new(schedule, steps, eta, clip_x0)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    #[test]
+    fn apply_step_is_the_documented_linear_form() {
+        let device = Device::flex();
+        let c = StepCoefs {
+            t: 5,
+            prev_t: Some(4),
+            alpha_bar: 0.25,
+            alpha_bar_prev: 0.5,
+            x0_from_xt: 2.0,
+            x0_from_eps: 3.0f64.sqrt(),
+            c_x0: 0.5,
+            c_xt: 0.25,
+            c_eps: 0.125,
+            sigma: 0.1,
+        };
+        let t = |v: f32| Tensor::<4>::from_data(TensorData::new(vec![v], [1, 1, 1, 1]), &device);
+        // x_t = 1, ε̂ = 0.5, z = 2 → x̂_0 = 2 − 0.5·√3 = 1.1339746; unclipped
+        // x_{t-1} = 0.5·1.1339746 + 0.25·1 + 0.125·0.5 + 0.1·2 = 1.0794873.
+        let out = apply_step(&c, false, t(1.0), t(0.5), Some(t(2.0)));
+        let x0: f32 = out.pred_x0.into_scalar();
+        let prev: f32 = out.prev_sample.into_scalar();
+        assert!((x0 - 1.133_974_6).abs() < 1e-6);
+        assert!((prev - 1.079_487_3).abs() < 1e-6);
+        // Clipped: x̂_0 = 1 → x_{t-1} = 0.5 + 0.25 + 0.0625 + 0.2 = 1.0125.
+        let out = apply_step(&c, true, t(1.0), t(0.5), Some(t(2.0)));
+        assert!((out.prev_sample.into_scalar::<f32>() - 1.0125).abs() < 1e-6);
+    }
+}

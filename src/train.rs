@@ -1,0 +1,444 @@
+//! Training ε_θ with the simplified objective L_simple = E‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖²
+//! (Ho et al. eq. 14, Algorithm 1), with Adam, learning-rate warm-up, an EMA of the weights,
+//! sample grids, atomic checkpoints and resumption.
+
+use crate::data::{BatchSampler, ImageDataset};
+use crate::forward::q_sample;
+use crate::image::GrayImage;
+use crate::io::{write_atomic, write_png};
+use crate::model::{UNet, UNetConfig};
+use crate::rng::NoiseRng;
+use crate::sampler::chain::normal_tensor;
+use crate::sampler::{ReverseChain, SamplerConfig};
+use crate::schedule::{NoiseSchedule, ScheduleKind};
+use crate::weights::{CONFIG_FILE, DiffusionConfig, WEIGHTS_FILE, WeightsError, unet_to_bytes};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Errors while training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// File system trouble.
+    #[error("{context}: {error}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Why it failed.
+        error: std::io::Error,
+    },
+    /// A checkpoint or export could not be written or read.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// A checkpoint does not match this run.
+    #[error("cannot resume from '{path}': {reason}")]
+    Resume {
+        /// The checkpoint.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Bad settings.
+    #[error("{0}")]
+    Settings(String),
+}
+
+/// The training recipe; saved in `train.json` beside checkpoints so a run can be reproduced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The network.
+    pub unet: UNetConfig,
+    /// The β schedule.
+    pub schedule: ScheduleKind,
+    /// T.
+    pub timesteps: usize,
+    /// Total optimisation steps.
+    pub steps: usize,
+    /// Images per step.
+    pub batch: usize,
+    /// Peak Adam learning rate.
+    pub lr: f64,
+    /// Linear warm-up steps to the peak learning rate.
+    pub warmup: usize,
+    /// EMA decay of the exported weights.
+    pub ema_decay: f64,
+    /// Seed of data order, timesteps and noise.
+    pub seed: u64,
+    /// Write a sample grid every this many steps (0: never).
+    pub sample_every: usize,
+    /// Write a checkpoint every this many steps.
+    pub checkpoint_every: usize,
+    /// Log loss to `loss.csv` every this many steps.
+    pub log_every: usize,
+}
+
+impl TrainConfig {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: &str| Err(TrainError::Settings(m.to_string()));
+        if self.steps == 0 {
+            return bad("--steps must be at least 1");
+        }
+        if self.batch == 0 {
+            return bad("--batch must be at least 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("--lr must be a positive number");
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return bad("--ema must be in [0, 1)");
+        }
+        if self.checkpoint_every == 0 || self.log_every == 0 {
+            return bad("--checkpoint-every and --log-every must be at least 1");
+        }
+        self.unet.validate().map_err(|e| TrainError::Settings(e.to_string()))
+    }
+
+    /// The `config.json` of the exported model.
+    pub fn diffusion_config(&self) -> DiffusionConfig {
+        DiffusionConfig {
+            unet: self.unet.clone(),
+            schedule: self.schedule,
+            timesteps: self.timesteps,
+        }
+    }
+
+    /// Learning rate at `step`: linear warm-up, then constant (as Ho et al.).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if self.warmup == 0 {
+            self.lr
+        } else {
+            self.lr * ((step + 1) as f64 / self.warmup as f64).min(1.0)
+        }
+    }
+}
+
+/// What happened in a training run.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    /// The step training started from (0, or the checkpoint's).
+    pub start_step: usize,
+    /// The last step done.
+    pub end_step: usize,
+    /// Loss at the last logged step.
+    pub last_loss: f64,
+    /// Mean throughput.
+    pub images_per_second: f64,
+    /// Where the EMA model was exported.
+    pub export_dir: PathBuf,
+}
+
+/// The checkpoint's own bookkeeping.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CheckpointState {
+    step: usize,
+    config: TrainConfig,
+}
+
+/// Progress reported to the caller (the CLI draws a bar with it).
+pub struct Progress {
+    /// Steps done.
+    pub step: usize,
+    /// Total steps.
+    pub steps: usize,
+    /// The latest loss.
+    pub loss: f64,
+    /// Throughput since the start of this run.
+    pub images_per_second: f64,
+}
+
+/// Collects a module's float parameters, flattened, by id (without autodiff).
+struct ParamCollector(HashMap<ParamId, Tensor<1>>);
+
+impl ModuleVisitor for ParamCollector {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val().without_autodiff();
+        let n = t.shape().num_elements();
+        self.0.insert(param.id, t.reshape([n]));
+    }
+}
+
+/// ema ← decay · ema + (1 − decay) · current, parameter by parameter.
+struct EmaUpdate {
+    current: HashMap<ParamId, Tensor<1>>,
+    decay: f64,
+}
+
+impl ModuleMapper for EmaUpdate {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(current) = self.current.remove(&param.id) else {
+            return param;
+        };
+        let decay = self.decay;
+        param.map(|ema| {
+            let shape = ema.shape();
+            ema.mul_scalar(decay) + current.reshape(shape).mul_scalar(1.0 - decay)
+        })
+    }
+}
+
+/// Updates the EMA copy towards `model`, with the usual warm-up of the decay:
+/// min(decay, (1 + step)/(10 + step)).
+pub fn ema_update(ema: UNet, model: &UNet, decay: f64, step: usize) -> UNet {
+    let mut collector = ParamCollector(HashMap::new());
+    model.visit(&mut collector);
+    let decay = decay.min((1.0 + step as f64) / (10.0 + step as f64));
+    ema.map(&mut EmaUpdate {
+        current: collector.0,
+        decay,
+    })
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TrainError {
+    let context = context.into();
+    move |error| TrainError::Io { context, error }
+}
+
+/// Paths inside a run's output folder.
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// The run folder.
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+    /// The latest complete checkpoint.
+    pub fn checkpoint(&self) -> PathBuf {
+        self.root.join("checkpoint")
+    }
+    fn checkpoint_tmp(&self) -> PathBuf {
+        self.root.join("checkpoint.tmp")
+    }
+    fn checkpoint_old(&self) -> PathBuf {
+        self.root.join("checkpoint.old")
+    }
+    /// The exported EMA model (what the web app ships).
+    pub fn export(&self) -> PathBuf {
+        self.root.join("export")
+    }
+    /// Sample grids.
+    pub fn samples(&self) -> PathBuf {
+        self.root.join("samples")
+    }
+    /// The loss curve.
+    pub fn loss_csv(&self) -> PathBuf {
+        self.root.join("loss.csv")
+    }
+    /// The checkpoint to resume from: the complete one, or the previous one if a crash hit
+    /// between the two renames of [`save_checkpoint`].
+    fn resumable(&self) -> Option<PathBuf> {
+        [self.checkpoint(), self.checkpoint_old()]
+            .into_iter()
+            .find(|p| p.join("state.json").is_file())
+    }
+}
+
+/// Writes a checkpoint (model, EMA, optimiser, step) so that it is either wholly there or not:
+/// everything goes to `checkpoint.tmp/`, which then replaces `checkpoint/` by renames.
+fn save_checkpoint(
+    run: &RunDir,
+    model: &UNet,
+    ema: &UNet,
+    optim: &ModuleOptimizer,
+    state: &CheckpointState,
+) -> Result<(), TrainError> {
+    let tmp = run.checkpoint_tmp();
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_err("clearing checkpoint.tmp"))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io_err("creating checkpoint.tmp"))?;
+    std::fs::write(tmp.join("model.bpk"), unet_to_bytes(model.clone())?).map_err(io_err("writing model.bpk"))?;
+    std::fs::write(tmp.join("ema.bpk"), unet_to_bytes(ema.clone())?).map_err(io_err("writing ema.bpk"))?;
+    let optim_bytes = optim
+        .into_bytes()
+        .map_err(|e| TrainError::Settings(format!("saving the optimiser: {e}")))?;
+    std::fs::write(tmp.join("optim.bpk"), &optim_bytes[..]).map_err(io_err("writing optim.bpk"))?;
+    let json = serde_json::to_string_pretty(state).expect("state serialises");
+    std::fs::write(tmp.join("state.json"), json).map_err(io_err("writing state.json"))?;
+    let (cur, old) = (run.checkpoint(), run.checkpoint_old());
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io_err("removing checkpoint.old"))?;
+    }
+    if cur.exists() {
+        std::fs::rename(&cur, &old).map_err(io_err("rotating checkpoint"))?;
+    }
+    std::fs::rename(&tmp, &cur).map_err(io_err("publishing checkpoint"))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io_err("removing checkpoint.old"))?;
+    }
+    Ok(())
+}
+
+/// Exports the EMA weights and `config.json` to `dir`, each file written atomically.
+pub fn export_model(dir: &Path, config: &DiffusionConfig, unet: &UNet) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    write_atomic(&dir.join(WEIGHTS_FILE), &unet_to_bytes(unet.clone())?)
+        .map_err(io_err("writing the exported weights"))?;
+    write_atomic(&dir.join(CONFIG_FILE), config.to_json().as_bytes()).map_err(io_err("writing config.json"))?;
+    Ok(())
+}
+
+/// A grid of `n` samples from `unet` (DDIM, 50 steps, η = 0) as a picture.
+pub fn sample_grid(unet: &UNet, schedule: &NoiseSchedule, n: usize, seed: u64, device: &Device) -> GrayImage {
+    let sampler = SamplerConfig::Ddim {
+        steps: 50.min(schedule.timesteps()),
+        eta: 0.0,
+        clip_x0: true,
+    }
+    .build(schedule)
+    .expect("valid DDIM settings");
+    let size = 28;
+    let x0 = ReverseChain::from_noise(unet, sampler, [n, 1, size, size], seed, device).run();
+    let data = x0.into_data();
+    let pixels = data.as_slice::<f32>().expect("f32 samples");
+    GrayImage::grid(pixels, size, (n as f64).sqrt().ceil() as usize, 2)
+}
+
+/// Trains on `data` into the run folder `out`. With `resume`, continues from the folder's latest
+/// checkpoint (its recipe must match `config` except for the total number of steps).
+pub fn train(
+    config: &TrainConfig,
+    data: &ImageDataset,
+    out: &Path,
+    device: &Device,
+    resume: bool,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<TrainSummary, TrainError> {
+    config.validate()?;
+    if data.rows != config.unet.image_size || data.cols != config.unet.image_size {
+        return Err(TrainError::Settings(format!(
+            "the dataset's images are {}×{} but the model expects {}×{}",
+            data.rows, data.cols, config.unet.image_size, config.unet.image_size
+        )));
+    }
+    let schedule =
+        NoiseSchedule::new(config.schedule, config.timesteps).map_err(|e| TrainError::Settings(e.to_string()))?;
+    let run = RunDir::new(out);
+    std::fs::create_dir_all(run.samples()).map_err(io_err(format!("creating {}", out.display())))?;
+    let train_device = device.clone().autodiff();
+    let plain_device = device.clone();
+    let diffusion = config.diffusion_config();
+
+    let mut model = config.unet.init(&train_device);
+    let mut optim = AdamConfig::new().init();
+    let mut ema = model.valid();
+    let mut start_step = 0;
+    if resume {
+        let Some(dir) = run.resumable() else {
+            return Err(TrainError::Resume {
+                path: run.checkpoint().display().to_string(),
+                reason: "no checkpoint there (train without --resume to start a new run)".into(),
+            });
+        };
+        let shown = dir.display().to_string();
+        let resume_err = |reason: String| TrainError::Resume {
+            path: shown.clone(),
+            reason,
+        };
+        let state: CheckpointState = std::fs::read_to_string(dir.join("state.json"))
+            .map_err(|e| resume_err(e.to_string()))
+            .and_then(|s| serde_json::from_str(&s).map_err(|e| resume_err(e.to_string())))?;
+        let mut saved = state.config.clone();
+        saved.steps = config.steps;
+        if saved != *config {
+            return Err(resume_err(
+                "its recipe (train.json) differs from these settings; only --steps may change on resume".into(),
+            ));
+        }
+        let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| resume_err(format!("{name}: {e}")));
+        model = diffusion.load_unet(read("model.bpk")?, &train_device)?;
+        ema = diffusion.load_unet(read("ema.bpk")?, &plain_device)?;
+        optim = optim
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(read("optim.bpk")?))
+            .map_err(|e| resume_err(format!("optim.bpk: {e}")))?;
+        start_step = state.step;
+    } else if run.resumable().is_some() {
+        return Err(TrainError::Settings(format!(
+            "'{}' already holds a checkpoint: pass --resume to continue it, or choose another --out",
+            out.display()
+        )));
+    }
+    write_atomic(
+        &out.join("train.json"),
+        serde_json::to_string_pretty(config).expect("serialises").as_bytes(),
+    )
+    .map_err(io_err("writing train.json"))?;
+    if !resume || !run.loss_csv().exists() {
+        write_atomic(&run.loss_csv(), b"step,loss,lr\n").map_err(io_err("writing loss.csv"))?;
+    }
+    let mut loss_log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(run.loss_csv())
+        .map_err(io_err("opening loss.csv"))?;
+
+    let mut batches = BatchSampler::new(data.len(), config.seed);
+    let started = Instant::now();
+    let mut last_loss = f64::NAN;
+    let size = config.unet.image_size;
+    for step in start_step..config.steps {
+        // Algorithm 1: x_0 ~ q(x_0), t ~ Uniform, ε ~ N(0, I); step on ∇‖ε − ε_θ(x_t, t)‖².
+        let indices = batches.batch_at(step, config.batch);
+        let mut rng = NoiseRng::new(config.seed ^ (step as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let t: Vec<usize> = (0..config.batch).map(|_| rng.below(config.timesteps)).collect();
+        let x0 = data.batch(&indices, &train_device); // [b, 1, s, s]
+        let noise = normal_tensor(&mut rng, [config.batch, 1, size, size], &train_device); // [b, 1, s, s]
+        let x_t = q_sample(&schedule, x0, &t, noise.clone()); // [b, 1, s, s]
+        let eps = model.forward(x_t, &t); // [b, 1, s, s]
+        let loss = (eps - noise).square().mean(); // [1]
+        let lr = config.lr_at(step);
+        let log_now = (step + 1) % config.log_every == 0 || step + 1 == config.steps;
+        if log_now {
+            last_loss = loss.clone().into_scalar::<f32>() as f64;
+            use std::io::Write;
+            writeln!(loss_log, "{},{last_loss:.6},{lr:.3e}", step + 1).map_err(io_err("appending to loss.csv"))?;
+            if !last_loss.is_finite() {
+                return Err(TrainError::Settings(format!(
+                    "the loss diverged to {last_loss} at step {} (try a smaller --lr)",
+                    step + 1
+                )));
+            }
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(lr, model, grads);
+        ema = ema_update(ema, &model, config.ema_decay, step);
+
+        let done = step + 1;
+        let images_per_second = (done - start_step) as f64 * config.batch as f64 / started.elapsed().as_secs_f64();
+        on_progress(&Progress {
+            step: done,
+            steps: config.steps,
+            loss: last_loss,
+            images_per_second,
+        });
+        if config.sample_every > 0 && done % config.sample_every == 0 {
+            let grid = sample_grid(&ema, &schedule, 16, config.seed, &plain_device);
+            write_png(&run.samples().join(format!("step_{done:07}.png")), &grid)
+                .map_err(io_err("writing a sample grid"))?;
+        }
+        if done % config.checkpoint_every == 0 || done == config.steps {
+            let state = CheckpointState {
+                step: done,
+                config: config.clone(),
+            };
+            save_checkpoint(&run, &model, &ema, &optim, &state)?;
+            export_model(&run.export(), &diffusion, &ema)?;
+        }
+    }
+    let images_per_second =
+        (config.steps - start_step) as f64 * config.batch as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    Ok(TrainSummary {
+        start_step,
+        end_step: config.steps,
+        last_loss,
+        images_per_second,
+        export_dir: run.export(),
+    })
+}

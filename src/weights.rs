@@ -1,0 +1,128 @@
+//! Shipping a trained model: the U-Net's burnpack weights plus `config.json` describing the
+//! architecture and the noise schedule it was trained with. Reading works from bytes, so the
+//! browser (fetched assets) and the CLI (files) share it.
+
+use crate::model::{UNet, UNetConfig, UNetConfigError};
+use crate::schedule::{NoiseSchedule, ScheduleError, ScheduleKind};
+use burn::module::Module;
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device};
+use serde::{Deserialize, Serialize};
+
+/// File name of the weights inside a model folder.
+pub const WEIGHTS_FILE: &str = "model.bpk";
+/// File name of the configuration inside a model folder.
+pub const CONFIG_FILE: &str = "config.json";
+
+/// Errors in loading a model.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    /// The configuration is not valid JSON of the expected shape.
+    #[error("invalid model config: {0}")]
+    Config(String),
+    /// The configuration describes an impossible network.
+    #[error("invalid model config: {0}")]
+    Architecture(#[from] UNetConfigError),
+    /// The configuration names an invalid schedule.
+    #[error("invalid model config: {0}")]
+    Schedule(#[from] ScheduleError),
+    /// The weights are not a burnpack file, are truncated, or belong to another architecture.
+    #[error("weights do not fit this model ({reason}): the file is corrupt, truncated or from another architecture")]
+    Weights {
+        /// burn's own message.
+        reason: String,
+    },
+}
+
+/// Everything needed to rebuild a trained diffusion model, saved as `config.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DiffusionConfig {
+    /// The network.
+    pub unet: UNetConfig,
+    /// The β schedule it was trained with.
+    pub schedule: ScheduleKind,
+    /// T.
+    pub timesteps: usize,
+}
+
+impl DiffusionConfig {
+    /// Parses `config.json` contents and validates them.
+    pub fn from_json(json: &str) -> Result<Self, WeightsError> {
+        let config: Self = serde_json::from_str(json).map_err(|e| WeightsError::Config(e.to_string()))?;
+        config.unet.validate()?;
+        config.noise_schedule()?;
+        Ok(config)
+    }
+
+    /// Pretty JSON for `config.json`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("config serialises")
+    }
+
+    /// The schedule this config names.
+    pub fn noise_schedule(&self) -> Result<NoiseSchedule, ScheduleError> {
+        NoiseSchedule::new(self.schedule, self.timesteps)
+    }
+
+    /// Builds the network and loads burnpack `bytes` into it (f16 files are cast to f32).
+    /// Shapes and names are checked: a file of another architecture is an error, not a panic.
+    pub fn load_unet(&self, bytes: Vec<u8>, device: &Device) -> Result<UNet, WeightsError> {
+        self.unet.validate()?;
+        let weights_error = |reason: String| WeightsError::Weights { reason };
+        let record = std::panic::catch_unwind(|| ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)))
+            .map_err(|_| weights_error("unreadable burnpack data".into()))?
+            .map_err(|e| weights_error(e.to_string()))?
+            .cast_to_module_dtype();
+        self.unet
+            .init(device)
+            .try_load_record(record)
+            .map_err(|e| weights_error(e.to_string()))
+    }
+}
+
+#[cfg(feature = "native")]
+mod files {
+    use super::*;
+    use std::path::Path;
+
+    impl DiffusionConfig {
+        /// Reads `config.json` from a model folder.
+        pub fn load(dir: &Path) -> Result<Self, WeightsError> {
+            let path = dir.join(CONFIG_FILE);
+            let json =
+                std::fs::read_to_string(&path).map_err(|e| WeightsError::Config(format!("{}: {e}", path.display())))?;
+            Self::from_json(&json)
+        }
+    }
+
+    /// Loads a model folder (`config.json` + `model.bpk`), or a `.bpk` file with its
+    /// `config.json` beside it.
+    pub fn load_model(path: &Path, device: &Device) -> Result<(DiffusionConfig, UNet), WeightsError> {
+        let (dir, weights) = if path.is_dir() {
+            (path.to_path_buf(), path.join(WEIGHTS_FILE))
+        } else {
+            (
+                path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                path.to_path_buf(),
+            )
+        };
+        let config = DiffusionConfig::load(&dir)?;
+        let bytes = std::fs::read(&weights).map_err(|e| WeightsError::Weights {
+            reason: format!("{}: {e}", weights.display()),
+        })?;
+        let unet = config.load_unet(bytes, device)?;
+        Ok((config, unet))
+    }
+}
+
+#[cfg(feature = "native")]
+pub use files::load_model;
+
+/// Serialises a model's weights to burnpack bytes (reads the tensors back: native only).
+#[cfg(feature = "native")]
+pub fn unet_to_bytes(unet: UNet) -> Result<Vec<u8>, WeightsError> {
+    unet.into_record()
+        .into_bytes()
+        .map(|b| b.to_vec())
+        .map_err(|e| WeightsError::Weights { reason: e.to_string() })
+}

@@ -1,0 +1,298 @@
+//! The command line, end to end: the schedule's JSON, a tiny training run with resume, sampling
+//! to every output, and the error paths (one clear line, non-zero exit, nothing half-written).
+
+use ddpm_explorer::data::{encode_idx_images, encode_idx_labels};
+use ddpm_explorer::rng::NoiseRng;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn ddpm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ddpm"))
+        .args(args)
+        .env("WGPU_BACKEND", "vulkan")
+        .output()
+        .expect("the ddpm binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a failed run whose error is one line (`error: …`) containing `needle`, and no panic.
+fn assert_fails_with(o: &Output, needle: &str) {
+    assert!(!o.status.success(), "expected failure, got success: {}", stderr(o));
+    let err = stderr(o);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "expected one line of error, got: {err}");
+    assert!(errors[0].contains(needle), "'{needle}' not in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A tiny IDX dataset of blurry squares and bars (28×28), written to `dir`.
+fn write_tiny_dataset(dir: &Path) {
+    let mut rng = NoiseRng::new(9);
+    let n = 32;
+    let mut pixels = Vec::with_capacity(n * 784);
+    for i in 0..n {
+        let (cx, cy) = (8 + rng.below(12), 8 + rng.below(12));
+        for y in 0..28usize {
+            for x in 0..28usize {
+                let on = if i % 2 == 0 {
+                    x.abs_diff(cx) < 5 && y.abs_diff(cy) < 5
+                } else {
+                    x.abs_diff(cx) < 2
+                };
+                pixels.push(if on { 255 } else { 0 });
+            }
+        }
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("train-images-idx3-ubyte"), encode_idx_images(&pixels, 28, 28)).unwrap();
+    let labels: Vec<u8> = (0..n).map(|i| (i % 2) as u8).collect();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), encode_idx_labels(&labels)).unwrap();
+}
+
+const TINY_MODEL: &[&str] = &[
+    "--channels",
+    "8",
+    "--channel-mult",
+    "1,2",
+    "--res-blocks",
+    "1",
+    "--device",
+    "cpu",
+];
+
+fn train_tiny(data: &Path, out: &Path, steps: &str, resume: bool) -> Output {
+    let (data, out) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = vec![
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--steps",
+        steps,
+        "--batch",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--sample-every",
+        "3",
+        "--log-every",
+        "1",
+        "--warmup",
+        "2",
+    ];
+    args.extend_from_slice(TINY_MODEL);
+    if resume {
+        args.push("--resume");
+    }
+    ddpm(&args)
+}
+
+#[test]
+fn schedule_json_has_every_field_with_reference_values() {
+    let o = ddpm(&["schedule", "--schedule", "linear", "--t", "0,487,999", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["schedule"], "linear");
+    assert_eq!(v["timesteps"], 1000);
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for key in [
+        "t",
+        "beta",
+        "alpha",
+        "alpha_bar",
+        "sqrt_alpha_bar",
+        "sqrt_one_minus_alpha_bar",
+        "posterior_variance",
+        "posterior_log_variance_clipped",
+        "posterior_mean_coef1",
+        "posterior_mean_coef2",
+        "snr",
+    ] {
+        assert!(rows[0].get(key).is_some(), "missing {key}");
+    }
+    // Ho et al.: β_1 = 1e-4; diffusers' test values for β̃ at 487 and 999.
+    assert!((rows[0]["beta"].as_f64().unwrap() - 1e-4).abs() < 1e-15);
+    assert!((rows[0]["alpha_bar"].as_f64().unwrap() - 0.9999).abs() < 1e-15);
+    assert!((rows[1]["posterior_variance"].as_f64().unwrap() - 0.00979).abs() < 1e-5);
+    assert!((rows[2]["posterior_variance"].as_f64().unwrap() - 0.02).abs() < 1e-5);
+    // At t = 0 the posterior mean is x̂_0 itself (coef1 = 1, coef2 = 0).
+    assert!((rows[0]["posterior_mean_coef1"].as_f64().unwrap() - 1.0).abs() < 1e-12);
+    let o = ddpm(&["schedule", "--schedule", "cosine", "--t", "999", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["rows"][0]["beta"], 0.999);
+}
+
+#[test]
+fn schedule_rejects_bad_input() {
+    assert_fails_with(&ddpm(&["schedule", "--t", "1000"]), "out of range");
+    assert_fails_with(&ddpm(&["schedule", "--timesteps", "0"]), "at least one timestep");
+    let o = ddpm(&["schedule", "--schedule", "quadratic"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("unknown schedule"), "{}", stderr(&o));
+    let o = ddpm(&["schedule", "--no-such-flag"]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn train_resume_sample_and_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = tmp.path().join("run");
+    write_tiny_dataset(&data);
+
+    // Train 4 steps: checkpoints at 2 and 4, a sample grid at 3, an export.
+    let o = train_tiny(&data, &run, "4", false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in [
+        "checkpoint/model.bpk",
+        "checkpoint/ema.bpk",
+        "checkpoint/optim.bpk",
+        "checkpoint/state.json",
+        "export/model.bpk",
+        "export/config.json",
+        "train.json",
+        "loss.csv",
+        "samples/step_0000003.png",
+    ] {
+        assert!(run.join(f).is_file(), "missing {f}");
+    }
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint/state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 4);
+    let csv = std::fs::read_to_string(run.join("loss.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 4, "{csv}");
+
+    // Training again into the same folder without --resume refuses to clobber it.
+    assert_fails_with(&train_tiny(&data, &run, "4", false), "--resume");
+    // Resume to 6 steps: continues from step 4.
+    let o = train_tiny(&data, &run, "6", true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("steps 4..6"), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(run.join("loss.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
+    assert!(!run.join("checkpoint.tmp").exists() && !run.join("checkpoint.old").exists());
+
+    // Sample to every output.
+    let export = run.join("export");
+    let out = tmp.path().join("grid.png");
+    let dir = tmp.path().join("digits");
+    let chain = tmp.path().join("chain.png");
+    let o = ddpm(&[
+        "sample",
+        "--weights",
+        export.to_str().unwrap(),
+        "--n",
+        "3",
+        "--steps",
+        "4",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+        "--out-dir",
+        dir.to_str().unwrap(),
+        "--chain",
+        chain.to_str().unwrap(),
+        "--chain-frames",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // 3 images → 2 columns × 2 rows of 28 px with 2 px padding: 62 × 62.
+    assert_eq!(png_size(&out), (62, 62));
+    assert_eq!(png_size(&dir.join("00002.png")), (28, 28));
+    // Chain: x_T plus 3 frames → 4 columns (122 px), two rows of 32 px.
+    assert_eq!(png_size(&chain), (122, 64));
+    let o = ddpm(&[
+        "sample",
+        "--weights",
+        export.to_str().unwrap(),
+        "--n",
+        "1",
+        "--sampler",
+        "ddpm",
+        "--variance",
+        "beta",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Bad sampling arguments: one line, non-zero exit, no output file.
+    let fresh = tmp.path().join("never.png");
+    let w = export.to_str().unwrap();
+    let f = fresh.to_str().unwrap();
+    assert_fails_with(
+        &ddpm(&["sample", "--weights", w, "--eta", "1.5", "--out", f, "--device", "cpu"]),
+        "eta must be in [0, 1]",
+    );
+    assert_fails_with(
+        &ddpm(&["sample", "--weights", w, "--steps", "0", "--out", f, "--device", "cpu"]),
+        "at least 1",
+    );
+    assert_fails_with(
+        &ddpm(&["sample", "--weights", w, "--n", "0", "--out", f, "--device", "cpu"]),
+        "--n must be at least 1",
+    );
+
+    // Broken weights: truncated, random bytes, another architecture.
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::copy(export.join("config.json"), bad.join("config.json")).unwrap();
+    let good = std::fs::read(export.join("model.bpk")).unwrap();
+    std::fs::write(bad.join("model.bpk"), &good[..good.len() / 2]).unwrap();
+    let b = bad.to_str().unwrap();
+    assert_fails_with(
+        &ddpm(&["sample", "--weights", b, "--out", f, "--device", "cpu"]),
+        "weights do not fit",
+    );
+    let mut rng = NoiseRng::new(1);
+    let noise: Vec<u8> = (0..good.len()).map(|_| rng.next_u64() as u8).collect();
+    std::fs::write(bad.join("model.bpk"), noise).unwrap();
+    assert_fails_with(
+        &ddpm(&["sample", "--weights", b, "--out", f, "--device", "cpu"]),
+        "weights do not fit",
+    );
+    let config = std::fs::read_to_string(export.join("config.json"))
+        .unwrap()
+        .replace("\"base_channels\": 8", "\"base_channels\": 16");
+    std::fs::write(bad.join("config.json"), config).unwrap();
+    std::fs::write(bad.join("model.bpk"), &good).unwrap();
+    assert_fails_with(
+        &ddpm(&["sample", "--weights", b, "--out", f, "--device", "cpu"]),
+        "weights do not fit",
+    );
+    std::fs::write(bad.join("config.json"), "{not json").unwrap();
+    assert_fails_with(
+        &ddpm(&["sample", "--weights", b, "--out", f, "--device", "cpu"]),
+        "invalid model config",
+    );
+    assert!(!fresh.exists());
+    assert!(
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+    );
+
+    // Missing and corrupt datasets.
+    let missing = tmp.path().join("nowhere");
+    let o = train_tiny(&missing, &tmp.path().join("run2"), "2", false);
+    assert_fails_with(&o, "run scripts/setup.sh");
+    std::fs::write(data.join("train-images-idx3-ubyte"), b"not an idx file at all").unwrap();
+    let o = train_tiny(&data, &tmp.path().join("run3"), "2", false);
+    assert_fails_with(&o, "not a valid IDX image file");
+    assert!(!tmp.path().join("run3").join("checkpoint").exists());
+}
+
+fn png_size(path: &PathBuf) -> (u32, u32) {
+    let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
+    let reader = decoder.read_info().unwrap();
+    let info = reader.info();
+    (info.width, info.height)
+}

@@ -1,0 +1,130 @@
+//! The U-Net through the public API: shapes, size, and the weights round trip the web app relies on.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use ddpm_explorer::model::{UNetConfig, UNetConfigError};
+use ddpm_explorer::rng::NoiseRng;
+use ddpm_explorer::schedule::ScheduleKind;
+use ddpm_explorer::weights::{DiffusionConfig, WeightsError};
+
+fn input(batch: usize, device: &Device) -> Tensor<4> {
+    let mut rng = NoiseRng::new(4);
+    Tensor::from_data(TensorData::new(rng.normal_vec(batch * 784), [batch, 1, 28, 28]), device)
+}
+
+#[test]
+fn default_unet_has_one_to_two_million_parameters_and_keeps_the_shape() {
+    let device = Device::flex();
+    let unet = UNetConfig::new().init(&device);
+    let n = unet.num_params();
+    assert!((1_000_000..=2_000_000).contains(&n), "{n} parameters");
+    let out = unet.forward(input(3, &device), &[0, 500, 999]);
+    assert_eq!(out.dims(), [3, 1, 28, 28]);
+}
+
+#[test]
+fn a_fresh_unet_predicts_zero_noise() {
+    // The output convolution starts at zero (as in Ho et al.'s code), so ε̂ = 0 before training.
+    let device = Device::flex();
+    let out = UNetConfig::new().init(&device).forward(input(1, &device), &[10]);
+    assert_eq!(out.abs().max().into_scalar::<f32>(), 0.0);
+}
+
+#[test]
+fn timesteps_change_the_prediction_per_image() {
+    let device = Device::flex();
+    // A non-zero output layer, so the time embedding's effect is visible.
+    let config = UNetConfig::new()
+        .with_base_channels(8)
+        .with_channel_mult(vec![1, 2])
+        .with_res_blocks(1);
+    let unet = perturbed(config.init(&device));
+    let x = input(1, &device);
+    let x2 = Tensor::cat(vec![x.clone(), x.clone()], 0);
+    let out = unet.forward(x2, &[0, 999]).into_data();
+    let v = out.as_slice::<f32>().unwrap();
+    let diff: f32 = v[..784].iter().zip(&v[784..]).map(|(a, b)| (a - b).abs()).sum();
+    assert!(diff > 1e-3, "t had no effect ({diff})");
+    // And one image's result does not depend on its batch neighbours.
+    let single = unet.forward(x, &[0]).into_data();
+    for (a, b) in single.as_slice::<f32>().unwrap().iter().zip(&v[..784]) {
+        assert!((a - b).abs() < 1e-4);
+    }
+}
+
+/// Adds small noise to every parameter (so zero-initialised layers become live).
+fn perturbed(unet: ddpm_explorer::model::UNet) -> ddpm_explorer::model::UNet {
+    struct Jitter(NoiseRng);
+    impl burn::module::ModuleMapper for Jitter {
+        fn map_float<const D: usize>(
+            &mut self,
+            param: burn::module::Param<Tensor<D>>,
+        ) -> burn::module::Param<Tensor<D>> {
+            let rng = &mut self.0;
+            param.map(|t| {
+                let shape = t.shape();
+                let n = shape.num_elements();
+                let noise = Tensor::<1>::from_data(TensorData::new(rng.normal_vec(n), [n]), &t.device());
+                t + noise.reshape(shape).mul_scalar(0.05)
+            })
+        }
+    }
+    unet.map(&mut Jitter(NoiseRng::new(2)))
+}
+
+#[test]
+fn weights_round_trip_through_bytes_and_reject_other_architectures() {
+    let device = Device::flex();
+    let unet_config = UNetConfig::new()
+        .with_base_channels(8)
+        .with_channel_mult(vec![1, 2])
+        .with_res_blocks(1);
+    let config = DiffusionConfig {
+        unet: unet_config.clone(),
+        schedule: ScheduleKind::Cosine,
+        timesteps: 1000,
+    };
+    let unet = perturbed(unet_config.init(&device));
+    let x = input(2, &device);
+    let want = unet.forward(x.clone(), &[3, 700]).into_data();
+    let bytes = ddpm_explorer::weights::unet_to_bytes(unet).unwrap();
+    let json = config.to_json();
+    let loaded_config = DiffusionConfig::from_json(&json).unwrap();
+    assert_eq!(loaded_config, config);
+    let loaded = loaded_config.load_unet(bytes.clone(), &device).unwrap();
+    let got = loaded.forward(x, &[3, 700]).into_data();
+    assert_eq!(got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap());
+
+    let other = DiffusionConfig {
+        unet: unet_config.clone().with_base_channels(16),
+        ..config.clone()
+    };
+    assert!(matches!(
+        other.load_unet(bytes.clone(), &device),
+        Err(WeightsError::Weights { .. })
+    ));
+    assert!(matches!(
+        config.load_unet(bytes[..100].to_vec(), &device),
+        Err(WeightsError::Weights { .. })
+    ));
+    assert!(matches!(
+        config.load_unet(vec![7; 5000], &device),
+        Err(WeightsError::Weights { .. })
+    ));
+    assert!(matches!(DiffusionConfig::from_json("{}"), Err(WeightsError::Config(_))));
+}
+
+#[test]
+fn invalid_configs_are_errors() {
+    assert_eq!(
+        UNetConfig::new()
+            .with_image_size(30)
+            .with_channel_mult(vec![1, 2, 2])
+            .validate(),
+        Err(UNetConfigError::TooSmall { size: 30, levels: 3 })
+    );
+    assert_eq!(
+        UNetConfig::new().with_base_channels(0).validate(),
+        Err(UNetConfigError::Zero("base_channels"))
+    );
+}
