@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of ddpm-explorer on a fresh machine: set-up, formatting and lints, the native
-# test suite (release profile, shared with `cargo run --release`), and the wasm32 library build.
+# test suite (release profile, shared with `cargo run --release`), the wasm32 library build and
+# the browser tests in headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,3 +14,5 @@ echo "== native tests (release)"
 cargo test --release --features native
 echo "== wasm32 library build"
 cargo build --release --lib --target wasm32-unknown-unknown
+echo "== browser tests (headless Chromium, WebGPU on SwiftShader)"
+cargo test --release --target wasm32-unknown-unknown --test web

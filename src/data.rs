@@ -242,7 +242,8 @@ pub enum Split {
 }
 
 impl Split {
-    fn prefix(self) -> &'static str {
+    /// The file-name prefix of the split.
+    pub fn prefix(self) -> &'static str {
         match self {
             Split::Train => "train",
             Split::Test => "t10k",

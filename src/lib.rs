@@ -21,8 +21,12 @@ pub mod model;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;
+pub mod view_state;
 pub mod vlb;
 pub mod weights;
+
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 #[cfg(feature = "native")]
 pub mod device;

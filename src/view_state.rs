@@ -1,0 +1,123 @@
+//! What the explorer is showing, as a URL query string (`?schedule=cosine&t=250&sampler=ddim&steps=50&eta=0&seed=7`),
+//! so a view can be shared and replayed exactly. Pure string handling: no DOM here.
+
+use crate::sampler::{SamplerConfig, VarianceKind};
+use crate::schedule::ScheduleKind;
+
+/// The shareable state of the explorer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewState {
+    /// Schedule shown in the forward panel.
+    pub schedule: ScheduleKind,
+    /// The forward panel's timestep.
+    pub t: usize,
+    /// Index of the chosen real digit.
+    pub digit: usize,
+    /// Seed of the forward ε and the reverse chain.
+    pub seed: u64,
+    /// The reverse sampler.
+    pub sampler: SamplerConfig,
+}
+
+impl Default for ViewState {
+    fn default() -> Self {
+        Self {
+            schedule: ScheduleKind::Linear,
+            t: 250,
+            digit: 0,
+            seed: 1,
+            sampler: SamplerConfig::Ddim {
+                steps: 50,
+                eta: 0.0,
+                clip_x0: true,
+            },
+        }
+    }
+}
+
+impl ViewState {
+    /// Parses a query string (with or without the leading `?`). Unknown keys and unparsable values
+    /// are ignored, so an old or hand-edited link still opens; values are clamped to what `timesteps`
+    /// allows.
+    pub fn from_query(query: &str, timesteps: usize) -> Self {
+        let mut s = Self::default();
+        let (mut kind, mut steps, mut eta, mut variance) =
+            ("ddim".to_string(), 50usize, 0.0f64, VarianceKind::default());
+        for pair in query.trim_start_matches('?').split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "schedule" => s.schedule = v.parse().unwrap_or(s.schedule),
+                "t" => s.t = v.parse().unwrap_or(s.t),
+                "digit" => s.digit = v.parse().unwrap_or(s.digit),
+                "seed" => s.seed = v.parse().unwrap_or(s.seed),
+                "sampler" if v == "ddpm" || v == "ddim" => kind = v.to_string(),
+                "steps" => steps = v.parse().unwrap_or(steps),
+                "eta" => eta = v.parse().unwrap_or(eta),
+                "variance" => variance = v.parse().unwrap_or(variance),
+                _ => {}
+            }
+        }
+        s.t = s.t.min(timesteps.saturating_sub(1));
+        s.sampler = if kind == "ddpm" {
+            SamplerConfig::Ddpm {
+                variance,
+                clip_x0: true,
+            }
+        } else {
+            SamplerConfig::Ddim {
+                steps: steps.clamp(1, timesteps.max(1)),
+                eta: if eta.is_finite() { eta.clamp(0.0, 1.0) } else { 0.0 },
+                clip_x0: true,
+            }
+        };
+        s
+    }
+
+    /// The query string (with the leading `?`).
+    pub fn to_query(&self) -> String {
+        let sampler = match self.sampler {
+            SamplerConfig::Ddpm { variance, .. } => format!("sampler=ddpm&variance={variance}"),
+            SamplerConfig::Ddim { steps, eta, .. } => format!("sampler=ddim&steps={steps}&eta={eta}"),
+        };
+        format!(
+            "?schedule={}&t={}&digit={}&seed={}&{sampler}",
+            self.schedule, self.t, self.digit, self.seed
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_round_trip_and_tolerance() {
+        let s = ViewState {
+            schedule: ScheduleKind::Cosine,
+            t: 999,
+            digit: 3,
+            seed: 42,
+            sampler: SamplerConfig::Ddpm {
+                variance: VarianceKind::Beta,
+                clip_x0: true,
+            },
+        };
+        assert_eq!(
+            s.to_query(),
+            "?schedule=cosine&t=999&digit=3&seed=42&sampler=ddpm&variance=beta"
+        );
+        assert_eq!(ViewState::from_query(&s.to_query(), 1000), s);
+        let d = ViewState::from_query("?t=5000&eta=7&steps=0&bogus=1&seed=x", 1000);
+        assert_eq!(d.t, 999);
+        assert_eq!(d.seed, 1);
+        assert_eq!(
+            d.sampler,
+            SamplerConfig::Ddim {
+                steps: 1,
+                eta: 1.0,
+                clip_x0: true
+            }
+        );
+        assert_eq!(ViewState::from_query("", 1000), ViewState::default());
+    }
+}

@@ -1,0 +1,116 @@
+//! The page: loads the engine (device, weights, digits), then lays out the panels around shared,
+//! URL-backed state.
+
+use super::engine::Engine;
+use super::forward_panel::{ForwardPanel, digit_pixels};
+use super::math_panel::MathPanel;
+use super::reverse_panel::ReversePanel;
+use crate::sampler::StepCoefs;
+use crate::schedule::NoiseSchedule;
+use crate::view_state::ViewState;
+use leptos::prelude::*;
+use send_wrapper::SendWrapper;
+use std::rc::Rc;
+
+/// The whole app: a loading indicator until the model is ready, then the explorer, or a clear
+/// message if something could not be loaded.
+#[component]
+pub fn App() -> impl IntoView {
+    let engine = LocalResource::new(|| async { Engine::load().await.map(|e| SendWrapper::new(Rc::new(e))) });
+    view! {
+        <header>
+            <h1>"DDPM Explorer"</h1>
+            <p class="subtitle">"Denoising Diffusion Probabilistic Models (Ho et al. 2020), live in your browser"</p>
+        </header>
+        <Transition fallback=|| view! {
+            <p class="loading" role="status"><span class="spinner"></span>"Loading the model and starting the GPU…"</p>
+        }>
+            {move || engine.get().map(|loaded| match loaded {
+                Ok(engine) => view! { <Explorer engine=engine /> }.into_any(),
+                Err(message) => view! {
+                    <p class="error" role="alert">{format!("The model could not be loaded: {message}")}</p>
+                }.into_any(),
+            })}
+        </Transition>
+    }
+}
+
+/// Reads the page's query string.
+fn page_query() -> String {
+    web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .unwrap_or_default()
+}
+
+/// Replaces the page's URL with `query`, without a reload or a history entry.
+fn set_page_query(query: &str) {
+    if let Some(history) = web_sys::window().and_then(|w| w.history().ok()) {
+        let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(query));
+    }
+}
+
+/// The explorer proper, once the engine is loaded.
+#[component]
+pub fn Explorer(
+    /// The loaded model and device.
+    engine: SendWrapper<Rc<Engine>>,
+) -> impl IntoView {
+    let timesteps = engine.config.timesteps;
+    let initial = ViewState::from_query(&page_query(), timesteps);
+    let digits: Vec<Vec<f32>> = (0..engine.digits.len())
+        .map(|i| digit_pixels(engine.digits.image(i)))
+        .collect();
+    let digit = RwSignal::new(initial.digit.min(digits.len().saturating_sub(1)));
+    let x0 = RwSignal::new(
+        digits
+            .get(digit.get_untracked())
+            .cloned()
+            .unwrap_or_else(|| vec![-1.0; 784]),
+    );
+    let t = RwSignal::new(initial.t);
+    let schedule_kind = RwSignal::new(initial.schedule);
+    let schedule =
+        Memo::new(move |_| NoiseSchedule::new(schedule_kind.get(), timesteps).expect("T ≥ 1 from config.json"));
+    let seed = RwSignal::new(initial.seed);
+    let noise_seed = RwSignal::new(initial.seed);
+    let sampler = RwSignal::new(initial.sampler);
+    let step = RwSignal::new(None::<StepCoefs>);
+
+    // Keep the URL in step with the view, so it can be shared and replayed.
+    Effect::new(move |_| {
+        let state = ViewState {
+            schedule: schedule_kind.get(),
+            t: t.get(),
+            digit: digit.get(),
+            seed: seed.get(),
+            sampler: sampler.get(),
+        };
+        set_page_query(&state.to_query());
+    });
+
+    let backend = engine.backend.clone();
+    let trained_with = format!(
+        "model: U-Net with channels {}, {} schedule, T = {}",
+        engine
+            .config
+            .unet
+            .level_channels()
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join("/"),
+        engine.config.schedule,
+        timesteps
+    );
+    view! {
+        <p class="badge" class:cpu=!backend.webgpu role="status" title=backend.fallback_reason.clone().unwrap_or_default()>
+            {backend.label()}
+        </p>
+        <p class="model-info">{trained_with}</p>
+        <main>
+            <ForwardPanel digits=digits digit=digit x0=x0 t=t schedule_kind=schedule_kind schedule=schedule noise_seed=noise_seed />
+            <MathPanel schedule=schedule t=t step=step />
+            <ReversePanel engine=engine sampler=sampler seed=seed x0=x0 t=t step=step />
+        </main>
+    }
+}

@@ -1,0 +1,53 @@
+//! Small DOM helpers: drawing pictures into canvases, yielding to the browser, the clock.
+
+use crate::image::GrayImage;
+use wasm_bindgen::{Clamped, JsCast};
+use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, ImageData};
+
+/// Draws `image` into `canvas` at one canvas pixel per image pixel (CSS scales it up, pixelated).
+pub fn draw_gray(canvas: &HtmlCanvasElement, image: &GrayImage) {
+    if canvas.width() != image.width as u32 || canvas.height() != image.height as u32 {
+        canvas.set_width(image.width as u32);
+        canvas.set_height(image.height as u32);
+    }
+    let Some(ctx) = context_2d(canvas) else { return };
+    let rgba = image.to_rgba();
+    if let Ok(data) =
+        ImageData::new_with_u8_clamped_array_and_sh(Clamped(&rgba), image.width as u32, image.height as u32)
+    {
+        let _ = ctx.put_image_data(&data, 0.0, 0.0);
+    }
+}
+
+/// The canvas's 2-D context.
+pub fn context_2d(canvas: &HtmlCanvasElement) -> Option<CanvasRenderingContext2d> {
+    canvas.get_context("2d").ok().flatten()?.dyn_into().ok()
+}
+
+/// Reads a canvas's pixels back as gray bytes (the red channel): what the tests compare.
+pub fn read_gray(canvas: &HtmlCanvasElement) -> Vec<u8> {
+    let Some(ctx) = context_2d(canvas) else {
+        return Vec::new();
+    };
+    ctx.get_image_data(0.0, 0.0, canvas.width() as f64, canvas.height() as f64)
+        .map(|d| d.data().0.chunks(4).map(|p| p[0]).collect())
+        .unwrap_or_default()
+}
+
+/// Lets the browser paint and handle input before the next chunk of work.
+pub async fn yield_to_browser() {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+/// Milliseconds from the page's clock.
+pub fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map(|p| p.now())
+        .unwrap_or(0.0)
+}

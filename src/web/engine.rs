@@ -1,0 +1,181 @@
+//! The browser's model engine: a burn device (WebGPU, or the CPU backend when WebGPU is missing),
+//! the trained U-Net and its configuration, all fetched from the page's own origin.
+
+use crate::data::{ImageDataset, parse_idx_images, parse_idx_labels};
+use crate::model::UNet;
+use crate::weights::{CONFIG_FILE, DiffusionConfig, WEIGHTS_FILE};
+use burn::tensor::Device;
+use js_sys::{Reflect, Uint8Array};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+/// Where the app's files are served from, relative to the page.
+pub const ASSETS: &str = "assets";
+
+/// Which backend runs the model, in words for the badge.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendInfo {
+    /// True when a WebGPU adapter runs the model.
+    pub webgpu: bool,
+    /// Adapter description, e.g. "nvidia ampere" or "google swiftshader (CPU emulation)".
+    pub adapter: String,
+    /// Why the CPU is used, when it is.
+    pub fallback_reason: Option<String>,
+}
+
+impl BackendInfo {
+    /// The badge's text.
+    pub fn label(&self) -> String {
+        match (&self.fallback_reason, self.webgpu) {
+            (None, true) => format!("WebGPU · {}", self.adapter),
+            (Some(reason), _) => format!("CPU (burn flex) · {reason}"),
+            (None, false) => "CPU (burn flex)".to_string(),
+        }
+    }
+}
+
+/// Everything the panels need to run the model.
+pub struct Engine {
+    /// Where tensors live.
+    pub device: Device,
+    /// What that device is.
+    pub backend: BackendInfo,
+    /// The trained network.
+    pub unet: UNet,
+    /// Its architecture and schedule.
+    pub config: DiffusionConfig,
+    /// Real digits for the forward panel.
+    pub digits: ImageDataset,
+}
+
+/// Reads `navigator.gpu` and describes the adapter the browser would grant, without keeping it.
+async fn describe_adapter() -> Result<String, String> {
+    let navigator = web_sys::window().ok_or("no window")?.navigator();
+    let gpu = Reflect::get(&navigator, &JsValue::from_str("gpu")).map_err(|_| "navigator.gpu unreadable")?;
+    if gpu.is_undefined() || gpu.is_null() {
+        return Err("this browser has no WebGPU".into());
+    }
+    let request = Reflect::get(&gpu, &JsValue::from_str("requestAdapter"))
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+        .ok_or("navigator.gpu.requestAdapter is missing")?;
+    let promise: js_sys::Promise = request
+        .call0(&gpu)
+        .map_err(|_| "requestAdapter failed")?
+        .dyn_into()
+        .map_err(|_| "requestAdapter returned no promise")?;
+    let adapter = JsFuture::from(promise)
+        .await
+        .map_err(|_| "requestAdapter was rejected")?;
+    if adapter.is_null() || adapter.is_undefined() {
+        return Err("the browser granted no WebGPU adapter".into());
+    }
+    let info = Reflect::get(&adapter, &JsValue::from_str("info")).unwrap_or(JsValue::UNDEFINED);
+    let field = |name: &str| {
+        Reflect::get(&info, &JsValue::from_str(name))
+            .ok()
+            .and_then(|v| v.as_string())
+            .filter(|s| !s.is_empty())
+    };
+    let fallback = Reflect::get(&adapter, &JsValue::from_str("isFallbackAdapter"))
+        .ok()
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
+        || Reflect::get(&info, &JsValue::from_str("isFallbackAdapter"))
+            .ok()
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+    let mut name = [field("vendor"), field("architecture"), field("description")]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if name.is_empty() {
+        name = "adapter".into();
+    }
+    let software = fallback || name.to_lowercase().contains("swiftshader") || name.to_lowercase().contains("llvmpipe");
+    if software {
+        name.push_str(" (CPU emulation)");
+    }
+    Ok(name)
+}
+
+/// Picks the device: WebGPU through burn's wgpu backend when the browser grants an adapter, else
+/// burn's CPU backend with the reason, for the badge. Never fails.
+pub async fn select_device() -> (Device, BackendInfo) {
+    match describe_adapter().await {
+        Ok(adapter) => match Device::wgpu_options().init_async().await {
+            Ok(device) => (
+                device,
+                BackendInfo {
+                    webgpu: true,
+                    adapter,
+                    fallback_reason: None,
+                },
+            ),
+            Err(e) => cpu_fallback(format!("WebGPU failed to start ({e})")),
+        },
+        Err(reason) => cpu_fallback(reason),
+    }
+}
+
+/// burn's CPU backend, with the reason it is used.
+pub fn cpu_fallback(reason: String) -> (Device, BackendInfo) {
+    (
+        Device::flex(),
+        BackendInfo {
+            webgpu: false,
+            adapter: "cpu".into(),
+            fallback_reason: Some(reason),
+        },
+    )
+}
+
+/// Fetches a file from the page's origin.
+pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
+    let window = web_sys::window().ok_or("no window")?;
+    let response: web_sys::Response = JsFuture::from(window.fetch_with_str(url))
+        .await
+        .map_err(|_| format!("could not fetch {url}"))?
+        .dyn_into()
+        .map_err(|_| format!("{url}: not a response"))?;
+    if !response.ok() {
+        return Err(format!("{url}: HTTP {}", response.status()));
+    }
+    let buffer = JsFuture::from(response.array_buffer().map_err(|_| format!("{url}: no body"))?)
+        .await
+        .map_err(|_| format!("{url}: reading the body failed"))?;
+    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+/// Parses the shipped digits.
+pub fn parse_digits(images: &[u8], labels: &[u8]) -> Result<ImageDataset, String> {
+    let digits = parse_idx_images(images, "digits").map_err(|e| e.to_string())?;
+    let labels = parse_idx_labels(labels, "digit labels").map_err(|e| e.to_string())?;
+    digits.with_labels(labels).map_err(|e| e.to_string())
+}
+
+impl Engine {
+    /// Loads everything: the device, `config.json`, the weights and the digits.
+    pub async fn load() -> Result<Engine, String> {
+        let (device, backend) = select_device().await;
+        let config_bytes = fetch_bytes(&format!("{ASSETS}/{CONFIG_FILE}")).await?;
+        let config = DiffusionConfig::from_json(&String::from_utf8_lossy(&config_bytes))
+            .map_err(|e| format!("{ASSETS}/{CONFIG_FILE}: {e}"))?;
+        let weights = fetch_bytes(&format!("{ASSETS}/{WEIGHTS_FILE}")).await?;
+        let unet = config
+            .load_unet(weights, &device)
+            .map_err(|e| format!("{ASSETS}/{WEIGHTS_FILE}: {e}"))?;
+        let digits = parse_digits(
+            &fetch_bytes(&format!("{ASSETS}/digits-images-idx3-ubyte")).await?,
+            &fetch_bytes(&format!("{ASSETS}/digits-labels-idx1-ubyte")).await?,
+        )?;
+        Ok(Engine {
+            device,
+            backend,
+            unet,
+            config,
+            digits,
+        })
+    }
+}

@@ -1,0 +1,213 @@
+//! The forward process q(x_t | x_0): choose or draw x_0, drag t, watch x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε.
+
+use super::canvas::draw_gray;
+use super::schedule_plot::SchedulePlot;
+use crate::data::byte_to_unit;
+use crate::forward::q_sample_pixels;
+use crate::image::GrayImage;
+use crate::rng::NoiseRng;
+use crate::schedule::{NoiseSchedule, ScheduleKind};
+use leptos::html::Canvas;
+use leptos::prelude::*;
+
+/// Side of the images, in pixels.
+pub const SIZE: usize = 28;
+
+/// ε for the forward panel: fixed by its seed until the user resamples.
+pub fn forward_noise(seed: u64) -> Vec<f32> {
+    NoiseRng::new(seed ^ 0xF0F0_F0F0).normal_vec(SIZE * SIZE)
+}
+
+/// A canvas showing a 28×28 image in [−1, 1], redrawn whenever `pixels` changes.
+#[component]
+pub fn ImageView(
+    /// The image, 784 values in [−1, 1].
+    pixels: Signal<Vec<f32>>,
+    /// Accessible name.
+    label: &'static str,
+    /// CSS class.
+    #[prop(default = "digit")]
+    class: &'static str,
+) -> impl IntoView {
+    let canvas = NodeRef::<Canvas>::new();
+    Effect::new(move |_| {
+        let img = pixels.with(|p| GrayImage::grid(p, SIZE, 1, 0));
+        if let Some(c) = canvas.get() {
+            draw_gray(&c, &img);
+        }
+    });
+    view! { <canvas node_ref=canvas class=class width="28" height="28" role="img" aria-label=label></canvas> }
+}
+
+/// The strip of real digits; clicking one makes it x_0.
+#[component]
+pub fn DigitStrip(
+    /// The digits, each 784 values in [−1, 1].
+    digits: Vec<Vec<f32>>,
+    /// Index of the selected digit.
+    selected: RwSignal<usize>,
+    /// x_0, set on click.
+    x0: RwSignal<Vec<f32>>,
+) -> impl IntoView {
+    let buttons = digits
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let pixels = Signal::derive({
+                let d = d.clone();
+                move || d.clone()
+            });
+            view! {
+                <button class="thumb" class:selected=move || selected.get() == i aria-label=format!("digit {i}")
+                    on:click=move |_| { selected.set(i); x0.set(d.clone()); }>
+                    <ImageView pixels=pixels label="a real digit" class="thumb-canvas" />
+                </button>
+            }
+        })
+        .collect_view();
+    view! { <div class="digit-strip" role="group" aria-label="real digits">{buttons}</div> }
+}
+
+/// Paints a soft round brush of radius ~1.5 px at (x, y) into a 28×28 image in [−1, 1].
+pub fn paint(pixels: &mut [f32], x: f64, y: f64) {
+    for py in 0..SIZE {
+        for px in 0..SIZE {
+            let d2 = (px as f64 + 0.5 - x).powi(2) + (py as f64 + 0.5 - y).powi(2);
+            let ink = (-d2 / 2.0).exp() as f32 * 2.0;
+            let v = &mut pixels[py * SIZE + px];
+            *v = (*v + ink).min(1.0);
+        }
+    }
+}
+
+/// A 28×28 canvas to draw x_0 on with the mouse or a finger.
+#[component]
+pub fn DrawPad(
+    /// x_0, painted into.
+    x0: RwSignal<Vec<f32>>,
+) -> impl IntoView {
+    let canvas = NodeRef::<Canvas>::new();
+    let drawing = RwSignal::new(false);
+    Effect::new(move |_| {
+        let img = x0.with(|p| GrayImage::grid(p, SIZE, 1, 0));
+        if let Some(c) = canvas.get() {
+            draw_gray(&c, &img);
+        }
+    });
+    let stroke = move |ev: web_sys::PointerEvent| {
+        let Some(c) = canvas.get() else { return };
+        let rect = c.get_bounding_client_rect();
+        if rect.width() <= 0.0 {
+            return;
+        }
+        let x = (ev.client_x() as f64 - rect.left()) / rect.width() * SIZE as f64;
+        let y = (ev.client_y() as f64 - rect.top()) / rect.height() * SIZE as f64;
+        x0.update(|p| paint(p, x, y));
+    };
+    view! {
+        <div class="draw-pad">
+            <canvas node_ref=canvas class="digit drawable" width="28" height="28" role="img"
+                aria-label="x_0: draw here"
+                on:pointerdown=move |ev| { drawing.set(true); stroke(ev); }
+                on:pointermove=move |ev| {
+                    if drawing.get_untracked() {
+                        stroke(ev)
+                    }
+                }
+                on:pointerup=move |_| drawing.set(false)
+                on:pointerleave=move |_| drawing.set(false)></canvas>
+            <button on:click=move |_| x0.set(vec![-1.0; SIZE * SIZE])>"Clear (draw your own)"</button>
+        </div>
+    }
+}
+
+/// The timestep slider: a native range input with keyboard steps and a spoken value.
+#[component]
+pub fn TimestepSlider(
+    /// The timestep.
+    t: RwSignal<usize>,
+    /// The schedule (for T and ᾱ_t in the spoken value).
+    schedule: Memo<NoiseSchedule>,
+) -> impl IntoView {
+    let timesteps = move || schedule.with(|s| s.timesteps());
+    let value_text = move || {
+        let t = t.get();
+        schedule.with(|s| {
+            format!(
+                "t = {t} of {}, ᾱ = {:.2}",
+                s.timesteps(),
+                s.alpha_bar[t.min(s.timesteps() - 1)]
+            )
+        })
+    };
+    view! {
+        <label class="slider">
+            <span>"Timestep t"</span>
+            <input type="range" id="t-slider" min="0" max=move || (timesteps() - 1).to_string() step="1"
+                prop:value=move || t.get().to_string()
+                aria-valuetext=value_text
+                on:input=move |ev| {
+                    if let Ok(v) = event_target_value(&ev).parse::<usize>() {
+                        t.set(v);
+                    }
+                } />
+            <output for="t-slider">{value_text}</output>
+        </label>
+    }
+}
+
+/// The forward-process panel.
+#[component]
+pub fn ForwardPanel(
+    /// Real digits to pick x_0 from.
+    digits: Vec<Vec<f32>>,
+    /// Which digit is selected.
+    digit: RwSignal<usize>,
+    /// x_0.
+    x0: RwSignal<Vec<f32>>,
+    /// The timestep.
+    t: RwSignal<usize>,
+    /// Which schedule is shown.
+    schedule_kind: RwSignal<ScheduleKind>,
+    /// The schedule itself.
+    schedule: Memo<NoiseSchedule>,
+    /// Seed of ε.
+    noise_seed: RwSignal<u64>,
+) -> impl IntoView {
+    let eps = Memo::new(move |_| forward_noise(noise_seed.get()));
+    let x_t = Signal::derive(move || {
+        let t = t.get();
+        schedule.with(|s| x0.with(|x| eps.with(|e| q_sample_pixels(s, x, t.min(s.timesteps() - 1), e))))
+    });
+    view! {
+        <section class="forward" aria-label="forward process">
+            <h2>"Forward process q(x_t | x_0)"</h2>
+            <DigitStrip digits=digits selected=digit x0=x0 />
+            <div class="pair">
+                <figure><DrawPad x0=x0 /><figcaption>"x_0"</figcaption></figure>
+                <figure>
+                    <ImageView pixels=x_t label="x_t, the noised image" class="digit forward-xt" />
+                    <figcaption>"x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε"</figcaption>
+                </figure>
+            </div>
+            <TimestepSlider t=t schedule=schedule />
+            <div class="controls">
+                <label>"Schedule "
+                    <select on:change=move |ev| {
+                        if let Ok(k) = event_target_value(&ev).parse::<ScheduleKind>() { schedule_kind.set(k) }
+                    } prop:value=move || schedule_kind.get().name().to_string()>
+                        <option value="linear">"linear (Ho et al.)"</option>
+                        <option value="cosine">"cosine (Nichol & Dhariwal)"</option>
+                    </select>
+                </label>
+                <button on:click=move |_| noise_seed.update(|s| *s = s.wrapping_add(1))>"Resample ε"</button>
+            </div>
+            <SchedulePlot schedule=schedule t=t />
+        </section>
+    }
+}
+
+/// A shipped digit's bytes as model values.
+pub fn digit_pixels(bytes: &[u8]) -> Vec<f32> {
+    bytes.iter().map(|&b| byte_to_unit(b)).collect()
+}

@@ -1,0 +1,268 @@
+//! The reverse process x_T → x_0: run a chain on the model's device, show x_t and x̂_0 side by
+//! side as it goes, stop it, and replay any step afterwards.
+
+use super::canvas::{draw_gray, now_ms, yield_to_browser};
+use super::engine::Engine;
+use super::forward_panel::SIZE;
+use crate::forward::q_sample;
+use crate::image::GrayImage;
+use crate::rng::NoiseRng;
+use crate::sampler::chain::normal_tensor;
+use crate::sampler::{ReverseChain, SamplerConfig, StepCoefs, VarianceKind};
+use burn::tensor::{Tensor, TensorData};
+use leptos::html::Canvas;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use send_wrapper::SendWrapper;
+use std::rc::Rc;
+
+/// Images per chain.
+pub const BATCH: usize = 16;
+
+/// One recorded step of the chain, as pictures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Frame {
+    /// The step's coefficients (`None` for x_T).
+    pub coefs: Option<StepCoefs>,
+    /// Grid of x_t.
+    pub x_t: GrayImage,
+    /// Grid of x̂_0 (black for x_T).
+    pub pred_x0: GrayImage,
+}
+
+fn grid(pixels: &[f32]) -> GrayImage {
+    GrayImage::grid(pixels, SIZE, 4, 1)
+}
+
+/// Reads a batch back (asynchronously: the browser forbids blocking reads) as host floats.
+pub async fn read_back(t: Tensor<4>) -> Result<Vec<f32>, String> {
+    let data = t.into_data_async().await.map_err(|e| e.to_string())?;
+    data.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))
+}
+
+/// A canvas bound to a picture signal.
+#[component]
+fn GridView(
+    /// The picture.
+    image: Signal<Option<GrayImage>>,
+    /// Accessible name.
+    label: &'static str,
+) -> impl IntoView {
+    let canvas = NodeRef::<Canvas>::new();
+    Effect::new(move |_| {
+        if let (Some(img), Some(c)) = (image.get(), canvas.get()) {
+            draw_gray(&c, &img);
+        }
+    });
+    view! { <canvas node_ref=canvas class="grid" role="img" aria-label=label></canvas> }
+}
+
+/// What starts a chain.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Start {
+    /// x_T ~ N(0, I).
+    Noise,
+    /// x_0 noised to the slider's t (SDEdit).
+    FromX0,
+}
+
+/// The reverse-process panel.
+#[component]
+pub fn ReversePanel(
+    /// The model.
+    engine: SendWrapper<Rc<Engine>>,
+    /// The sampler settings.
+    sampler: RwSignal<SamplerConfig>,
+    /// Seed of x_T and z.
+    seed: RwSignal<u64>,
+    /// x_0 for SDEdit.
+    x0: RwSignal<Vec<f32>>,
+    /// The slider's t, where SDEdit starts.
+    t: RwSignal<usize>,
+    /// The current step's coefficients, for the math panel.
+    step: RwSignal<Option<StepCoefs>>,
+) -> impl IntoView {
+    let running = RwSignal::new(false);
+    let stop = RwSignal::new(false);
+    let progress = RwSignal::new((0usize, 0usize));
+    let step_ms = RwSignal::new(0.0f64);
+    let error = RwSignal::new(None::<String>);
+    let frames = RwSignal::new(Vec::<Frame>::new());
+    let shown = RwSignal::new(0usize);
+    let timesteps = engine.config.timesteps;
+
+    let run = move |start: Start| {
+        if running.get_untracked() {
+            return;
+        }
+        let engine: Rc<Engine> = Rc::clone(&engine);
+        spawn_local(async move {
+            running.set(true);
+            stop.set(false);
+            error.set(None);
+            if let Err(e) = run_chain(
+                &engine, start, sampler, seed, x0, t, progress, step_ms, frames, shown, step, stop,
+            )
+            .await
+            {
+                error.set(Some(e));
+            }
+            running.set(false);
+        });
+    };
+    let run_noise = run.clone();
+    let current = move || frames.with(|f| f.get(shown.get()).cloned());
+    let x_t_img = Signal::derive(move || current().map(|f| f.x_t));
+    let x0_img = Signal::derive(move || current().map(|f| f.pred_x0));
+    let is_ddim = move || matches!(sampler.get(), SamplerConfig::Ddim { .. });
+    view! {
+        <section class="reverse" aria-label="reverse process">
+            <h2>"Reverse process x_T → x_0"</h2>
+            <div class="controls">
+                <label>"Sampler "
+                    <select prop:value=move || if is_ddim() { "ddim" } else { "ddpm" }
+                        on:change=move |ev| sampler.set(if event_target_value(&ev) == "ddpm" {
+                            SamplerConfig::Ddpm { variance: VarianceKind::BetaTilde, clip_x0: true }
+                        } else {
+                            SamplerConfig::Ddim { steps: 50, eta: 0.0, clip_x0: true }
+                        })>
+                        <option value="ddim">"DDIM"</option>
+                        <option value="ddpm">"DDPM (all steps)"</option>
+                    </select>
+                </label>
+                <Show when=is_ddim fallback=move || view! {
+                    <label>"σ_t² "
+                        <select on:change=move |ev| {
+                            if let Ok(v) = event_target_value(&ev).parse::<VarianceKind>() {
+                                sampler.set(SamplerConfig::Ddpm { variance: v, clip_x0: true })
+                            }
+                        }>
+                            <option value="beta-tilde">"β̃_t"</option>
+                            <option value="beta">"β_t"</option>
+                        </select>
+                    </label>
+                }>
+                    <label>"steps "
+                        <input type="number" min="1" max=timesteps.to_string() class="steps"
+                            prop:value=move || match sampler.get() { SamplerConfig::Ddim { steps, .. } => steps, _ => 50 }.to_string()
+                            on:change=move |ev| {
+                                if let (Ok(v), SamplerConfig::Ddim { eta, clip_x0, .. }) = (event_target_value(&ev).parse::<usize>(), sampler.get_untracked()) {
+                                    sampler.set(SamplerConfig::Ddim { steps: v.clamp(1, timesteps), eta, clip_x0 })
+                                }
+                            } />
+                    </label>
+                    <label>"η "
+                        <input type="number" min="0" max="1" step="0.1" class="eta"
+                            prop:value=move || match sampler.get() { SamplerConfig::Ddim { eta, .. } => eta, _ => 0.0 }.to_string()
+                            on:change=move |ev| {
+                                if let (Ok(v), SamplerConfig::Ddim { steps, clip_x0, .. }) = (event_target_value(&ev).parse::<f64>(), sampler.get_untracked()) {
+                                    sampler.set(SamplerConfig::Ddim { steps, eta: v.clamp(0.0, 1.0), clip_x0 })
+                                }
+                            } />
+                    </label>
+                </Show>
+                <label>"seed "
+                    <input type="number" min="0" class="seed" prop:value=move || seed.get().to_string()
+                        on:change=move |ev| {
+                            if let Ok(v) = event_target_value(&ev).parse::<u64>() {
+                                seed.set(v)
+                            }
+                        } />
+                </label>
+            </div>
+            <div class="controls">
+                <button class="generate" disabled=move || running.get() on:click=move |_| run_noise(Start::Noise)>"Generate"</button>
+                <button class="sdedit" disabled=move || running.get() on:click=move |_| run(Start::FromX0)>
+                    "Start from x_0 at t = " {move || t.get()}
+                </button>
+                <button class="stop" disabled=move || !running.get() on:click=move |_| stop.set(true)>"Stop"</button>
+            </div>
+            <div class="status" role="status">
+                <progress max=move || progress.get().1.max(1) value=move || progress.get().0></progress>
+                {move || { let (d, n) = progress.get(); format!(" step {d} of {n}") }}
+                {move || if step_ms.get() > 0.0 { format!(" · {:.1} ms/step", step_ms.get()) } else { String::new() }}
+            </div>
+            {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            <div class="pair">
+                <figure><GridView image=x_t_img label="x_t for 16 samples" /><figcaption>"x_t"</figcaption></figure>
+                <figure><GridView image=x0_img label="predicted x_0 for 16 samples" /><figcaption>"x̂_0 (predicted)"</figcaption></figure>
+            </div>
+            <label class="slider">
+                <span>"Replay step"</span>
+                <input type="range" class="scrubber" min="0" max=move || frames.with(|f| f.len().saturating_sub(1)).to_string()
+                    disabled=move || running.get() || frames.with(|f| f.len() < 2)
+                    prop:value=move || shown.get().to_string()
+                    aria-valuetext=move || current().and_then(|f| f.coefs).map(|c| format!("step at t = {}", c.t)).unwrap_or("x_T".into())
+                    on:input=move |ev| {
+                        if let Ok(v) = event_target_value(&ev).parse::<usize>() {
+                            shown.set(v);
+                            step.set(frames.with_untracked(|f| f.get(v).and_then(|f| f.coefs)));
+                        }
+                    } />
+            </label>
+        </section>
+    }
+}
+
+/// Runs one chain to the end (or until `stop`), recording and showing every step.
+#[allow(clippy::too_many_arguments)]
+async fn run_chain(
+    engine: &Engine,
+    start: Start,
+    sampler: RwSignal<SamplerConfig>,
+    seed: RwSignal<u64>,
+    x0: RwSignal<Vec<f32>>,
+    t: RwSignal<usize>,
+    progress: RwSignal<(usize, usize)>,
+    step_ms: RwSignal<f64>,
+    frames: RwSignal<Vec<Frame>>,
+    shown: RwSignal<usize>,
+    step: RwSignal<Option<StepCoefs>>,
+    stop: RwSignal<bool>,
+) -> Result<(), String> {
+    let schedule = engine.config.noise_schedule().map_err(|e| e.to_string())?;
+    let sampler = sampler.get_untracked().build(&schedule).map_err(|e| e.to_string())?;
+    let seed = seed.get_untracked();
+    let shape = [BATCH, 1, SIZE, SIZE];
+    let device = &engine.device;
+    let mut chain = match start {
+        Start::Noise => ReverseChain::from_noise(&engine.unet, sampler, shape, seed, device),
+        Start::FromX0 => {
+            let start_t = t.get_untracked().min(schedule.timesteps() - 1);
+            let x0: Vec<f32> = x0.with_untracked(|x| x.iter().cycle().take(BATCH * SIZE * SIZE).copied().collect());
+            let x0 = Tensor::<4>::from_data(TensorData::new(x0, shape), device);
+            let noise = normal_tensor(&mut NoiseRng::new(seed ^ 0x5DED17), shape, device);
+            let x_t = q_sample(&schedule, x0, &[start_t; BATCH], noise);
+            ReverseChain::from_noised(&engine.unet, sampler, x_t, start_t, seed)
+        }
+    };
+    let (done, total) = chain.progress();
+    progress.set((0, total - done));
+    let first = Frame {
+        coefs: None,
+        x_t: grid(&read_back(chain.current()).await?),
+        pred_x0: grid(&vec![-1.0; BATCH * SIZE * SIZE]),
+    };
+    frames.set(vec![first]);
+    shown.set(0);
+    let offset = done;
+    while !stop.get_untracked() {
+        let started = now_ms();
+        let Some(s) = chain.step() else { break };
+        let x_t = read_back(s.x_prev).await?;
+        let pred_x0 = read_back(s.pred_x0).await?;
+        step_ms.set(now_ms() - started);
+        frames.update(|f| {
+            f.push(Frame {
+                coefs: Some(s.coefs),
+                x_t: grid(&x_t),
+                pred_x0: grid(&pred_x0),
+            })
+        });
+        shown.set(s.index + 1 - offset);
+        progress.set((s.index + 1 - offset, total - offset));
+        step.set(Some(s.coefs));
+        yield_to_browser().await;
+    }
+    Ok(())
+}

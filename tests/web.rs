@@ -1,0 +1,208 @@
+//! The browser app in headless Chromium (wasm-bindgen-test; WebGPU is SwiftShader there, so the
+//! workloads are tiny): the panels render, the slider moves the forward image as eq. 4 says, the
+//! U-Net on WebGPU matches the CPU backend, a few reverse steps run on the GPU path, and the CPU
+//! fallback works.
+#![cfg(target_arch = "wasm32")]
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{Device, Tensor, TensorData};
+use ddpm_explorer::image::unit_to_byte;
+use ddpm_explorer::model::{UNet, UNetConfig};
+use ddpm_explorer::rng::NoiseRng;
+use ddpm_explorer::sampler::{ReverseChain, SamplerConfig, StepCoefs};
+use ddpm_explorer::schedule::{NoiseSchedule, ScheduleKind};
+use ddpm_explorer::web::canvas::read_gray;
+use ddpm_explorer::web::engine::{cpu_fallback, parse_digits};
+use ddpm_explorer::web::forward_panel::{ForwardPanel, forward_noise};
+use ddpm_explorer::web::math_panel::MathPanel;
+use ddpm_explorer::web::reverse_panel::read_back;
+use leptos::mount::mount_to;
+use leptos::prelude::*;
+use leptos::task::tick;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn container() -> web_sys::HtmlElement {
+    let document = document();
+    let section = document.create_element("section").unwrap();
+    document.body().unwrap().append_child(&section).unwrap();
+    section.unchecked_into()
+}
+
+/// A gradient image in [−1, 1], so every pixel differs.
+fn test_digit() -> Vec<f32> {
+    (0..784).map(|i| (i as f32 / 783.0) * 2.0 - 1.0).collect()
+}
+
+/// ᾱ_t of the linear schedule as the product of (1 − β_i), computed here independently.
+fn linear_alpha_bar(t: usize) -> f64 {
+    (0..=t)
+        .map(|i| 1.0 - (1e-4 + (0.02 - 1e-4) * i as f64 / 999.0))
+        .product()
+}
+
+#[wasm_bindgen_test]
+async fn the_slider_moves_the_forward_image_as_equation_4_says() {
+    let root = container();
+    let x0 = RwSignal::new(test_digit());
+    let t = RwSignal::new(250usize);
+    let kind = RwSignal::new(ScheduleKind::Linear);
+    let schedule = Memo::new(move |_| NoiseSchedule::new(kind.get(), 1000).unwrap());
+    let seed = RwSignal::new(3u64);
+    let digits = vec![test_digit()];
+    let _handle = mount_to(root.clone(), move || {
+        view! { <ForwardPanel digits=digits.clone() digit=RwSignal::new(0) x0=x0 t=t schedule_kind=kind schedule=schedule noise_seed=seed /> }
+    });
+    tick().await;
+
+    let slider: web_sys::HtmlInputElement = root.query_selector("#t-slider").unwrap().unwrap().unchecked_into();
+    // ᾱ_250 = 0.5214 for the linear schedule (product computed independently).
+    assert_eq!(
+        slider.get_attribute("aria-valuetext").unwrap(),
+        "t = 250 of 1000, ᾱ = 0.52"
+    );
+    assert!((linear_alpha_bar(250) - 0.5214).abs() < 1e-4);
+
+    slider.set_value("600");
+    slider.dispatch_event(&web_sys::Event::new("input").unwrap()).unwrap();
+    tick().await;
+    assert_eq!(t.get_untracked(), 600);
+    assert_eq!(
+        slider.get_attribute("aria-valuetext").unwrap(),
+        "t = 600 of 1000, ᾱ = 0.03"
+    );
+
+    let canvas: web_sys::HtmlCanvasElement = root
+        .query_selector("canvas.forward-xt")
+        .unwrap()
+        .unwrap()
+        .unchecked_into();
+    let drawn = read_gray(&canvas);
+    let (a, b) = (linear_alpha_bar(600).sqrt(), (1.0 - linear_alpha_bar(600)).sqrt());
+    let eps = forward_noise(3);
+    let want: Vec<u8> = test_digit()
+        .iter()
+        .zip(&eps)
+        .map(|(x, e)| unit_to_byte((a * *x as f64 + b * *e as f64) as f32))
+        .collect();
+    assert_eq!(drawn.len(), 784);
+    let off = drawn.iter().zip(&want).filter(|(d, w)| d.abs_diff(**w) > 1).count();
+    assert_eq!(off, 0, "{off} pixels differ from √ᾱ x_0 + √(1−ᾱ) ε");
+}
+
+#[wasm_bindgen_test]
+async fn the_math_panel_shows_the_schedules_numbers() {
+    let root = container();
+    let t = RwSignal::new(487usize);
+    let schedule = Memo::new(move |_| NoiseSchedule::linear(1000).unwrap());
+    let step = RwSignal::new(None::<StepCoefs>);
+    let _handle = mount_to(
+        root.clone(),
+        move || view! { <MathPanel schedule=schedule t=t step=step /> },
+    );
+    tick().await;
+    let cell = |symbol: &str| {
+        root.query_selector(&format!("td.value[data-symbol='{symbol}']"))
+            .unwrap()
+            .unwrap()
+            .text_content()
+            .unwrap()
+    };
+    // diffusers' reference value: β̃ at t = 487 is 0.00979.
+    assert_eq!(cell("β̃_t"), "0.00979");
+    assert_eq!(cell("ᾱ_t"), format!("{:.5}", linear_alpha_bar(487)));
+    assert_eq!(cell("σ_t"), "–");
+}
+
+#[wasm_bindgen_test]
+fn the_shipped_digit_format_parses() {
+    let mut images = vec![0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 28, 0, 0, 0, 28];
+    images.extend(vec![255u8; 784]);
+    let labels = vec![0, 0, 8, 1, 0, 0, 0, 1, 7];
+    let digits = parse_digits(&images, &labels).unwrap();
+    assert_eq!((digits.len(), digits.labels[0]), (1, 7));
+    assert!(parse_digits(&images[..100], &labels).is_err());
+}
+
+/// Small random weights everywhere (so zero-initialised layers are live too).
+struct Jitter(NoiseRng);
+
+impl ModuleMapper for Jitter {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let rng = &mut self.0;
+        param.map(|t| {
+            let shape = t.shape();
+            let n = shape.num_elements();
+            let noise = Tensor::<1>::from_data(TensorData::new(rng.normal_vec(n), [n]), &t.device());
+            t + noise.reshape(shape).mul_scalar(0.05)
+        })
+    }
+}
+
+fn tiny_unet(device: &Device) -> UNet {
+    UNetConfig::new()
+        .with_base_channels(8)
+        .with_channel_mult(vec![1, 2])
+        .with_res_blocks(1)
+        .init(device)
+        .map(&mut Jitter(NoiseRng::new(5)))
+}
+
+fn input(device: &Device) -> Tensor<4> {
+    Tensor::from_data(
+        TensorData::new(NoiseRng::new(8).normal_vec(2 * 784), [2, 1, 28, 28]),
+        device,
+    )
+}
+
+#[wasm_bindgen_test]
+async fn the_unet_on_webgpu_matches_the_cpu_backend() {
+    let gpu = Device::wgpu_options()
+        .init_async()
+        .await
+        .expect("headless Chromium grants a WebGPU adapter");
+    let cpu = Device::flex();
+    let unet_cpu = tiny_unet(&cpu);
+    let unet_gpu = unet_cpu.clone().to_device(&gpu);
+    let want = read_back(unet_cpu.forward(input(&cpu), &[10, 900])).await.unwrap();
+    let got = read_back(unet_gpu.forward(input(&gpu), &[10, 900])).await.unwrap();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 1e-3, "the jittered network should not output zeros");
+    let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-3 * scale.max(1.0), "WebGPU and CPU differ by {worst}");
+
+    // A few reverse steps on the GPU path, against the same chain on the CPU.
+    let schedule = NoiseSchedule::linear(1000).unwrap();
+    let sampler = SamplerConfig::Ddim {
+        steps: 3,
+        eta: 0.5,
+        clip_x0: true,
+    };
+    let run = |unet: &UNet, device: &Device| {
+        ReverseChain::from_noise(unet, sampler.build(&schedule).unwrap(), [1, 1, 28, 28], 21, device).run()
+    };
+    let x_gpu = read_back(run(&unet_gpu, &gpu)).await.unwrap();
+    let x_cpu = read_back(run(&unet_cpu, &cpu)).await.unwrap();
+    assert!(x_gpu.iter().all(|v| v.is_finite()));
+    let worst = x_cpu
+        .iter()
+        .zip(&x_gpu)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-2, "3 DDIM steps differ by {worst} between WebGPU and CPU");
+}
+
+#[wasm_bindgen_test]
+async fn without_an_adapter_the_cpu_backend_runs_and_says_so() {
+    let (device, info) = cpu_fallback("the browser granted no WebGPU adapter".into());
+    assert!(!info.webgpu);
+    assert!(info.label().starts_with("CPU"), "{}", info.label());
+    assert!(info.label().contains("no WebGPU adapter"));
+    let out = read_back(tiny_unet(&device).forward(input(&device), &[0, 1]))
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 2 * 784);
+    assert!(out.iter().all(|v| v.is_finite()));
+}
