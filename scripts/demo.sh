@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The demo: set up, then sample digits with the shipped weights in assets/ and write the grid and
-# the reverse chain of one digit to out/.
+# The demo: set up, then serve the browser explorer with the shipped weights on
+# http://127.0.0.1:8080 (first build a few minutes). Extra arguments go to `trunk serve`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-mkdir -p out
-cargo run --release --features native -- sample --weights assets --n 16 --sampler ddim --steps 50 \
-  --out out/samples.png --chain out/chain.png "$@"
+export PATH="$(pwd)/tools/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+if [ ! -f assets/model.bpk ]; then
+  echo "note: assets/ has no trained weights yet; the page will say so (train with: cargo run --release --features native -- train)" >&2
+fi
+exec trunk serve --release "$@"

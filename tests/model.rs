@@ -128,3 +128,18 @@ fn invalid_configs_are_errors() {
         Err(UNetConfigError::Zero("base_channels"))
     );
 }
+
+#[test]
+fn the_shipped_weights_decode_into_their_architecture() {
+    // What the web app and `sample` load by default: config.json + model.bpk in assets/.
+    let device = Device::flex();
+    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let (config, unet) = ddpm_explorer::weights::load_model(&assets, &device).expect("assets/ holds a valid model");
+    assert_eq!((config.unet.image_size, config.timesteps), (28, 1000));
+    let out = unet.forward(input(2, &device), &[999, 0]).into_data();
+    let v = out.as_slice::<f32>().unwrap();
+    assert_eq!(v.len(), 2 * 784);
+    assert!(v.iter().all(|x| x.is_finite()));
+    // A trained ε-predictor is not the zero function it starts as.
+    assert!(v.iter().any(|x| x.abs() > 1e-3));
+}
