@@ -12,7 +12,7 @@ use ddpm_explorer::rng::NoiseRng;
 use ddpm_explorer::sampler::{ReverseChain, SamplerConfig, StepCoefs};
 use ddpm_explorer::schedule::{NoiseSchedule, ScheduleKind};
 use ddpm_explorer::web::canvas::read_gray;
-use ddpm_explorer::web::engine::{cpu_fallback, parse_digits};
+use ddpm_explorer::web::engine::{BackendPreference, cpu_fallback, parse_digits};
 use ddpm_explorer::web::forward_panel::{ForwardPanel, forward_noise};
 use ddpm_explorer::web::math_panel::MathPanel;
 use ddpm_explorer::web::reverse_panel::read_back;
@@ -192,6 +192,19 @@ async fn the_unet_on_webgpu_matches_the_cpu_backend() {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     assert!(worst < 1e-2, "3 DDIM steps differ by {worst} between WebGPU and CPU");
+}
+
+#[wasm_bindgen_test]
+fn the_backend_can_be_chosen_in_the_url() {
+    assert_eq!(
+        BackendPreference::from_query("?t=3&backend=cpu"),
+        BackendPreference::Cpu
+    );
+    assert_eq!(
+        BackendPreference::from_query("?backend=webgpu"),
+        BackendPreference::WebGpu
+    );
+    assert_eq!(BackendPreference::from_query("?backend=tpu"), BackendPreference::Auto);
 }
 
 #[wasm_bindgen_test]

@@ -56,7 +56,15 @@ pub fn Explorer(
     engine: SendWrapper<Rc<Engine>>,
 ) -> impl IntoView {
     let timesteps = engine.config.timesteps;
-    let initial = ViewState::from_query(&page_query(), timesteps);
+    let query = page_query();
+    let initial = ViewState::from_query(&query, timesteps);
+    // The backend choice (?backend=cpu|webgpu) is the engine's, not the view's: keep it as it was.
+    let backend_param: String = query
+        .trim_start_matches('?')
+        .split('&')
+        .filter(|p| p.starts_with("backend="))
+        .map(|p| format!("&{p}"))
+        .collect();
     let digits: Vec<Vec<f32>> = (0..engine.digits.len())
         .map(|i| digit_pixels(engine.digits.image(i)))
         .collect();
@@ -85,7 +93,7 @@ pub fn Explorer(
             seed: seed.get(),
             sampler: sampler.get(),
         };
-        set_page_query(&state.to_query());
+        set_page_query(&format!("{}{backend_param}", state.to_query()));
     });
 
     let backend = engine.backend.clone();

@@ -48,8 +48,42 @@ pub struct Engine {
     pub digits: ImageDataset,
 }
 
+/// Which backend the page asked for with `?backend=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BackendPreference {
+    /// WebGPU on a hardware adapter; the CPU backend when there is none or the adapter is a
+    /// software rasteriser (SwiftShader is far slower than burn's CPU backend).
+    #[default]
+    Auto,
+    /// WebGPU on whatever adapter the browser grants, software included (`?backend=webgpu`).
+    WebGpu,
+    /// burn's CPU backend (`?backend=cpu`).
+    Cpu,
+}
+
+impl BackendPreference {
+    /// Reads `backend=` from a query string.
+    pub fn from_query(query: &str) -> Self {
+        query
+            .trim_start_matches('?')
+            .split('&')
+            .find_map(|pair| match pair {
+                "backend=cpu" => Some(Self::Cpu),
+                "backend=webgpu" => Some(Self::WebGpu),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// An adapter's description, and whether it is software (CPU emulation).
+struct AdapterInfo {
+    name: String,
+    software: bool,
+}
+
 /// Reads `navigator.gpu` and describes the adapter the browser would grant, without keeping it.
-async fn describe_adapter() -> Result<String, String> {
+async fn describe_adapter() -> Result<AdapterInfo, String> {
     let navigator = web_sys::window().ok_or("no window")?.navigator();
     let gpu = Reflect::get(&navigator, &JsValue::from_str("gpu")).map_err(|_| "navigator.gpu unreadable")?;
     if gpu.is_undefined() || gpu.is_null() {
@@ -97,19 +131,26 @@ async fn describe_adapter() -> Result<String, String> {
     if software {
         name.push_str(" (CPU emulation)");
     }
-    Ok(name)
+    Ok(AdapterInfo { name, software })
 }
 
-/// Picks the device: WebGPU through burn's wgpu backend when the browser grants an adapter, else
-/// burn's CPU backend with the reason, for the badge. Never fails.
-pub async fn select_device() -> (Device, BackendInfo) {
+/// Picks the device: WebGPU through burn's wgpu backend when the browser grants a hardware adapter,
+/// else burn's CPU backend with the reason, for the badge. Never fails.
+pub async fn select_device(preference: BackendPreference) -> (Device, BackendInfo) {
+    if preference == BackendPreference::Cpu {
+        return cpu_fallback("chosen with ?backend=cpu".into());
+    }
     match describe_adapter().await {
+        Ok(adapter) if adapter.software && preference == BackendPreference::Auto => cpu_fallback(format!(
+            "the only WebGPU adapter is {}, slower than the CPU backend (?backend=webgpu uses it anyway)",
+            adapter.name
+        )),
         Ok(adapter) => match Device::wgpu_options().init_async().await {
             Ok(device) => (
                 device,
                 BackendInfo {
                     webgpu: true,
-                    adapter,
+                    adapter: adapter.name,
                     fallback_reason: None,
                 },
             ),
@@ -158,7 +199,10 @@ pub fn parse_digits(images: &[u8], labels: &[u8]) -> Result<ImageDataset, String
 impl Engine {
     /// Loads everything: the device, `config.json`, the weights and the digits.
     pub async fn load() -> Result<Engine, String> {
-        let (device, backend) = select_device().await;
+        let query = web_sys::window()
+            .and_then(|w| w.location().search().ok())
+            .unwrap_or_default();
+        let (device, backend) = select_device(BackendPreference::from_query(&query)).await;
         let config_bytes = fetch_bytes(&format!("{ASSETS}/{CONFIG_FILE}")).await?;
         let config = DiffusionConfig::from_json(&String::from_utf8_lossy(&config_bytes))
             .map_err(|e| format!("{ASSETS}/{CONFIG_FILE}: {e}"))?;
