@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --release --features native --all-targets -- -D warnings
-cargo clippy --release --lib --target wasm32-unknown-unknown -- -D warnings
+cargo clippy --release --target wasm32-unknown-unknown --lib --test web -- -D warnings

@@ -98,6 +98,19 @@ impl TrainConfig {
         self.unet.validate().map_err(|e| TrainError::Settings(e.to_string()))
     }
 
+    /// Whether `other` trains the same way: everything but the length of the run and how often it
+    /// samples, checkpoints and logs.
+    pub fn same_recipe(&self, other: &TrainConfig) -> bool {
+        let normalise = |c: &TrainConfig| TrainConfig {
+            steps: 0,
+            sample_every: 0,
+            checkpoint_every: 1,
+            log_every: 1,
+            ..c.clone()
+        };
+        normalise(self) == normalise(other)
+    }
+
     /// The `config.json` of the exported model.
     pub fn diffusion_config(&self) -> DiffusionConfig {
         DiffusionConfig {
@@ -346,11 +359,11 @@ pub fn train(
         let state: CheckpointState = std::fs::read_to_string(dir.join("state.json"))
             .map_err(|e| resume_err(e.to_string()))
             .and_then(|s| serde_json::from_str(&s).map_err(|e| resume_err(e.to_string())))?;
-        let mut saved = state.config.clone();
-        saved.steps = config.steps;
-        if saved != *config {
+        if !state.config.same_recipe(config) {
             return Err(resume_err(
-                "its recipe (train.json) differs from these settings; only --steps may change on resume".into(),
+                "its recipe (model, schedule, batch, lr, warm-up, EMA, seed) differs from these settings; \
+                 only --steps and the sample/checkpoint/log intervals may change on resume"
+                    .into(),
             ));
         }
         let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| resume_err(format!("{name}: {e}")));

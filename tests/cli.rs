@@ -176,6 +176,17 @@ fn train_resume_sample_and_errors() {
     let csv = std::fs::read_to_string(run.join("loss.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
     assert!(!run.join("checkpoint.tmp").exists() && !run.join("checkpoint.old").exists());
+    // Resuming with another recipe (here the learning rate) is refused; nothing is touched.
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let mut args = vec![
+        "train", "--data", d, "--out", r, "--steps", "8", "--batch", "4", "--warmup", "2", "--lr", "1e-3", "--resume",
+    ];
+    args.extend_from_slice(TINY_MODEL);
+    assert_fails_with(&ddpm(&args), "recipe");
+    assert_eq!(
+        std::fs::read_to_string(run.join("loss.csv")).unwrap().lines().count(),
+        1 + 6
+    );
 
     // Sample to every output.
     let export = run.join("export");

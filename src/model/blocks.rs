@@ -30,7 +30,7 @@ fn zero_conv(channels_in: usize, channels_out: usize, kernel: usize, device: &De
 /// Group normalisation with `groups` groups (or fewer, when `channels` is small).
 pub fn group_norm(groups: usize, channels: usize, device: &Device) -> GroupNorm {
     let mut g = groups.min(channels);
-    while channels % g != 0 {
+    while !channels.is_multiple_of(g) {
         g -= 1;
     }
     GroupNormConfig::new(g, channels).init(device)

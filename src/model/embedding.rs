@@ -15,7 +15,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 /// If `dim` is odd or smaller than 4.
 pub fn timestep_embedding(t: &[usize], dim: usize) -> Vec<f32> {
     assert!(
-        dim >= 4 && dim % 2 == 0,
+        dim >= 4 && dim.is_multiple_of(2),
         "timestep embedding dimension must be even and ≥ 4, got {dim}"
     );
     let half = dim / 2;

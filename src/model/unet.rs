@@ -118,7 +118,7 @@ impl UNetConfig {
         if self.channel_mult.contains(&0) {
             return Err(UNetConfigError::Zero("channel_mult"));
         }
-        if self.image_size % (1 << (self.channel_mult.len() - 1)) != 0 || self.image_size == 0 {
+        if self.image_size == 0 || !self.image_size.is_multiple_of(1 << (self.channel_mult.len() - 1)) {
             return Err(UNetConfigError::TooSmall {
                 size: self.image_size,
                 levels: self.channel_mult.len(),
