@@ -126,3 +126,14 @@ pub fn unet_to_bytes(unet: UNet) -> Result<Vec<u8>, WeightsError> {
         .map(|b| b.to_vec())
         .map_err(|e| WeightsError::Weights { reason: e.to_string() })
 }
+
+/// Serialises a model's weights to burnpack bytes in half precision (f16): half the download.
+/// [`DiffusionConfig::load_unet`] casts them back to f32 on load.
+#[cfg(feature = "native")]
+pub fn unet_to_half_bytes(unet: &UNet) -> Result<Vec<u8>, WeightsError> {
+    use burn::store::{BurnpackStore, HalfPrecisionAdapter, ModuleSnapshot};
+    let error = |e: String| WeightsError::Weights { reason: e };
+    let mut store = BurnpackStore::from_bytes(None).with_to_adapter(HalfPrecisionAdapter::new());
+    unet.save_into(&mut store).map_err(|e| error(e.to_string()))?;
+    store.get_bytes().map(|b| b.to_vec()).map_err(|e| error(e.to_string()))
+}

@@ -235,6 +235,37 @@ fn train_resume_sample_and_errors() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
 
+    // Export in half precision: half the bytes, and it samples.
+    let half = tmp.path().join("half");
+    let o = ddpm(&[
+        "export",
+        "--weights",
+        export.to_str().unwrap(),
+        "--out",
+        half.to_str().unwrap(),
+        "--half",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (f32_len, f16_len) = (
+        std::fs::metadata(export.join("model.bpk")).unwrap().len(),
+        std::fs::metadata(half.join("model.bpk")).unwrap().len(),
+    );
+    assert!((f16_len as f64) < 0.6 * f32_len as f64, "{f16_len} vs {f32_len}");
+    let o = ddpm(&[
+        "sample",
+        "--weights",
+        half.to_str().unwrap(),
+        "--n",
+        "1",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
     // Bad sampling arguments: one line, non-zero exit, no output file.
     let fresh = tmp.path().join("never.png");
     let w = export.to_str().unwrap();

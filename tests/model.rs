@@ -115,6 +115,44 @@ fn weights_round_trip_through_bytes_and_reject_other_architectures() {
 }
 
 #[test]
+fn half_precision_weights_are_half_the_size_and_load_back() {
+    let device = Device::flex();
+    let unet_config = UNetConfig::new()
+        .with_base_channels(8)
+        .with_channel_mult(vec![1, 2])
+        .with_res_blocks(1);
+    let config = DiffusionConfig {
+        unet: unet_config.clone(),
+        schedule: ScheduleKind::Linear,
+        timesteps: 1000,
+    };
+    let unet = perturbed(unet_config.init(&device));
+    let full = ddpm_explorer::weights::unet_to_bytes(unet.clone()).unwrap();
+    let half = ddpm_explorer::weights::unet_to_half_bytes(&unet).unwrap();
+    let ratio = half.len() as f64 / full.len() as f64;
+    assert!(ratio < 0.6, "f16 file is {ratio:.2} of the f32 one");
+    let x = input(2, &device);
+    let want = unet.forward(x.clone(), &[5, 500]).into_data();
+    let got = config
+        .load_unet(half, &device)
+        .unwrap()
+        .forward(x, &[5, 500])
+        .into_data();
+    let worst = want
+        .as_slice::<f32>()
+        .unwrap()
+        .iter()
+        .zip(got.as_slice::<f32>().unwrap())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    // f16 keeps 11 significant bits: relative error ≈ 5e-4 per weight.
+    assert!(
+        worst > 0.0 && worst < 2e-2,
+        "f16 round trip changed the output by {worst}"
+    );
+}
+
+#[test]
 fn invalid_configs_are_errors() {
     assert_eq!(
         UNetConfig::new()
