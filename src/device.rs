@@ -43,6 +43,15 @@ impl fmt::Display for ChosenDevice {
     }
 }
 
+/// Whether an adapter name is a software rasteriser (Mesa's lavapipe/llvmpipe, SwiftShader): timings
+/// on it are CPU emulation.
+pub fn is_software_adapter(name: &str) -> bool {
+    let name = name.to_lowercase();
+    ["llvmpipe", "lavapipe", "swiftshader", "softpipe"]
+        .iter()
+        .any(|s| name.contains(s))
+}
+
 /// Resolves a [`DeviceChoice`]. `Auto` only takes a hardware GPU; `Wgpu` fails with a message
 /// when wgpu finds no adapter at all.
 pub fn choose_device(choice: DeviceChoice) -> Result<ChosenDevice, String> {
@@ -51,20 +60,41 @@ pub fn choose_device(choice: DeviceChoice) -> Result<ChosenDevice, String> {
         description: "cpu (burn flex backend)".into(),
     };
     let try_wgpu = |kind: DeviceKind| {
-        let label = format!("{kind:?}");
-        std::panic::catch_unwind(|| Device::wgpu_options().device_kind(kind).init())
+        let device = std::panic::catch_unwind(|| Device::wgpu_options().device_kind(kind.clone()).init())
             .map_err(|_| "wgpu panicked while opening an adapter".to_string())?
-            .map(|device| ChosenDevice {
-                device,
-                description: format!("wgpu ({label})"),
-            })
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        let name = device
+            .identity()
+            .map(|id| id.name)
+            .unwrap_or_else(|| format!("{kind:?}"));
+        let description = if is_software_adapter(&name) {
+            format!("wgpu · {name} (CPU emulation, not a GPU)")
+        } else {
+            format!("wgpu · {name}")
+        };
+        Ok::<_, String>(ChosenDevice { device, description })
     };
     match choice {
         DeviceChoice::Cpu => Ok(cpu()),
         DeviceChoice::Wgpu => try_wgpu(DeviceKind::DefaultDevice).map_err(|e| format!("no wgpu adapter: {e}")),
         DeviceChoice::Auto => Ok(try_wgpu(DeviceKind::DiscreteGpu(0))
             .or_else(|_| try_wgpu(DeviceKind::IntegratedGpu(0)))
-            .unwrap_or_else(|_| cpu())),
+            .ok()
+            .filter(|chosen| !chosen.description.contains("CPU emulation"))
+            .unwrap_or_else(cpu)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn software_adapters_are_recognised() {
+        assert!(is_software_adapter("llvmpipe (LLVM 15.0.6, 256 bits)"));
+        assert!(is_software_adapter("Google SwiftShader"));
+        assert!(!is_software_adapter("NVIDIA H100 80GB HBM3"));
+        assert_eq!("gpu".parse::<DeviceChoice>(), Ok(DeviceChoice::Wgpu));
+        assert!("tpu".parse::<DeviceChoice>().is_err());
     }
 }
