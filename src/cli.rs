@@ -251,7 +251,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
         data.rows,
         data.cols,
         a.batch,
-        config.unet.init(&burn::tensor::Device::flex()).num_params_pretty()
+        millions_of_parameters(&config.unet)
     );
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
@@ -274,15 +274,13 @@ fn run_train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-trait PrettyParams {
-    fn num_params_pretty(&self) -> String;
-}
-
-impl PrettyParams for ddpm_explorer::model::UNet {
-    fn num_params_pretty(&self) -> String {
-        use burn::module::Module;
-        format!("{:.2} M", self.num_params() as f64 / 1e6)
-    }
+/// "0.83 M": the size of the network a config describes.
+fn millions_of_parameters(config: &UNetConfig) -> String {
+    use burn::module::Module;
+    format!(
+        "{:.2} M",
+        config.init(&burn::tensor::Device::flex()).num_params() as f64 / 1e6
+    )
 }
 
 fn run_sample(a: SampleArgs) -> Result<()> {

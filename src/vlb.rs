@@ -112,7 +112,8 @@ impl VlbEstimate {
 }
 
 /// Negative log-likelihood bound of `x0` (`[batch, c, h, w]`, values on the 256-level grid in
-/// [−1, 1]) in bits per dimension: one model evaluation per timestep, T in all.
+/// [−1, 1]) in bits per dimension: one model evaluation per timestep, T in all. Reads results back
+/// synchronously, so it is for native use (an evaluation tool), not the browser.
 /// `on_progress` is called with the number of timesteps done.
 pub fn estimate_bits_per_dim<M: EpsModel>(
     model: &M,
