@@ -72,9 +72,8 @@ fn perturbed(unet: ddpm_explorer::model::UNet) -> ddpm_explorer::model::UNet {
     unet.map(&mut Jitter(NoiseRng::new(2)))
 }
 
-#[test]
-fn weights_round_trip_through_bytes_and_reject_other_architectures() {
-    let device = Device::flex();
+/// A small model with live (jittered) weights, and its config.
+fn small_trained_model(device: &Device) -> (DiffusionConfig, ddpm_explorer::model::UNet) {
     let unet_config = UNetConfig::new()
         .with_base_channels(8)
         .with_channel_mult(vec![1, 2])
@@ -84,7 +83,13 @@ fn weights_round_trip_through_bytes_and_reject_other_architectures() {
         schedule: ScheduleKind::Cosine,
         timesteps: 1000,
     };
-    let unet = perturbed(unet_config.init(&device));
+    (config, perturbed(unet_config.init(device)))
+}
+
+#[test]
+fn weights_round_trip_through_bytes_and_reject_other_architectures() {
+    let device = Device::flex();
+    let (config, unet) = small_trained_model(&device);
     let x = input(2, &device);
     let want = unet.forward(x.clone(), &[3, 700]).into_data();
     let bytes = ddpm_explorer::weights::unet_to_bytes(unet).unwrap();
@@ -96,7 +101,7 @@ fn weights_round_trip_through_bytes_and_reject_other_architectures() {
     assert_eq!(got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap());
 
     let other = DiffusionConfig {
-        unet: unet_config.clone().with_base_channels(16),
+        unet: config.unet.clone().with_base_channels(16),
         ..config.clone()
     };
     assert!(matches!(
@@ -117,16 +122,7 @@ fn weights_round_trip_through_bytes_and_reject_other_architectures() {
 #[test]
 fn half_precision_weights_are_half_the_size_and_load_back() {
     let device = Device::flex();
-    let unet_config = UNetConfig::new()
-        .with_base_channels(8)
-        .with_channel_mult(vec![1, 2])
-        .with_res_blocks(1);
-    let config = DiffusionConfig {
-        unet: unet_config.clone(),
-        schedule: ScheduleKind::Linear,
-        timesteps: 1000,
-    };
-    let unet = perturbed(unet_config.init(&device));
+    let (config, unet) = small_trained_model(&device);
     let full = ddpm_explorer::weights::unet_to_bytes(unet.clone()).unwrap();
     let half = ddpm_explorer::weights::unet_to_half_bytes(&unet).unwrap();
     let ratio = half.len() as f64 / full.len() as f64;
