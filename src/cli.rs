@@ -1,4 +1,4 @@
-//! The command line: `train`, `sample` and `schedule`.
+//! The command line: `train`, `sample`, `schedule`, `export`, `classifier`, `eval` and `plot-loss`.
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -32,6 +32,81 @@ enum Command {
     Schedule(ScheduleArgs),
     /// Copy a trained model (config.json + model.bpk) to a folder, optionally in half precision.
     Export(ExportArgs),
+    /// Train the project's MNIST classifier (the judge of `eval`) and report its test accuracy.
+    Classifier(ClassifierArgs),
+    /// Judge trained weights: sample quality in the classifier's eyes and the likelihood bound.
+    Eval(EvalArgs),
+    /// Draw a run's loss.csv as an SVG chart.
+    PlotLoss(PlotLossArgs),
+}
+
+#[derive(Args, Debug)]
+struct ClassifierArgs {
+    /// Dataset folder with train-* and t10k-* IDX files (images and labels).
+    #[arg(long, default_value = "data/mnist")]
+    data: PathBuf,
+    /// Folder to write classifier.json and classifier.bpk into.
+    #[arg(long, default_value = "training/classifier")]
+    out: PathBuf,
+    /// Passes over the training split.
+    #[arg(long, default_value_t = 15)]
+    epochs: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Peak Adam learning rate (cosine decay to 0).
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f64,
+    /// Seed of data order and augmentation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// Model folder (config.json + model.bpk).
+    #[arg(long, default_value = "assets")]
+    weights: PathBuf,
+    /// Classifier folder (classifier.json + classifier.bpk), made by `ddpm classifier`.
+    #[arg(long, default_value = "training/classifier")]
+    classifier: PathBuf,
+    /// Dataset folder: the held-out split is the reference set, the training split the yardstick.
+    #[arg(long, default_value = "data/mnist")]
+    data: PathBuf,
+    /// Images per sample set (and real digits in the yardstick).
+    #[arg(long, default_value_t = 256)]
+    n: usize,
+    /// Sample sets to judge: ddimN (DDIM with N steps, η = 0) or ddpm (all T steps, σ² = β̃).
+    #[arg(long, value_delimiter = ',', default_value = "ddim50,ddpm")]
+    samplers: Vec<String>,
+    /// Images per sampling batch.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Held-out images for the bits/dim bound (0: skip it).
+    #[arg(long, default_value_t = 100)]
+    bpd_images: usize,
+    /// Evaluate every k-th term of the bound (1: all T terms; k > 1: unbiased estimate at 1/k of the cost).
+    #[arg(long, default_value_t = 1)]
+    bpd_stride: usize,
+    /// Seed of the samples and of the bound's noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct PlotLossArgs {
+    /// The run's loss.csv.
+    #[arg(long, default_value = "runs/mnist/loss.csv")]
+    csv: PathBuf,
+    /// SVG file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Logged values in the moving average.
+    #[arg(long, default_value_t = 20)]
+    window: usize,
 }
 
 #[derive(Args, Debug)]
@@ -177,7 +252,258 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sample(a) => run_sample(a),
         Command::Schedule(a) => run_schedule(a),
         Command::Export(a) => run_export(a),
+        Command::Classifier(a) => run_classifier(a),
+        Command::Eval(a) => run_eval(a),
+        Command::PlotLoss(a) => run_plot_loss(a),
     }
+}
+
+fn run_plot_loss(a: PlotLossArgs) -> Result<()> {
+    use ddpm_explorer::plot::{loss_curve_svg, parse_loss_csv};
+    let csv = std::fs::read_to_string(&a.csv).with_context(|| format!("reading '{}'", a.csv.display()))?;
+    let points = parse_loss_csv(&csv);
+    if points.is_empty() {
+        bail!("'{}' holds no losses (expected lines of step,loss,lr)", a.csv.display());
+    }
+    let title = format!("training loss, steps 1 to {}", points.last().map_or(0.0, |p| p.0));
+    let svg = loss_curve_svg(&points, &title, a.window);
+    ddpm_explorer::io::write_atomic(&a.out, svg.as_bytes())
+        .with_context(|| format!("writing '{}'", a.out.display()))?;
+    eprintln!("wrote {} ({} points)", a.out.display(), points.len());
+    Ok(())
+}
+
+fn run_classifier(a: ClassifierArgs) -> Result<()> {
+    use ddpm_explorer::eval::classifier::train_classifier;
+    let train = ImageDataset::load(&a.data, Split::Train).context("loading the training split")?;
+    let test = ImageDataset::load(&a.data, Split::Test).context("loading the held-out split")?;
+    let device = burn::tensor::Device::flex();
+    eprintln!(
+        "training the classifier on {} digits, testing on {} held-out ones ({} epochs)",
+        train.len(),
+        test.len(),
+        a.epochs
+    );
+    let started = std::time::Instant::now();
+    let record = train_classifier(
+        &train,
+        &test,
+        a.epochs,
+        a.batch,
+        a.lr,
+        a.seed,
+        &a.out,
+        &device,
+        |epoch, acc| {
+            eprintln!(
+                "epoch {epoch:>3}: held-out accuracy {:.2} %  ({:.0} s)",
+                acc * 100.0,
+                started.elapsed().as_secs_f64()
+            )
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "wrote {} : test accuracy {:.2} % on {} digits",
+        a.out.display(),
+        record.test_accuracy * 100.0,
+        record.test_images
+    );
+    Ok(())
+}
+
+/// A sample set named on the command line: `ddimN` or `ddpm`.
+fn parse_sample_set(name: &str) -> Result<(String, SamplerConfig)> {
+    if name == "ddpm" {
+        return Ok((
+            "DDPM (all steps, σ² = β̃)".into(),
+            SamplerConfig::Ddpm {
+                variance: VarianceKind::BetaTilde,
+                clip_x0: true,
+            },
+        ));
+    }
+    match name.strip_prefix("ddim").map(str::parse::<usize>) {
+        Some(Ok(steps)) => Ok((
+            format!("DDIM-{steps} (η = 0)"),
+            SamplerConfig::Ddim {
+                steps,
+                eta: 0.0,
+                clip_x0: true,
+            },
+        )),
+        _ => bail!("unknown sample set '{name}': expected ddpm or ddimN (e.g. ddim50)"),
+    }
+}
+
+fn run_eval(a: EvalArgs) -> Result<()> {
+    use ddpm_explorer::eval::classifier::{dataset_pixels, load_classifier};
+    use ddpm_explorer::eval::{QualityReport, quality};
+    use ddpm_explorer::rng::NoiseRng;
+    use ddpm_explorer::vlb::estimate_bits_per_dim;
+    if a.n < 2 {
+        bail!("--n must be at least 2 (a covariance needs two images)");
+    }
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let sets = a
+        .samplers
+        .iter()
+        .map(|name| parse_sample_set(name))
+        .collect::<Result<Vec<_>>>()?;
+    let device = burn::tensor::Device::flex();
+    let (config, unet) =
+        load_model(&a.weights, &device).with_context(|| format!("loading weights from '{}'", a.weights.display()))?;
+    let (record, classifier) = load_classifier(&a.classifier, &device)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| {
+            format!(
+                "loading the classifier (make one with `ddpm classifier --out {}`)",
+                a.classifier.display()
+            )
+        })?;
+    let train = ImageDataset::load(&a.data, Split::Train).context("loading the training split")?;
+    let test = ImageDataset::load(&a.data, Split::Test).context("loading the held-out split")?;
+    let schedule = config.noise_schedule()?;
+    let size = config.unet.image_size;
+    if size != 28 || config.unet.image_channels != 1 {
+        bail!(
+            "the classifier judges 28×28 grayscale digits; these weights make {size}×{size}×{}",
+            config.unet.image_channels
+        );
+    }
+    eprintln!(
+        "classifier: {:.2} % on {} held-out digits; reference set: the {} held-out digits",
+        record.test_accuracy * 100.0,
+        record.test_images,
+        test.len()
+    );
+    let reference = classifier.describe(&dataset_pixels(&test, 0..test.len()), &device);
+
+    let mut reports: Vec<(QualityReport, f64)> = Vec::new();
+    // The yardstick: real training digits, as many as the sample sets have.
+    let mut rng = NoiseRng::new(a.seed);
+    let mut pool: Vec<usize> = (0..train.len()).collect();
+    for i in 0..a.n.min(pool.len()) {
+        let j = i + rng.below(pool.len() - i);
+        pool.swap(i, j);
+    }
+    let real = dataset_pixels(&train, pool.into_iter().take(a.n));
+    reports.push((
+        quality("real digits (training split)", &classifier, &real, &reference, &device),
+        0.0,
+    ));
+
+    for (label, sampler_config) in &sets {
+        let sampler = sampler_config.build(&schedule)?;
+        let steps = sampler.timesteps().len();
+        let bar = ProgressBar::new((a.n.div_ceil(a.batch) * steps) as u64);
+        bar.set_style(ProgressStyle::with_template(
+            "{msg} {bar:40} {pos}/{len} steps [{elapsed_precise} < {eta_precise}]",
+        )?);
+        bar.set_message(label.clone());
+        let started = std::time::Instant::now();
+        let mut images = Vec::with_capacity(a.n * size * size);
+        for (k, from) in (0..a.n).step_by(a.batch).enumerate() {
+            let count = a.batch.min(a.n - from);
+            let sampler = sampler_config.build(&schedule)?;
+            let seed = a.seed.wrapping_add(1 + k as u64);
+            let mut chain = ReverseChain::from_noise(&unet, sampler, [count, 1, size, size], seed, &device);
+            while chain.step().is_some() {
+                bar.inc(1);
+            }
+            images.extend_from_slice(chain.current().into_data().as_slice::<f32>().expect("f32 samples"));
+        }
+        bar.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f64();
+        reports.push((quality(label, &classifier, &images, &reference, &device), seconds));
+    }
+
+    println!(
+        "sample quality ({} images per set; reference: {} held-out digits):",
+        a.n,
+        test.len()
+    );
+    println!(
+        "{:<30} {:>10} {:>12} {:>14} {:>10}  {}",
+        "set", "Fréchet", "conf > 0.9", "class entropy", "seconds", "images per class 0…9"
+    );
+    for (r, seconds) in &reports {
+        println!(
+            "{:<30} {:>10.2} {:>11.1} % {:>9.3} bits {:>10.0}  {:?}",
+            r.name,
+            r.frechet_distance,
+            r.confident_share * 100.0,
+            r.class_entropy_bits,
+            seconds,
+            r.class_counts
+        );
+    }
+
+    let mut bits_per_dim = None;
+    if a.bpd_images > 0 {
+        let count = a.bpd_images.min(test.len());
+        let x0 = burn::tensor::Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(dataset_pixels(&test, 0..count), [count, 1, size, size]),
+            &device,
+        ); // [count, 1, 28, 28]
+        let evaluations = 1 + (schedule.timesteps() - 1).div_ceil(a.bpd_stride.max(1));
+        let bar = ProgressBar::new(evaluations as u64);
+        bar.set_message("bits/dim");
+        let started = std::time::Instant::now();
+        let estimate = estimate_bits_per_dim(
+            &unet,
+            &schedule,
+            VarianceKind::BetaTilde,
+            x0,
+            a.seed,
+            a.bpd_stride,
+            |done| bar.set_position(done as u64),
+        );
+        bar.finish_and_clear();
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let totals = estimate.total();
+        let sd =
+            (totals.iter().map(|x| (x - mean(&totals)).powi(2)).sum::<f64>() / (totals.len().max(2) - 1) as f64).sqrt();
+        let stderr = sd / (totals.len() as f64).sqrt();
+        println!(
+            "NLL bound on {count} held-out digits: {:.3} ± {:.3} bits/dim (L_0 {:.3}, L_1…L_(T-1) {:.3}, L_T {:.5}; σ² = β̃; every {} of {} terms; {:.0} s)",
+            mean(&totals),
+            stderr,
+            mean(&estimate.decoder),
+            mean(&estimate.terms) - mean(&estimate.decoder),
+            mean(&estimate.prior),
+            if a.bpd_stride <= 1 {
+                "one".to_string()
+            } else {
+                format!("{}th", a.bpd_stride)
+            },
+            schedule.timesteps(),
+            started.elapsed().as_secs_f64()
+        );
+        bits_per_dim = Some(serde_json::json!({
+            "images": count,
+            "bits_per_dim": mean(&totals),
+            "standard_error": stderr,
+            "decoder_l0": mean(&estimate.decoder),
+            "prior_lT": mean(&estimate.prior),
+            "stride": a.bpd_stride.max(1),
+        }));
+    }
+    if let Some(path) = &a.json {
+        let json = serde_json::json!({
+            "weights": a.weights.display().to_string(),
+            "classifier_test_accuracy": record.test_accuracy,
+            "n": a.n,
+            "seed": a.seed,
+            "sets": reports.iter().map(|(r, s)| serde_json::json!({"report": r, "seconds": s})).collect::<Vec<_>>(),
+            "nll": bits_per_dim,
+        });
+        ddpm_explorer::io::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())
+            .with_context(|| format!("writing '{}'", path.display()))?;
+    }
+    Ok(())
 }
 
 fn run_export(a: ExportArgs) -> Result<()> {

@@ -8,6 +8,7 @@
 //! - [`sampler`]: the reverse process: DDPM and DDIM steps and the [`sampler::ReverseChain`];
 //! - [`vlb`]: the variational bound in bits per dimension;
 //! - [`model`]: the ε-predicting U-Net in burn;
+//! - [`eval`]: the project's MNIST classifier and the sample-quality figures it gives;
 //! - [`data`], [`image`], [`weights`]: digits in, pictures and trained models out;
 //! - `train`, `device`, `io` (native): the desktop trainer and its edges.
 //!
@@ -15,6 +16,7 @@
 //! device choice differ between the targets.
 
 pub mod data;
+pub mod eval;
 pub mod forward;
 pub mod image;
 pub mod model;
@@ -32,5 +34,7 @@ pub mod web;
 pub mod device;
 #[cfg(feature = "native")]
 pub mod io;
+#[cfg(feature = "native")]
+pub mod plot;
 #[cfg(feature = "native")]
 pub mod train;

@@ -245,6 +245,10 @@ impl RunDir {
     pub fn loss_csv(&self) -> PathBuf {
         self.root.join("loss.csv")
     }
+    /// The loss curve as a picture.
+    pub fn loss_svg(&self) -> PathBuf {
+        self.root.join("loss.svg")
+    }
     /// The checkpoint to resume from: the complete one, or the previous one if a crash hit
     /// between the two renames of [`save_checkpoint`].
     fn resumable(&self) -> Option<PathBuf> {
@@ -297,6 +301,31 @@ pub fn export_model(dir: &Path, config: &DiffusionConfig, unet: &UNet) -> Result
         .map_err(io_err("writing the exported weights"))?;
     write_atomic(&dir.join(CONFIG_FILE), config.to_json().as_bytes()).map_err(io_err("writing config.json"))?;
     Ok(())
+}
+
+/// `loss.csv` contents without the lines logged after `step` (the header is kept).
+fn loss_csv_up_to(csv: &str, step: usize) -> String {
+    csv.lines()
+        .enumerate()
+        .filter(|(i, line)| {
+            *i == 0
+                || line
+                    .split(',')
+                    .next()
+                    .and_then(|s| s.trim().parse::<usize>().ok())
+                    .is_some_and(|s| s <= step)
+        })
+        .map(|(_, line)| format!("{line}\n"))
+        .collect()
+}
+
+/// Draws `loss.csv` as `loss.svg` beside it.
+pub fn write_loss_plot(run: &RunDir) -> Result<(), TrainError> {
+    let csv = std::fs::read_to_string(run.loss_csv()).map_err(io_err("reading loss.csv"))?;
+    let points = crate::plot::parse_loss_csv(&csv);
+    let last = points.last().map_or(0.0, |p| p.0);
+    let svg = crate::plot::loss_curve_svg(&points, &format!("training loss, steps 1 to {last}"), 20);
+    write_atomic(&run.loss_svg(), svg.as_bytes()).map_err(io_err("writing loss.svg"))
 }
 
 /// A grid of `n` samples from `unet` (DDIM, 50 steps, η = 0) as a picture.
@@ -386,6 +415,13 @@ pub fn train(
     .map_err(io_err("writing train.json"))?;
     if !resume || !run.loss_csv().exists() {
         write_atomic(&run.loss_csv(), b"step,loss,lr\n").map_err(io_err("writing loss.csv"))?;
+    } else {
+        // A run that died after its last checkpoint logged steps that will now be trained again.
+        let csv = std::fs::read_to_string(run.loss_csv()).map_err(io_err("reading loss.csv"))?;
+        let kept = loss_csv_up_to(&csv, start_step);
+        if kept.len() != csv.len() {
+            write_atomic(&run.loss_csv(), kept.as_bytes()).map_err(io_err("rewriting loss.csv"))?;
+        }
     }
     let mut loss_log = std::fs::OpenOptions::new()
         .append(true)
@@ -443,6 +479,7 @@ pub fn train(
             };
             save_checkpoint(&run, &model, &ema, &optim, &state)?;
             export_model(&run.export(), &diffusion, &ema)?;
+            write_loss_plot(&run)?;
         }
     }
     let images_per_second =
@@ -454,4 +491,17 @@ pub fn train(
         images_per_second,
         export_dir: run.export(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resuming_drops_losses_logged_after_the_checkpoint() {
+        let csv = "step,loss,lr\n25,0.5,1e-4\n50,0.4,1e-4\n75,0.3,1e-4\n";
+        assert_eq!(loss_csv_up_to(csv, 50), "step,loss,lr\n25,0.5,1e-4\n50,0.4,1e-4\n");
+        assert_eq!(loss_csv_up_to(csv, 100), csv);
+        assert_eq!(loss_csv_up_to(csv, 0), "step,loss,lr\n");
+    }
 }

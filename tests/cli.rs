@@ -157,6 +157,7 @@ fn train_resume_sample_and_errors() {
         "export/config.json",
         "train.json",
         "loss.csv",
+        "loss.svg",
         "samples/step_0000003.png",
     ] {
         assert!(run.join(f).is_file(), "missing {f}");
@@ -337,4 +338,135 @@ fn png_size(path: &PathBuf) -> (u32, u32) {
     let reader = decoder.read_info().unwrap();
     let info = reader.info();
     (info.width, info.height)
+}
+
+#[test]
+fn classifier_eval_and_plot_loss_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = tmp.path().join("run");
+    let judge = tmp.path().join("classifier");
+    write_tiny_dataset(&data);
+    // The same images serve as the held-out split of this tiny dataset.
+    for kind in ["images-idx3", "labels-idx1"] {
+        std::fs::copy(
+            data.join(format!("train-{kind}-ubyte")),
+            data.join(format!("t10k-{kind}-ubyte")),
+        )
+        .unwrap();
+    }
+    let (data_s, judge_s) = (data.to_str().unwrap(), judge.to_str().unwrap());
+
+    let o = ddpm(&[
+        "classifier",
+        "--data",
+        data_s,
+        "--out",
+        judge_s,
+        "--epochs",
+        "2",
+        "--batch",
+        "8",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("epoch   2: held-out accuracy"), "{}", stderr(&o));
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(judge.join("classifier.json")).unwrap()).unwrap();
+    assert_eq!(
+        (record["epochs"].as_u64(), record["test_images"].as_u64()),
+        (Some(2), Some(32))
+    );
+    assert!(judge.join("classifier.bpk").is_file());
+
+    let o = train_tiny(&data, &run, "2", false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let weights = run.join("export");
+    let report = tmp.path().join("eval.json");
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--weights",
+            weights.to_str().unwrap(),
+            "--classifier",
+            judge_s,
+            "--data",
+            data_s,
+        ];
+        args.extend_from_slice(extra);
+        ddpm(&args)
+    };
+    let o = eval(&[
+        "--n",
+        "4",
+        "--samplers",
+        "ddim3",
+        "--bpd-images",
+        "2",
+        "--bpd-stride",
+        "400",
+        "--json",
+        report.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("real digits") && out.contains("DDIM-3") && out.contains("bits/dim"),
+        "{out}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let sets = json["sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 2);
+    for set in sets {
+        let r = &set["report"];
+        assert_eq!(r["n"], 4);
+        assert_eq!(
+            r["class_counts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_u64().unwrap())
+                .sum::<u64>(),
+            4
+        );
+        let entropy = r["class_entropy_bits"].as_f64().unwrap();
+        assert!((0.0..=10f64.log2() + 1e-9).contains(&entropy));
+        assert!(r["frechet_distance"].as_f64().unwrap().is_finite());
+    }
+    let bpd = json["nll"]["bits_per_dim"].as_f64().unwrap();
+    assert!(bpd.is_finite() && bpd > 0.0, "{bpd}");
+
+    // Bad input: one clear line each.
+    assert_fails_with(&eval(&["--samplers", "ddim"]), "unknown sample set");
+    assert_fails_with(&eval(&["--n", "1"]), "at least 2");
+    let missing = tmp.path().join("nowhere");
+    let o = ddpm(&[
+        "eval",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--classifier",
+        missing.to_str().unwrap(),
+    ]);
+    assert_fails_with(&o, "ddpm classifier");
+    let o = ddpm(&["classifier", "--data", missing.to_str().unwrap(), "--out", judge_s]);
+    assert_fails_with(&o, "run scripts/setup.sh");
+
+    // The loss chart, from the run's loss.csv.
+    let svg = tmp.path().join("loss.svg");
+    let o = ddpm(&[
+        "plot-loss",
+        "--csv",
+        run.join("loss.csv").to_str().unwrap(),
+        "--out",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    let o = ddpm(&[
+        "plot-loss",
+        "--csv",
+        missing.to_str().unwrap(),
+        "--out",
+        svg.to_str().unwrap(),
+    ]);
+    assert_fails_with(&o, "reading");
 }

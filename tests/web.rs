@@ -1,7 +1,7 @@
 //! The browser app in headless Chromium (wasm-bindgen-test; WebGPU is SwiftShader there, so the
 //! workloads are tiny): the panels render, the slider moves the forward image as eq. 4 says, the
-//! U-Net on WebGPU matches the CPU backend, a few reverse steps run on the GPU path, and the CPU
-//! fallback works.
+//! U-Net on WebGPU matches the CPU backend, the WGSL reverse-step kernel matches the formula, a few
+//! reverse steps run on the GPU path, and the CPU fallback works.
 #![cfg(target_arch = "wasm32")]
 
 use burn::module::{Module, ModuleMapper, Param};
@@ -29,6 +29,20 @@ fn container() -> web_sys::HtmlElement {
     let section = document.create_element("section").unwrap();
     document.body().unwrap().append_child(&section).unwrap();
     section.unchecked_into()
+}
+
+/// The WebGPU device, opened once per test run (a device can be initialised only once).
+async fn webgpu() -> Device {
+    thread_local!(static GPU: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) });
+    if let Some(device) = GPU.with_borrow(|gpu| gpu.clone()) {
+        return device;
+    }
+    let device = Device::wgpu_options()
+        .init_async()
+        .await
+        .expect("headless Chromium grants a WebGPU adapter");
+    GPU.set(Some(device.clone()));
+    device
 }
 
 /// A gradient image in [−1, 1], so every pixel differs.
@@ -159,10 +173,7 @@ fn input(device: &Device) -> Tensor<4> {
 
 #[wasm_bindgen_test]
 async fn the_unet_on_webgpu_matches_the_cpu_backend() {
-    let gpu = Device::wgpu_options()
-        .init_async()
-        .await
-        .expect("headless Chromium grants a WebGPU adapter");
+    let gpu = webgpu().await;
     let cpu = Device::flex();
     let unet_cpu = tiny_unet(&cpu);
     let unet_gpu = unet_cpu.clone().to_device(&gpu);
@@ -192,6 +203,51 @@ async fn the_unet_on_webgpu_matches_the_cpu_backend() {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     assert!(worst < 1e-2, "3 DDIM steps differ by {worst} between WebGPU and CPU");
+}
+
+#[wasm_bindgen_test]
+async fn the_wgsl_reverse_step_matches_the_host_formula() {
+    // shaders/reverse_step.wgsl through burn's custom-kernel API, against the step by hand in f64.
+    let gpu = webgpu().await;
+    let schedule = NoiseSchedule::linear(1000).unwrap();
+    let sampler = SamplerConfig::Ddim {
+        steps: 10,
+        eta: 0.5,
+        clip_x0: true,
+    }
+    .build(&schedule)
+    .unwrap();
+    let mut rng = NoiseRng::new(5);
+    let n = 2 * 784;
+    let (x_t, eps, z) = (rng.normal_vec(n), rng.normal_vec(n), rng.normal_vec(n));
+    let tensor = |v: &[f32]| Tensor::<4>::from_data(TensorData::new(v.to_vec(), [2, 1, 28, 28]), &gpu);
+    for (index, clip) in [(0, true), (4, false), (9, true)] {
+        let c: StepCoefs = sampler.coefs(index);
+        let noise = (c.sigma > 0.0).then(|| tensor(&z));
+        let out = ddpm_explorer::sampler::apply_step(&c, clip, tensor(&x_t), tensor(&eps), noise);
+        let prev = read_back(out.prev_sample).await.unwrap();
+        let pred_x0 = read_back(out.pred_x0).await.unwrap();
+        for i in 0..n {
+            let (x, e, n) = (x_t[i] as f64, eps[i] as f64, z[i] as f64);
+            let (from_x, from_e) = ((1.0 / c.alpha_bar).sqrt() * x, (1.0 / c.alpha_bar - 1.0).sqrt() * e);
+            let mut x0 = from_x - from_e;
+            if clip {
+                x0 = x0.clamp(-1.0, 1.0);
+            }
+            let want = c.c_x0 * x0 + c.c_xt * x + c.c_eps * e + c.sigma * n;
+            // f32 round-off scales with the terms summed.
+            let scale =
+                1.0 + from_x.abs() + from_e.abs() + (c.c_xt * x).abs() + (c.c_eps * e).abs() + (c.sigma * n).abs();
+            assert!(
+                (pred_x0[i] as f64 - x0).abs() < 5e-7 * scale,
+                "x̂_0[{i}] at step {index}"
+            );
+            assert!(
+                (prev[i] as f64 - want).abs() < 5e-7 * scale,
+                "x_(t-1)[{i}] at step {index}"
+            );
+        }
+    }
 }
 
 #[wasm_bindgen_test]

@@ -14,6 +14,7 @@
 pub mod chain;
 pub mod ddim;
 pub mod ddpm;
+pub mod fused;
 
 pub use chain::{ChainStep, EpsModel, ReverseChain};
 pub use ddim::DdimSampler;
@@ -106,7 +107,8 @@ pub trait Sampler {
     }
 }
 
-/// The shared reverse-step update, equation by equation.
+/// The shared reverse-step update (the module docs' two equations), fused into one backend operation:
+/// the WGSL kernel of `shaders/reverse_step.wgsl` on the GPU, composed tensor ops on the CPU.
 ///
 /// # Shapes
 /// - `x_t`, `eps`, `noise`: `[batch, channels, height, width]`
@@ -117,25 +119,7 @@ pub fn apply_step(
     eps: Tensor<4>,
     noise: Option<Tensor<4>>,
 ) -> StepOutput {
-    // 1. x̂_0 = √(1/ᾱ_t) x_t − √(1/ᾱ_t − 1) ε̂   (eq. 4 solved for x_0, Ho et al. eq. 15)
-    let mut pred_x0 = x_t.clone().mul_scalar(c.x0_from_xt) - eps.clone().mul_scalar(c.x0_from_eps); // [b, c, h, w]
-    // 2. Optionally clip x̂_0 to the data range [−1, 1].
-    if clip_x0 {
-        pred_x0 = pred_x0.clamp(-1.0, 1.0); // [b, c, h, w]
-    }
-    // 3. The mean of p(x_{t−1} | x_t): posterior mean (DDPM, eq. 7) or DDIM's update (eq. 12).
-    let mut prev = pred_x0.clone().mul_scalar(c.c_x0); // [b, c, h, w]
-    if c.c_xt != 0.0 {
-        prev = prev + x_t.mul_scalar(c.c_xt);
-    }
-    if c.c_eps != 0.0 {
-        prev = prev + eps.mul_scalar(c.c_eps);
-    }
-    // 4. Add σ_t z, except on the last step (σ = 0 there).
-    if c.sigma > 0.0 {
-        let z = noise.expect("a reverse step with σ_t > 0 needs noise");
-        prev = prev + z.mul_scalar(c.sigma); // [b, c, h, w]
-    }
+    let (prev, pred_x0) = fused::reverse_step(c, clip_x0, x_t, eps, noise); // [b, c, h, w] each
     StepOutput {
         prev_sample: prev,
         pred_x0,
