@@ -1,5 +1,6 @@
 //! Speed of the pieces that matter: one U-Net forward (batch 1 and 16), one training step
-//! (batch 64: forward, backward, Adam, EMA) and one reverse step (forward + DDPM update, batch 16).
+//! (batch 64: forward, backward, Adam, EMA), one reverse step (forward + DDPM update, batch 16), and
+//! the update alone, fused (the WGSL kernel on wgpu) against separate tensor operations.
 //!
 //! Runs on burn's CPU backend (flex) by default; `DDPM_BENCH_DEVICE=wgpu` uses wgpu instead
 //! (label lavapipe/SwiftShader figures as CPU emulation). Compare `RAYON_NUM_THREADS=1` with 2
@@ -12,7 +13,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ddpm_explorer::model::UNetConfig;
 use ddpm_explorer::rng::NoiseRng;
 use ddpm_explorer::sampler::chain::normal_tensor;
-use ddpm_explorer::sampler::{ReverseChain, SamplerConfig, VarianceKind};
+use ddpm_explorer::sampler::{ReverseChain, SamplerConfig, VarianceKind, apply_step};
 use ddpm_explorer::schedule::NoiseSchedule;
 use ddpm_explorer::train::ema_update;
 use std::hint::black_box;
@@ -101,5 +102,52 @@ fn bench_reverse_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_forward, bench_train_step, bench_reverse_step);
+/// The reverse-step update alone (no U-Net), batch 64: the fused operation of `sampler/fused.rs`
+/// (one WGSL kernel on wgpu) against the same arithmetic as eight separate tensor operations.
+fn bench_step_update(c: &mut Criterion) {
+    let device = device();
+    let schedule = NoiseSchedule::linear(1000).unwrap();
+    let sampler = SamplerConfig::Ddpm {
+        variance: VarianceKind::BetaTilde,
+        clip_x0: true,
+    }
+    .build(&schedule)
+    .unwrap();
+    let coefs = sampler.coefs(500);
+    let mut rng = NoiseRng::new(3);
+    let shape = [64, 1, 28, 28];
+    let (x_t, eps, z) = (
+        normal_tensor(&mut rng, shape, &device),
+        normal_tensor(&mut rng, shape, &device),
+        normal_tensor(&mut rng, shape, &device),
+    );
+    let mut group = c.benchmark_group("step_update");
+    group.sample_size(20);
+    group.bench_function("fused_batch_64", |b| {
+        b.iter(|| {
+            let out = apply_step(&coefs, true, x_t.clone(), eps.clone(), Some(z.clone()));
+            black_box(sync(out.prev_sample))
+        })
+    });
+    group.bench_function("tensor_ops_batch_64", |b| {
+        b.iter(|| {
+            let x0 =
+                (x_t.clone().mul_scalar(coefs.x0_from_xt) - eps.clone().mul_scalar(coefs.x0_from_eps)).clamp(-1.0, 1.0);
+            let prev = x0.mul_scalar(coefs.c_x0)
+                + x_t.clone().mul_scalar(coefs.c_xt)
+                + eps.clone().mul_scalar(coefs.c_eps)
+                + z.clone().mul_scalar(coefs.sigma);
+            black_box(sync(prev))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_forward,
+    bench_train_step,
+    bench_reverse_step,
+    bench_step_update
+);
 criterion_main!(benches);

@@ -426,8 +426,8 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         test.len()
     );
     println!(
-        "{:<30} {:>10} {:>12} {:>14} {:>10}  {}",
-        "set", "Fréchet", "conf > 0.9", "class entropy", "seconds", "images per class 0…9"
+        "{:<30} {:>10} {:>12} {:>14} {:>10}  images per class 0…9",
+        "set", "Fréchet", "conf > 0.9", "class entropy", "seconds"
     );
     for (r, seconds) in &reports {
         println!(

@@ -24,22 +24,18 @@ pub fn mean_and_covariance(rows: &[Vec<f64>]) -> (Vec<f64>, Vec<Vec<f64>>) {
             *m += v / n as f64;
         }
     }
-    let mut cov = vec![vec![0.0; d]; d];
-    for row in rows {
-        for i in 0..d {
-            let di = row[i] - mean[i];
-            for j in i..d {
-                cov[i][j] += di * (row[j] - mean[j]);
-            }
-        }
-    }
+    let centered: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|row| row.iter().zip(&mean).map(|(v, m)| v - m).collect())
+        .collect();
     let denominator = (n.max(2) - 1) as f64;
-    for i in 0..d {
-        for j in i..d {
-            cov[i][j] /= denominator;
-            cov[j][i] = cov[i][j];
-        }
-    }
+    let cov = (0..d)
+        .map(|i| {
+            (0..d)
+                .map(|j| centered.iter().map(|c| c[i] * c[j]).sum::<f64>() / denominator)
+                .collect()
+        })
+        .collect();
     (mean, cov)
 }
 
@@ -75,15 +71,16 @@ pub fn symmetric_eigen(matrix: &[Vec<f64>]) -> (Vec<f64>, Vec<Vec<f64>>) {
                 let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
                 let c = 1.0 / (t * t + 1.0).sqrt();
                 let s = t * c;
-                for k in 0..d {
-                    let (akp, akq) = (a[k][p], a[k][q]);
-                    a[k][p] = c * akp - s * akq;
-                    a[k][q] = s * akp + c * akq;
+                for row in a.iter_mut() {
+                    let (akp, akq) = (row[p], row[q]);
+                    row[p] = c * akp - s * akq;
+                    row[q] = s * akp + c * akq;
                 }
-                for k in 0..d {
-                    let (apk, aqk) = (a[p][k], a[q][k]);
-                    a[p][k] = c * apk - s * aqk;
-                    a[q][k] = s * apk + c * aqk;
+                let (head, tail) = a.split_at_mut(q);
+                for (apk, aqk) in head[p].iter_mut().zip(tail[0].iter_mut()) {
+                    let (x, y) = (*apk, *aqk);
+                    *apk = c * x - s * y;
+                    *aqk = s * x + c * y;
                 }
                 for row in v.iter_mut() {
                     let (vkp, vkq) = (row[p], row[q]);
