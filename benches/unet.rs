@@ -18,11 +18,15 @@ use ddpm_explorer::schedule::NoiseSchedule;
 use ddpm_explorer::train::ema_update;
 use std::hint::black_box;
 
+/// The device of every benchmark, opened once (a wgpu device can be initialised only once).
 fn device() -> Device {
-    match std::env::var("DDPM_BENCH_DEVICE").as_deref() {
-        Ok("wgpu") => Device::wgpu_options().init().expect("a wgpu adapter"),
-        _ => Device::flex(),
-    }
+    static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    DEVICE
+        .get_or_init(|| match std::env::var("DDPM_BENCH_DEVICE").as_deref() {
+            Ok("wgpu") => Device::wgpu_options().init().expect("a wgpu adapter"),
+            _ => Device::flex(),
+        })
+        .clone()
 }
 
 /// Reads the result back, so asynchronous backends finish the work inside the timing.
