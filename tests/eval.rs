@@ -68,7 +68,7 @@ fn the_shipped_weights_make_digits_the_classifier_recognises() {
     }
     .build(&schedule)
     .unwrap();
-    let n = 16;
+    let n = 32;
     let x0 = ReverseChain::from_noise(&unet, sampler, [n, 1, 28, 28], 7, &device).run();
     let pixels = x0.into_data().as_slice::<f32>().unwrap().to_vec();
     assert!(pixels.iter().all(|v| v.is_finite() && v.abs() <= 1.0));
@@ -81,14 +81,15 @@ fn the_shipped_weights_make_digits_the_classifier_recognises() {
     let entropy = class_entropy_bits(&predictions, 10);
     eprintln!("classes {predictions:?}, confident {confident:.2}, entropy {entropy:.2} bits");
     // Not degenerate: not one class over and over, not noise the classifier shrugs at.
+    // (Real digits: 10 classes, ≈ 3.3 bits, ≈ 98 % confident; pure noise or a collapsed model fail.)
     assert!(
-        distinct.len() >= 5,
+        distinct.len() >= 6,
         "only {} distinct digits: {predictions:?}",
         distinct.len()
     );
-    assert!(entropy >= 2.0, "class entropy {entropy:.2} bits");
+    assert!(entropy >= 2.5, "class entropy {entropy:.2} bits");
     assert!(
-        confident >= 0.5,
+        confident >= 0.4,
         "only {:.0} % classified with confidence > 0.9",
         confident * 100.0
     );
