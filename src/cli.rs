@@ -259,17 +259,14 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn run_plot_loss(a: PlotLossArgs) -> Result<()> {
-    use ddpm_explorer::plot::{loss_curve_svg, parse_loss_csv};
     let csv = std::fs::read_to_string(&a.csv).with_context(|| format!("reading '{}'", a.csv.display()))?;
-    let points = parse_loss_csv(&csv);
-    if points.is_empty() {
+    let (svg, points) = ddpm_explorer::plot::loss_chart(&csv, a.window);
+    if points == 0 {
         bail!("'{}' holds no losses (expected lines of step,loss,lr)", a.csv.display());
     }
-    let title = format!("training loss, steps 1 to {}", points.last().map_or(0.0, |p| p.0));
-    let svg = loss_curve_svg(&points, &title, a.window);
     ddpm_explorer::io::write_atomic(&a.out, svg.as_bytes())
         .with_context(|| format!("writing '{}'", a.out.display()))?;
-    eprintln!("wrote {} ({} points)", a.out.display(), points.len());
+    eprintln!("wrote {} ({points} points)", a.out.display());
     Ok(())
 }
 

@@ -15,6 +15,15 @@ pub fn parse_loss_csv(csv: &str) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// The chart of a run's `loss.csv` contents with its standard title, and the number of points
+/// drawn (0 when the file holds no losses).
+pub fn loss_chart(csv: &str, window: usize) -> (String, usize) {
+    let points = parse_loss_csv(csv);
+    let last = points.last().map_or(0.0, |p| p.0);
+    let svg = loss_curve_svg(&points, &format!("training loss, steps 1 to {last}"), window);
+    (svg, points.len())
+}
+
 /// "Nice" tick values (1, 2, 5 × 10^k) covering `lo..=hi` with about `count` ticks.
 fn linear_ticks(lo: f64, hi: f64, count: usize) -> Vec<f64> {
     let raw = (hi - lo).max(f64::MIN_POSITIVE) / count.max(1) as f64;

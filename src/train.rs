@@ -322,9 +322,7 @@ fn loss_csv_up_to(csv: &str, step: usize) -> String {
 /// Draws `loss.csv` as `loss.svg` beside it.
 pub fn write_loss_plot(run: &RunDir) -> Result<(), TrainError> {
     let csv = std::fs::read_to_string(run.loss_csv()).map_err(io_err("reading loss.csv"))?;
-    let points = crate::plot::parse_loss_csv(&csv);
-    let last = points.last().map_or(0.0, |p| p.0);
-    let svg = crate::plot::loss_curve_svg(&points, &format!("training loss, steps 1 to {last}"), 20);
+    let (svg, _) = crate::plot::loss_chart(&csv, 20);
     write_atomic(&run.loss_svg(), svg.as_bytes()).map_err(io_err("writing loss.svg"))
 }
 

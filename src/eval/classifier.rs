@@ -10,9 +10,8 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::store::ModuleRecord;
 use burn::tensor::activation::{relu, softmax};
-use burn::tensor::{Bytes, Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 /// File name of the classifier's weights inside its folder.
@@ -59,11 +58,7 @@ impl DigitClassifierConfig {
 
     /// Builds the network and loads burnpack `bytes` into it (shape-checked).
     pub fn load(&self, bytes: Vec<u8>, device: &Device) -> Result<DigitClassifier, String> {
-        let record = std::panic::catch_unwind(|| ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)))
-            .map_err(|_| "unreadable burnpack data".to_string())?
-            .map_err(|e| e.to_string())?
-            .cast_to_module_dtype();
-        self.init(device).try_load_record(record).map_err(|e| e.to_string())
+        crate::weights::load_weights(self.init(device), bytes)
     }
 }
 

@@ -14,7 +14,8 @@ use burn::tensor::Tensor;
 /// Backends that can run one reverse step x_t, ε̂, z → (x_{t−1}, x̂_0).
 #[backend_extension(Flex, Cube: cfg(any(feature = "native", target_family = "wasm")))]
 pub trait FusedStepBackend: Backend {
-    /// One reverse step with host-side coefficients `coefs`; returns `(x_{t−1}, x̂_0)`.
+    /// One reverse step with host-side coefficients `coefs`; returns `(x_{t−1}, x̂_0)`. By default
+    /// composed from tensor ops ([`composed_step`]).
     ///
     /// `noise` is only read where σ_t > 0.
     ///
@@ -26,20 +27,13 @@ pub trait FusedStepBackend: Backend {
         noise: FloatTensor<Self>,
         coefs: StepCoefs,
         clip_x0: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
-}
-
-impl FusedStepBackend for Flex {
-    fn fused_reverse_step(
-        x_t: FloatTensor<Self>,
-        eps: FloatTensor<Self>,
-        noise: FloatTensor<Self>,
-        coefs: StepCoefs,
-        clip_x0: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         composed_step::<Self>(x_t, eps, noise, coefs, clip_x0)
     }
 }
+
+/// The CPU backend composes the step from tensor ops (the trait's default).
+impl FusedStepBackend for Flex {}
 
 /// The reverse step composed from a backend's tensor ops, equation by equation.
 pub fn composed_step<B: Backend>(
