@@ -4,7 +4,8 @@
 //!
 //! Runs on burn's CPU backend (flex) by default; `DDPM_BENCH_DEVICE=wgpu` uses wgpu instead
 //! (label lavapipe/SwiftShader figures as CPU emulation). Compare `RAYON_NUM_THREADS=1` with 2
-//! before trusting a parallel speed-up on small VMs.
+//! before trusting a parallel speed-up on small VMs; `benches/compare_with_pytorch.sh` does that and
+//! sets the figures beside the PyTorch port's.
 
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
@@ -29,6 +30,13 @@ fn device() -> Device {
         .clone()
 }
 
+/// The default U-Net, or with `DDPM_BENCH_RES_BLOCKS` residual blocks per level (the shipped model
+/// has 1).
+fn unet_config() -> UNetConfig {
+    let res_blocks = std::env::var("DDPM_BENCH_RES_BLOCKS").ok().and_then(|v| v.parse().ok());
+    UNetConfig::new().with_res_blocks(res_blocks.unwrap_or(2))
+}
+
 /// Reads the result back, so asynchronous backends finish the work inside the timing.
 fn sync(t: Tensor<4>) -> f32 {
     t.sum().into_scalar::<f32>()
@@ -36,7 +44,7 @@ fn sync(t: Tensor<4>) -> f32 {
 
 fn bench_forward(c: &mut Criterion) {
     let device = device();
-    let unet = UNetConfig::new().init(&device);
+    let unet = unet_config().init(&device);
     let mut group = c.benchmark_group("unet_forward");
     group.sample_size(10);
     for batch in [1usize, 16] {
@@ -53,7 +61,7 @@ fn bench_train_step(c: &mut Criterion) {
     let plain = device();
     let device = plain.clone().autodiff();
     let schedule = NoiseSchedule::linear(1000).unwrap();
-    let mut model = UNetConfig::new().init(&device);
+    let mut model = unet_config().init(&device);
     let mut ema = model.valid();
     let mut optim = AdamConfig::new().init();
     let mut rng = NoiseRng::new(1);
@@ -82,7 +90,7 @@ fn ema_probe(ema: &ddpm_explorer::model::UNet, device: &Device) -> Tensor<4> {
 fn bench_reverse_step(c: &mut Criterion) {
     let device = device();
     let schedule = NoiseSchedule::linear(1000).unwrap();
-    let unet = UNetConfig::new().init(&device);
+    let unet = unet_config().init(&device);
     let sampler = SamplerConfig::Ddpm {
         variance: VarianceKind::BetaTilde,
         clip_x0: true,

@@ -221,7 +221,7 @@ impl BatchSampler {
                 let pos = step * batch + k;
                 let epoch = pos / self.len;
                 if self.epoch != Some(epoch) {
-                    let mut rng = NoiseRng::new(self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    let mut rng = NoiseRng::new(NoiseRng::stream_seed(self.seed, epoch as u64));
                     self.order = (0..self.len).collect();
                     rng.shuffle(&mut self.order);
                     self.epoch = Some(epoch);

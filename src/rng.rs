@@ -22,6 +22,13 @@ impl NoiseRng {
         }
     }
 
+    /// A seed for the independent stream number `stream` of `seed` (one per batch, step, run …): the
+    /// first output of a generator seeded with `seed` mixed with the stream, so nearby seeds and
+    /// streams give unrelated numbers.
+    pub fn stream_seed(seed: u64, stream: u64) -> u64 {
+        NoiseRng::new(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64()
+    }
+
     /// The next 64 uniformly distributed bits.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -138,6 +138,123 @@ fn schedule_rejects_bad_input() {
     assert!(!o.status.success());
 }
 
+/// Steps 0..6 in one go and as 0..3 then a resume to 6 (from the step-3 checkpoint) end in the
+/// same weights, bit for bit: data order, timesteps, noise and dropout all follow (seed, step).
+#[test]
+fn a_resumed_run_equals_an_uninterrupted_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_tiny_dataset(&data);
+    let (whole, split) = (tmp.path().join("whole"), tmp.path().join("split"));
+    let run = |out: &Path, steps: &str, resume: bool| {
+        let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+        let mut args = vec![
+            "train",
+            "--data",
+            d,
+            "--out",
+            o,
+            "--steps",
+            steps,
+            "--batch",
+            "4",
+            "--checkpoint-every",
+            "3",
+            "--sample-every",
+            "0",
+            "--log-every",
+            "1",
+            "--warmup",
+            "2",
+        ];
+        args.extend_from_slice(TINY_MODEL);
+        if resume {
+            args.push("--resume");
+        }
+        let o = ddpm(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    run(&whole, "6", false);
+    run(&split, "3", false);
+    run(&split, "6", true);
+    // The files themselves differ (a burnpack records each parameter's random id): compare values.
+    for f in ["checkpoint/model.bpk", "checkpoint/ema.bpk", "export/model.bpk"] {
+        assert!(
+            parameters(&whole, f) == parameters(&split, f),
+            "{f} differs between the uninterrupted and the resumed run"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(whole.join("loss.csv")).unwrap(),
+        std::fs::read_to_string(split.join("loss.csv")).unwrap()
+    );
+}
+
+/// Every parameter value of the U-Net stored at `run/file`, in the network's own order.
+fn parameters(run: &Path, file: &str) -> Vec<f32> {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::tensor::{Device, Tensor};
+    struct Collect(Vec<f32>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.extend(param.val().into_data().as_slice::<f32>().unwrap());
+        }
+    }
+    let json = std::fs::read_to_string(run.join("export/config.json")).unwrap();
+    let config = ddpm_explorer::weights::DiffusionConfig::from_json(&json).unwrap();
+    let unet = config
+        .load_unet(std::fs::read(run.join(file)).unwrap(), &Device::flex())
+        .unwrap();
+    let mut collect = Collect(Vec::new());
+    unet.visit(&mut collect);
+    assert!(!collect.0.is_empty());
+    collect.0
+}
+
+/// On a toy set of two shapes the loss falls: the mean of the last 20 logged losses is below
+/// half the first 20 (an untrained ε-predictor starts near E‖ε‖²/dim = 1).
+#[test]
+fn the_loss_falls_on_a_toy_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_tiny_dataset(&data);
+    let out = tmp.path().join("run");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = vec![
+        "train",
+        "--data",
+        d,
+        "--out",
+        o,
+        "--steps",
+        "150",
+        "--batch",
+        "8",
+        "--checkpoint-every",
+        "150",
+        "--sample-every",
+        "0",
+        "--log-every",
+        "1",
+        "--warmup",
+        "10",
+        "--lr",
+        "2e-3",
+    ];
+    args.extend_from_slice(TINY_MODEL);
+    let o = ddpm(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let losses: Vec<f64> = std::fs::read_to_string(out.join("loss.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (first, last) = (mean(&losses[..20]), mean(&losses[losses.len() - 20..]));
+    assert!(last < 0.5 * first, "loss went from {first:.3} to {last:.3}");
+}
+
 #[test]
 fn train_resume_sample_and_errors() {
     let tmp = tempfile::tempdir().unwrap();
@@ -188,6 +305,12 @@ fn train_resume_sample_and_errors() {
         std::fs::read_to_string(run.join("loss.csv")).unwrap().lines().count(),
         1 + 6
     );
+    // Resuming needs no repeated recipe flags: the checkpoint's state.json supplies them.
+    let o = ddpm(&[
+        "train", "--data", d, "--out", r, "--steps", "7", "--resume", "--device", "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("steps 6..7"), "{}", stderr(&o));
 
     // Sample to every output.
     let export = run.join("export");
@@ -416,24 +539,33 @@ fn classifier_eval_and_plot_loss_end_to_end() {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let sets = json["sets"].as_array().unwrap();
     assert_eq!(sets.len(), 2);
+    let runs = json["seeds"].as_array().unwrap().len();
+    assert_eq!(runs, 2, "two runs by default, so every figure has a standard error");
     for set in sets {
-        let r = &set["report"];
-        assert_eq!(r["n"], 4);
+        assert_eq!(set["n"], 4);
+        assert_eq!(set["runs"].as_array().unwrap().len(), runs);
         assert_eq!(
-            r["class_counts"]
+            set["class_counts"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|c| c.as_u64().unwrap())
                 .sum::<u64>(),
-            4
+            4 * runs as u64
         );
-        let entropy = r["class_entropy_bits"].as_f64().unwrap();
+        let entropy = set["class_entropy_bits"]["mean"].as_f64().unwrap();
         assert!((0.0..=10f64.log2() + 1e-9).contains(&entropy));
-        assert!(r["frechet_distance"].as_f64().unwrap().is_finite());
+        assert!(set["frechet_distance"]["mean"].as_f64().unwrap().is_finite());
+        assert!(set["frechet_distance"]["standard_error"].as_f64().unwrap() >= 0.0);
     }
-    let bpd = json["nll"]["bits_per_dim"].as_f64().unwrap();
-    assert!(bpd.is_finite() && bpd > 0.0, "{bpd}");
+    // The bound for both reverse-process variances.
+    let nll = json["nll"].as_array().unwrap();
+    let variances: Vec<&str> = nll.iter().map(|n| n["variance"].as_str().unwrap()).collect();
+    assert_eq!(variances, ["beta-tilde", "beta"]);
+    for n in nll {
+        let bpd = n["bits_per_dim"]["mean"].as_f64().unwrap();
+        assert!(bpd.is_finite() && bpd > 0.0, "{bpd}");
+    }
 
     // Bad input: one clear line each.
     assert_fails_with(&eval(&["--samplers", "ddim"]), "unknown sample set");

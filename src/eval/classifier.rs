@@ -76,6 +76,11 @@ pub struct DigitClassifier {
 }
 
 impl DigitClassifier {
+    /// Dimensions of the feature space ([`Self::features`]).
+    pub fn feature_count(&self) -> usize {
+        self.hidden.weight.dims()[1]
+    }
+
     /// The hidden-layer activations: the feature space of the Fréchet distance.
     ///
     /// # Shapes
@@ -260,7 +265,7 @@ mod native {
             for k in 0..steps_per_epoch {
                 let step = epoch * steps_per_epoch + k;
                 let indices = order.batch_at(step, batch);
-                let mut rng = NoiseRng::new(seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let mut rng = NoiseRng::new(NoiseRng::stream_seed(seed, step as u64));
                 let span = 2 * max_shift + 1;
                 let pixels: Vec<f32> = indices
                     .iter()

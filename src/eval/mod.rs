@@ -51,3 +51,153 @@ pub fn quality(
         class_counts,
     }
 }
+
+/// A figure measured several times (with other seeds, or over images): its mean and the standard
+/// error of that mean, s/√n, with s the sample standard deviation (`None` from one measurement).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Measured {
+    /// The mean.
+    pub mean: f64,
+    /// Standard error of the mean.
+    pub standard_error: Option<f64>,
+}
+
+impl Measured {
+    /// The mean and standard error of `values` (at least one).
+    pub fn of(values: &[f64]) -> Self {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let standard_error = (values.len() > 1).then(|| {
+            let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+            (variance / n).sqrt()
+        });
+        Self { mean, standard_error }
+    }
+
+    /// "83.50 ± 1.20" (or "83.50" alone), with `decimals` places, the mean scaled by `scale`.
+    pub fn show(&self, decimals: usize, scale: f64) -> String {
+        match self.standard_error {
+            Some(se) => format!("{:.*} ± {:.*}", decimals, self.mean * scale, decimals, se * scale),
+            None => format!("{:.*}", decimals, self.mean * scale),
+        }
+    }
+}
+
+/// One set of images judged once per seed: each run's report and the figures over the runs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SetSummary {
+    /// What the images are.
+    pub name: String,
+    /// Images per run.
+    pub n: usize,
+    /// Fréchet distance to the reference set, over the runs.
+    pub frechet_distance: Measured,
+    /// Share with confidence above [`CONFIDENCE_THRESHOLD`], over the runs.
+    pub confident_share: Measured,
+    /// Class-histogram entropy in bits, over the runs.
+    pub class_entropy_bits: Measured,
+    /// Images per class, all runs together.
+    pub class_counts: Vec<usize>,
+    /// Seconds spent making the images, all runs together (0 for real digits).
+    pub seconds: f64,
+    /// Each run's own figures.
+    pub runs: Vec<QualityReport>,
+}
+
+impl SetSummary {
+    /// Summarises the runs (at least one) of one set.
+    pub fn of(name: &str, runs: Vec<QualityReport>, seconds: f64) -> Self {
+        let over = |f: fn(&QualityReport) -> f64| Measured::of(&runs.iter().map(f).collect::<Vec<_>>());
+        let mut class_counts = vec![0; runs.first().map_or(0, |r| r.class_counts.len())];
+        for run in &runs {
+            for (total, c) in class_counts.iter_mut().zip(&run.class_counts) {
+                *total += c;
+            }
+        }
+        Self {
+            name: name.to_string(),
+            n: runs.first().map_or(0, |r| r.n),
+            frechet_distance: over(|r| r.frechet_distance),
+            confident_share: over(|r| r.confident_share),
+            class_entropy_bits: over(|r| r.class_entropy_bits),
+            class_counts,
+            seconds,
+            runs,
+        }
+    }
+
+    /// The share of the images in the rarest and the commonest class.
+    pub fn class_share_range(&self) -> (f64, f64) {
+        let total = self.class_counts.iter().sum::<usize>().max(1) as f64;
+        let min = self.class_counts.iter().copied().min().unwrap_or(0) as f64 / total;
+        let max = self.class_counts.iter().copied().max().unwrap_or(0) as f64 / total;
+        (min, max)
+    }
+}
+
+/// The likelihood bound on held-out digits for one reverse-process variance.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NllSummary {
+    /// σ² of the reverse process: "beta" or "beta-tilde".
+    pub variance: String,
+    /// Held-out images the bound was averaged over.
+    pub images: usize,
+    /// The bound L_T + Σ L_t, bits/dim, with its standard error over the images.
+    pub bits_per_dim: Measured,
+    /// L_0, the discretised decoder, bits/dim.
+    pub decoder_l0: f64,
+    /// L_T, the prior term, bits/dim.
+    pub prior_lt: f64,
+    /// Every `stride`-th term was evaluated (weighted by `stride`): 1 is the full sum.
+    pub stride: usize,
+}
+
+/// Everything `ddpm eval` measures, as written to `--json`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EvalReport {
+    /// The weights judged.
+    pub weights: String,
+    /// The classifier's accuracy on the held-out digits.
+    pub classifier_test_accuracy: f64,
+    /// Seeds of the runs (one run per seed for every set).
+    pub seeds: Vec<u64>,
+    /// Held-out digits in the reference set.
+    pub reference_images: usize,
+    /// Real training digits first (the yardstick), then each sampler.
+    pub sets: Vec<SetSummary>,
+    /// The bound for each variance asked for.
+    pub nll: Vec<NllSummary>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measured_is_the_mean_and_its_standard_error() {
+        // (1, 3): mean 2, s² = ((−1)² + 1²)/1 = 2, standard error √(2/2) = 1.
+        let m = Measured::of(&[1.0, 3.0]);
+        assert_eq!((m.mean, m.standard_error), (2.0, Some(1.0)));
+        assert_eq!(m.show(1, 1.0), "2.0 ± 1.0");
+        assert_eq!(Measured::of(&[0.25]).show(1, 100.0), "25.0");
+        // (2, 4, 6, 8): s² = 20/3, standard error √(20/3/4) = 1.2909944.
+        let se = Measured::of(&[2.0, 4.0, 6.0, 8.0]).standard_error.unwrap();
+        assert!((se - 1.290_994_4).abs() < 1e-7);
+    }
+
+    #[test]
+    fn a_summary_adds_up_its_runs() {
+        let run = |fd, counts: Vec<usize>| QualityReport {
+            name: "x".into(),
+            n: counts.iter().sum(),
+            frechet_distance: fd,
+            confident_share: 0.5,
+            class_entropy_bits: 1.0,
+            class_counts: counts,
+        };
+        let s = SetSummary::of("x", vec![run(10.0, vec![1, 3]), run(12.0, vec![2, 2])], 5.0);
+        assert_eq!(s.frechet_distance.mean, 11.0);
+        assert_eq!(s.class_counts, vec![3, 5]);
+        assert_eq!(s.class_share_range(), (3.0 / 8.0, 5.0 / 8.0));
+    }
+}

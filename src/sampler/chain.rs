@@ -1,7 +1,9 @@
 //! The reverse chain x_T → x_0, one step at a time, so a caller can draw as it goes.
 
-use super::{Sampler, StepCoefs};
+use super::{Sampler, SamplerConfig, SamplerError, StepCoefs};
+use crate::forward::q_sample;
 use crate::rng::NoiseRng;
+use crate::schedule::NoiseSchedule;
 use burn::tensor::{Device, Tensor, TensorData};
 
 /// Anything that predicts the noise ε̂(x_t, t): the U-Net, or an analytic oracle in tests.
@@ -55,25 +57,34 @@ impl<'m, M: EpsModel> ReverseChain<'m, M> {
         }
     }
 
-    /// A chain starting at an already noised `x_t` (SDEdit): steps whose timestep is above
-    /// `start_t` are skipped, so the first step denoises the largest timestep ≤ `start_t`.
-    pub fn from_noised(model: &'m M, sampler: Box<dyn Sampler>, x_t: Tensor<4>, start_t: usize, seed: u64) -> Self {
-        let next_index = sampler
-            .timesteps()
-            .iter()
-            .position(|&t| t <= start_t)
-            .unwrap_or(sampler.timesteps().len());
-        let shape = x_t.dims();
-        let device = x_t.device();
-        Self {
+    /// SDEdit (Meng et al. 2022): `x0` noised to `start_t` with `noise` by q(x_t | x_0) (Ho et al.
+    /// eq. 4), then denoised by `sampler` from there. The first step denoises `start_t` itself, and
+    /// [`Self::current`] is exactly √ᾱ x_0 + √(1−ᾱ) ε for the given ε; `seed` drives the z's.
+    ///
+    /// # Shapes
+    /// - `x0`, `noise`: `[batch, channels, height, width]`
+    pub fn sdedit(
+        model: &'m M,
+        sampler: &SamplerConfig,
+        schedule: &NoiseSchedule,
+        x0: Tensor<4>,
+        start_t: usize,
+        noise: Tensor<4>,
+        seed: u64,
+    ) -> Result<Self, SamplerError> {
+        let sampler = sampler.build_starting_at(schedule, start_t)?;
+        let shape = x0.dims();
+        let device = x0.device();
+        let x_t = q_sample(schedule, x0, &vec![start_t; shape[0]], noise); // [b, c, h, w]
+        Ok(Self {
             model,
             sampler,
             x_t,
-            next_index,
+            next_index: 0,
             rng: NoiseRng::new(seed),
             shape,
             device,
-        }
+        })
     }
 
     /// The current sample (x_T before the first step, x_0 after the last).
@@ -126,7 +137,6 @@ pub fn normal_tensor(rng: &mut NoiseRng, shape: [usize; 4], device: &Device) -> 
 mod tests {
     use super::*;
     use crate::sampler::{DdimSampler, DdpmSampler, VarianceKind};
-    use crate::schedule::NoiseSchedule;
 
     /// The exact ε-predictor for data x_0 ~ N(0, s² I): x_t ~ N(0, v_t), v_t = ᾱ_t s² + 1 − ᾱ_t,
     /// and E[ε | x_t] = √(1 − ᾱ_t) x_t / v_t (Gaussian conditioning).
@@ -237,17 +247,42 @@ mod tests {
     }
 
     #[test]
-    fn sdedit_starts_at_the_requested_timestep() {
+    fn sdedit_starts_at_the_timestep_its_input_was_noised_to() {
+        // The model's first t is the slider's t (590), not the sampler's nearest step below it
+        // (499), and the chain's x_t is √ᾱ_590 x_0 + √(1 − ᾱ_590) ε for the ε given.
         let schedule = NoiseSchedule::linear(1000).unwrap();
         let oracle = GaussianOracle {
             schedule: schedule.clone(),
             s2: 1.0,
         };
         let device = Device::flex();
-        let x = Tensor::<4>::zeros([1, 1, 2, 2], &device);
-        let sampler = DdimSampler::new(&schedule, 50, 0.0, true).unwrap();
-        let chain = ReverseChain::from_noised(&oracle, Box::new(sampler), x, 500, 0);
-        assert_eq!(chain.next_coefs().unwrap().t, 499);
-        assert_eq!(chain.progress(), (25, 50));
+        let x0 = Tensor::<4>::from_data(TensorData::new(vec![0.5f32, -1.0, 0.0, 1.0], [1, 1, 2, 2]), &device);
+        let eps = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 0.25, -2.0, 0.0], [1, 1, 2, 2]), &device);
+        for config in [
+            SamplerConfig::Ddim {
+                steps: 10,
+                eta: 0.0,
+                clip_x0: true,
+            },
+            SamplerConfig::Ddpm {
+                variance: VarianceKind::BetaTilde,
+                clip_x0: true,
+            },
+        ] {
+            let chain = ReverseChain::sdedit(&oracle, &config, &schedule, x0.clone(), 590, eps.clone(), 0).unwrap();
+            assert_eq!(chain.next_coefs().unwrap().t, 590, "{config:?}");
+            let (a, b) = (schedule.alpha_bar[590].sqrt(), (1.0 - schedule.alpha_bar[590]).sqrt());
+            let expect = [0.5 * a + b, -a + 0.25 * b, -2.0 * b, a];
+            let got = chain.current().into_data().as_slice::<f32>().unwrap().to_vec();
+            for (g, e) in got.iter().zip(expect) {
+                assert!((*g as f64 - e).abs() < 1e-6, "{got:?} vs {expect:?}");
+            }
+        }
+        let config = SamplerConfig::Ddim {
+            steps: 10,
+            eta: 0.0,
+            clip_x0: true,
+        };
+        assert!(ReverseChain::sdedit(&oracle, &config, &schedule, x0.clone(), 1000, eps, 0).is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! DDIM sampling (Song, Meng & Ermon 2021) over a trailing sub-sequence of timesteps.
 
-use super::{Sampler, SamplerError, StepCoefs};
+use super::{Sampler, SamplerError, StepCoefs, check_start};
 use crate::schedule::NoiseSchedule;
 
 /// DDIM with `steps` steps and stochasticity η ∈ [0, 1].
@@ -34,6 +34,32 @@ impl DdimSampler {
             return Err(SamplerError::EtaOutOfRange(eta));
         }
         let timesteps = trailing_timesteps(schedule.timesteps(), steps)?;
+        Ok(Self::over(schedule, timesteps, eta, clip_x0))
+    }
+
+    /// SDEdit's DDIM: the first step denoises exactly `start_t` (the timestep the input was noised
+    /// to), then the chain continues on the `steps`-step trailing sequence below it. DDIM's update
+    /// (eq. 12) holds between any two timesteps, so the first jump may be shorter than the rest.
+    pub fn starting_at(
+        schedule: &NoiseSchedule,
+        steps: usize,
+        eta: f64,
+        clip_x0: bool,
+        start_t: usize,
+    ) -> Result<Self, SamplerError> {
+        if !(0.0..=1.0).contains(&eta) {
+            return Err(SamplerError::EtaOutOfRange(eta));
+        }
+        check_start(schedule, start_t)?;
+        let below = trailing_timesteps(schedule.timesteps(), steps)?
+            .into_iter()
+            .filter(|&t| t < start_t);
+        let timesteps = std::iter::once(start_t).chain(below).collect();
+        Ok(Self::over(schedule, timesteps, eta, clip_x0))
+    }
+
+    /// The sampler over a descending `timesteps` sequence.
+    fn over(schedule: &NoiseSchedule, timesteps: Vec<usize>, eta: f64, clip_x0: bool) -> Self {
         let coefs = (0..timesteps.len())
             .map(|i| {
                 let t = timesteps[i];
@@ -41,11 +67,11 @@ impl DdimSampler {
                 Self::step_coefs(schedule, t, prev_t, eta)
             })
             .collect();
-        Ok(Self {
+        Self {
             timesteps,
             coefs,
             clip_x0,
-        })
+        }
     }
 
     fn step_coefs(schedule: &NoiseSchedule, t: usize, prev_t: Option<usize>, eta: f64) -> StepCoefs {
@@ -122,6 +148,27 @@ mod tests {
         assert!(matches!(
             DdimSampler::new(&s, 1001, 0.0, true),
             Err(SamplerError::TooManySteps { .. })
+        ));
+    }
+
+    #[test]
+    fn sdedit_starts_exactly_at_the_noised_timestep() {
+        // DDIM-10 (999, 899, …, 99) started at t = 590: 590 first, then 499, 399, …, 99. The first
+        // step jumps from ᾱ_590 to ᾱ_499.
+        let s = NoiseSchedule::linear(1000).unwrap();
+        let d = DdimSampler::starting_at(&s, 10, 0.0, true, 590).unwrap();
+        assert_eq!(d.timesteps(), &[590, 499, 399, 299, 199, 99]);
+        let first = d.coefs(0);
+        assert_eq!(
+            (first.alpha_bar, first.alpha_bar_prev),
+            (s.alpha_bar[590], s.alpha_bar[499])
+        );
+        // Starting on one of the sequence's own timesteps takes the usual steps from there.
+        let d = DdimSampler::starting_at(&s, 10, 0.0, true, 499).unwrap();
+        assert_eq!(d.timesteps(), &[499, 399, 299, 199, 99]);
+        assert!(matches!(
+            DdimSampler::starting_at(&s, 10, 0.0, true, 1000),
+            Err(SamplerError::StartOutOfRange { .. })
         ));
     }
 

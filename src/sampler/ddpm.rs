@@ -69,7 +69,22 @@ pub struct DdpmSampler {
 impl DdpmSampler {
     /// A sampler over all of `schedule`'s timesteps.
     pub fn new(schedule: &NoiseSchedule, variance: VarianceKind, clip_x0: bool) -> Self {
-        let timesteps: Vec<usize> = (0..schedule.timesteps()).rev().collect();
+        Self::over(schedule, variance, clip_x0, schedule.timesteps() - 1)
+    }
+
+    /// SDEdit's DDPM: ancestral steps from `start_t` (the timestep the input was noised to) down to 0.
+    pub fn starting_at(
+        schedule: &NoiseSchedule,
+        variance: VarianceKind,
+        clip_x0: bool,
+        start_t: usize,
+    ) -> Result<Self, super::SamplerError> {
+        super::check_start(schedule, start_t)?;
+        Ok(Self::over(schedule, variance, clip_x0, start_t))
+    }
+
+    fn over(schedule: &NoiseSchedule, variance: VarianceKind, clip_x0: bool, start_t: usize) -> Self {
+        let timesteps: Vec<usize> = (0..=start_t).rev().collect();
         let coefs = timesteps
             .iter()
             .map(|&t| Self::step_coefs(schedule, variance, t))

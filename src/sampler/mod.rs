@@ -41,6 +41,14 @@ pub enum SamplerError {
     /// η outside [0, 1].
     #[error("eta must be in [0, 1] (got {0})")]
     EtaOutOfRange(f64),
+    /// A start timestep outside the schedule.
+    #[error("the start timestep {t} is outside 0..{timesteps}")]
+    StartOutOfRange {
+        /// Requested.
+        t: usize,
+        /// The schedule's T.
+        timesteps: usize,
+    },
     /// Unknown sampler or variance name.
     #[error("unknown {what} '{name}': expected {expected}")]
     UnknownName {
@@ -126,6 +134,17 @@ pub fn apply_step(
     }
 }
 
+/// Checks that a chain can start at `start_t`.
+fn check_start(schedule: &NoiseSchedule, start_t: usize) -> Result<(), SamplerError> {
+    if start_t >= schedule.timesteps() {
+        return Err(SamplerError::StartOutOfRange {
+            t: start_t,
+            timesteps: schedule.timesteps(),
+        });
+    }
+    Ok(())
+}
+
 /// Which sampler, with its settings: what the CLI and the web app choose.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "sampler", rename_all = "lowercase")]
@@ -154,6 +173,22 @@ impl SamplerConfig {
         Ok(match *self {
             SamplerConfig::Ddpm { variance, clip_x0 } => Box::new(DdpmSampler::new(schedule, variance, clip_x0)),
             SamplerConfig::Ddim { steps, eta, clip_x0 } => Box::new(DdimSampler::new(schedule, steps, eta, clip_x0)?),
+        })
+    }
+
+    /// Builds the sampler for a chain whose first step denoises exactly `start_t` (SDEdit).
+    pub fn build_starting_at(
+        &self,
+        schedule: &NoiseSchedule,
+        start_t: usize,
+    ) -> Result<Box<dyn Sampler>, SamplerError> {
+        Ok(match *self {
+            SamplerConfig::Ddpm { variance, clip_x0 } => {
+                Box::new(DdpmSampler::starting_at(schedule, variance, clip_x0, start_t)?)
+            }
+            SamplerConfig::Ddim { steps, eta, clip_x0 } => {
+                Box::new(DdimSampler::starting_at(schedule, steps, eta, clip_x0, start_t)?)
+            }
         })
     }
 }

@@ -23,7 +23,7 @@ pub fn App() -> impl IntoView {
             <p class="subtitle">"Denoising Diffusion Probabilistic Models (Ho et al. 2020), live in your browser"</p>
         </header>
         <Transition fallback=|| view! {
-            <p class="loading" role="status"><span class="spinner"></span>"Loading the model and starting the GPU…"</p>
+            <p class="loading" role="status"><span class="spinner"></span>"Loading the model weights and opening the compute device…"</p>
         }>
             {move || engine.get().map(|loaded| match loaded {
                 Ok(engine) => view! { <Explorer engine=engine /> }.into_any(),
@@ -118,7 +118,7 @@ pub fn Explorer(
         <main>
             <ForwardPanel digits=digits digit=digit x0=x0 t=t schedule_kind=schedule_kind schedule=schedule noise_seed=noise_seed />
             <MathPanel schedule=schedule t=t step=step />
-            <ReversePanel engine=engine sampler=sampler seed=seed x0=x0 t=t step=step />
+            <ReversePanel engine=engine sampler=sampler seed=seed x0=x0 t=t noise_seed=noise_seed step=step />
         </main>
     }
 }

@@ -23,6 +23,8 @@ pub fn start() {
         .and_then(|d| d.get_element_by_id(MOUNT_ID));
     if let Some(element) = mount {
         use wasm_bindgen::JsCast;
+        // The static loading skeleton of index.html makes way for the app.
+        element.set_inner_html("");
         let handle = leptos::mount::mount_to(element.unchecked_into(), app::App);
         handle.forget();
     }

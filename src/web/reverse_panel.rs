@@ -3,11 +3,9 @@
 
 use super::canvas::{draw_gray, now_ms, yield_to_browser};
 use super::engine::Engine;
-use super::forward_panel::SIZE;
-use crate::forward::q_sample;
+use super::forward_panel::{SIZE, forward_noise};
 use crate::image::GrayImage;
 use crate::rng::NoiseRng;
-use crate::sampler::chain::normal_tensor;
 use crate::sampler::{ReverseChain, SamplerConfig, StepCoefs, VarianceKind};
 use burn::tensor::{Tensor, TensorData};
 use leptos::html::Canvas;
@@ -79,6 +77,8 @@ pub fn ReversePanel(
     x0: RwSignal<Vec<f32>>,
     /// The slider's t, where SDEdit starts.
     t: RwSignal<usize>,
+    /// Seed of the forward panel's ε: SDEdit's first image starts from the very x_t shown there.
+    noise_seed: RwSignal<u64>,
     /// The current step's coefficients, for the math panel.
     step: RwSignal<Option<StepCoefs>>,
 ) -> impl IntoView {
@@ -101,7 +101,7 @@ pub fn ReversePanel(
             stop.set(false);
             error.set(None);
             if let Err(e) = run_chain(
-                &engine, start, sampler, seed, x0, t, progress, step_ms, frames, shown, step, stop,
+                &engine, start, sampler, seed, x0, t, noise_seed, progress, step_ms, frames, shown, step, stop,
             )
             .await
             {
@@ -213,6 +213,7 @@ async fn run_chain(
     seed: RwSignal<u64>,
     x0: RwSignal<Vec<f32>>,
     t: RwSignal<usize>,
+    noise_seed: RwSignal<u64>,
     progress: RwSignal<(usize, usize)>,
     step_ms: RwSignal<f64>,
     frames: RwSignal<Vec<Frame>>,
@@ -221,19 +222,26 @@ async fn run_chain(
     stop: RwSignal<bool>,
 ) -> Result<(), String> {
     let schedule = engine.config.noise_schedule().map_err(|e| e.to_string())?;
-    let sampler = sampler.get_untracked().build(&schedule).map_err(|e| e.to_string())?;
     let seed = seed.get_untracked();
     let shape = [BATCH, 1, SIZE, SIZE];
     let device = &engine.device;
     let mut chain = match start {
-        Start::Noise => ReverseChain::from_noise(&engine.unet, sampler, shape, seed, device),
+        Start::Noise => {
+            let sampler = sampler.get_untracked().build(&schedule).map_err(|e| e.to_string())?;
+            ReverseChain::from_noise(&engine.unet, sampler, shape, seed, device)
+        }
         Start::FromX0 => {
             let start_t = t.get_untracked().min(schedule.timesteps() - 1);
             let x0: Vec<f32> = x0.with_untracked(|x| x.iter().cycle().take(BATCH * SIZE * SIZE).copied().collect());
             let x0 = Tensor::<4>::from_data(TensorData::new(x0, shape), device);
-            let noise = normal_tensor(&mut NoiseRng::new(seed ^ 0x5DED17), shape, device);
-            let x_t = q_sample(&schedule, x0, &[start_t; BATCH], noise);
-            ReverseChain::from_noised(&engine.unet, sampler, x_t, start_t, seed)
+            // The first image gets the forward panel's ε (its x_t is the one on screen), the others
+            // fresh draws, so the grid shows how many digits one sketch can become.
+            let mut noise = forward_noise(noise_seed.get_untracked());
+            noise.extend(NoiseRng::new(seed ^ 0x5DED17).normal_vec((BATCH - 1) * SIZE * SIZE));
+            let noise = Tensor::<4>::from_data(TensorData::new(noise, shape), device);
+            let config = sampler.get_untracked();
+            ReverseChain::sdedit(&engine.unet, &config, &schedule, x0, start_t, noise, seed)
+                .map_err(|e| e.to_string())?
         }
     };
     let (done, total) = chain.progress();
