@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything ddpm-explorer needs on a fresh Debian 12 machine (see shared/TOOLCHAIN.md for
-# why each pin): Chromium + ChromeDriver and Mesa's Vulkan driver, the wasm32 target, trunk and
+# Installs everything ddpm-explorer needs on a fresh Debian 12 machine (the README says why each
+# version is pinned): Chromium + ChromeDriver and Mesa's Vulkan driver, the wasm32 target, trunk and
 # wasm-bindgen-cli at pinned versions, binaryen's wasm-opt from npm, and the MNIST digits.
 # Idempotent: each step is skipped when its result is already there, so a second run takes seconds.
 set -euo pipefail

@@ -2,6 +2,7 @@
 //
 //   x̂_0     = √(1/ᾱ_t) x_t − √(1/ᾱ_t − 1) ε̂          (Ho et al. eq. 4 solved for x_0)
 //   x̂_0     ← clamp(x̂_0, −1, 1)                      (when clipping is on)
+//   ε̂       ← (√(1/ᾱ_t) x_t − x̂_0) / √(1/ᾱ_t − 1)    (when clipping is on: the ε̂ of the clipped x̂_0)
 //   x_{t−1} = c_x0 · x̂_0 + c_xt · x_t + c_eps · ε̂ + σ_t z
 //
 // Five tensor operations and three intermediate buffers of the composed version become one pass
@@ -46,11 +47,12 @@ fn main(@builtin(global_invocation_id) global_id: vec3<u32>) {
         return;
     }
     let xt = x_t[index];
-    let e = eps[index];
 
+    var e = eps[index];
     var x0 = coefs[0] * xt - coefs[1] * e;
     if coefs[6] != 0.0 {
         x0 = clamp(x0, -1.0, 1.0);
+        e = (coefs[0] * xt - x0) / coefs[1];
     }
     pred_x0[index] = x0;
     prev_sample[index] = coefs[2] * x0 + coefs[3] * xt + coefs[4] * e + coefs[5] * noise[index];

@@ -1,7 +1,8 @@
 //! The fused reverse step (`shaders/reverse_step.wgsl` on wgpu, composed tensor ops on the CPU)
 //! against the step written out by hand on the host in f64:
 //!
-//! x̂_0 = clip(√(1/ᾱ_t) x_t − √(1/ᾱ_t − 1) ε̂),  x_{t−1} = c_x0 x̂_0 + c_xt x_t + c_eps ε̂ + σ z.
+//! x̂_0 = clip(√(1/ᾱ_t) x_t − √(1/ᾱ_t − 1) ε̂),  x_{t−1} = c_x0 x̂_0 + c_xt x_t + c_eps ε̂ + σ z, with ε̂
+//! re-derived from the clipped x̂_0 when clipping is on.
 //!
 //! The wgpu case runs on whatever adapter wgpu finds: Mesa's lavapipe (CPU emulation of Vulkan)
 //! on machines without a GPU, which the set-up script installs.
@@ -29,12 +30,24 @@ fn host_step(c: &StepCoefs, clip: bool, x_t: &[f32], eps: &[f32], z: &[f32]) -> 
         let (x, e, n) = (x as f64, e as f64, n as f64);
         let (from_x, from_e) = ((1.0 / ab).sqrt() * x, (1.0 / ab - 1.0).sqrt() * e);
         let mut x0 = from_x - from_e;
+        let mut e_used = e;
         if clip {
             x0 = x0.clamp(-1.0, 1.0);
+            // The clipped x̂_0's own ε̂: x_t = √ᾱ x̂_0 + √(1 − ᾱ) ε̂ solved for ε̂.
+            e_used = (from_x - x0) / (1.0 / ab - 1.0).sqrt();
         }
-        prev.push(c.c_x0 * x0 + c.c_xt * x + c.c_eps * e + c.sigma * n);
+        prev.push(c.c_x0 * x0 + c.c_xt * x + c.c_eps * e_used + c.sigma * n);
         x0s.push(x0);
-        sizes.push(1.0 + from_x.abs() + from_e.abs() + (c.c_xt * x).abs() + (c.c_eps * e).abs() + (c.sigma * n).abs());
+        // Round-off of √(1/ᾱ) x_t − x̂_0 is scaled by c_eps / √(1/ᾱ − 1) in the re-derived ε̂.
+        let rederived = (c.c_eps / (1.0 / ab - 1.0).sqrt()).abs() * (from_x.abs() + x0.abs());
+        sizes.push(
+            1.0 + from_x.abs()
+                + from_e.abs()
+                + (c.c_xt * x).abs()
+                + (c.c_eps * e_used).abs()
+                + (c.sigma * n).abs()
+                + rederived,
+        );
     }
     (prev, x0s, sizes)
 }

@@ -231,13 +231,23 @@ async fn the_wgsl_reverse_step_matches_the_host_formula() {
             let (x, e, n) = (x_t[i] as f64, eps[i] as f64, z[i] as f64);
             let (from_x, from_e) = ((1.0 / c.alpha_bar).sqrt() * x, (1.0 / c.alpha_bar - 1.0).sqrt() * e);
             let mut x0 = from_x - from_e;
+            let mut e_used = e;
             if clip {
                 x0 = x0.clamp(-1.0, 1.0);
+                // The clipped x̂_0's own ε̂ (x_t = √ᾱ x̂_0 + √(1 − ᾱ) ε̂ solved for ε̂).
+                e_used = (from_x - x0) / (1.0 / c.alpha_bar - 1.0).sqrt();
             }
-            let want = c.c_x0 * x0 + c.c_xt * x + c.c_eps * e + c.sigma * n;
-            // f32 round-off scales with the terms summed.
-            let scale =
-                1.0 + from_x.abs() + from_e.abs() + (c.c_xt * x).abs() + (c.c_eps * e).abs() + (c.sigma * n).abs();
+            let want = c.c_x0 * x0 + c.c_xt * x + c.c_eps * e_used + c.sigma * n;
+            // f32 round-off scales with the terms summed (and, through the re-derived ε̂, with
+            // c_eps / √(1/ᾱ − 1) times the terms of x̂_0).
+            let rederived = (c.c_eps / (1.0 / c.alpha_bar - 1.0).sqrt()).abs() * (from_x.abs() + x0.abs());
+            let scale = 1.0
+                + from_x.abs()
+                + from_e.abs()
+                + (c.c_xt * x).abs()
+                + (c.c_eps * e_used).abs()
+                + (c.sigma * n).abs()
+                + rederived;
             assert!(
                 (pred_x0[i] as f64 - x0).abs() < 5e-7 * scale,
                 "x̂_0[{i}] at step {index}"

@@ -47,8 +47,14 @@ pub fn composed_step<B: Backend>(
     // 1. x̂_0 = √(1/ᾱ_t) x_t − √(1/ᾱ_t − 1) ε̂   (eq. 4 solved for x_0, Ho et al. eq. 15)
     let mut pred_x0 = B::float_sub(scaled(x_t.clone(), c.x0_from_xt), scaled(eps.clone(), c.x0_from_eps)); // [b, c, h, w]
     // 2. Optionally clip x̂_0 to the data range [−1, 1].
+    let mut eps = eps;
     if clip_x0 {
         pred_x0 = B::float_clamp(pred_x0, Scalar::from(-1.0f64), Scalar::from(1.0f64)); // [b, c, h, w]
+        if c.c_eps != 0.0 {
+            // The ε̂ that the clipped x̂_0 implies: ε̂ = (√(1/ᾱ_t) x_t − x̂_0) / √(1/ᾱ_t − 1).
+            let implied = B::float_sub(scaled(x_t.clone(), c.x0_from_xt), pred_x0.clone()); // [b, c, h, w]
+            eps = scaled(implied, 1.0 / c.x0_from_eps); // [b, c, h, w]
+        }
     }
     // 3. The mean of p(x_{t−1} | x_t): posterior mean (DDPM, eq. 7) or DDIM's update (eq. 12).
     let mut prev = scaled(pred_x0.clone(), c.c_x0); // [b, c, h, w]

@@ -7,6 +7,12 @@
 //! x_{t−1} = c_x0 · x̂_0 + c_xt · x_t + c_eps · ε̂ + σ_t z
 //! ```
 //!
+//! When x̂_0 is clipped to [−1, 1], ε̂ is re-derived from the clipped x̂_0, ε̂ = (√(1/ᾱ_t) x_t − x̂_0)
+//! / √(1/ᾱ_t − 1), before it enters the update (as guided-diffusion's DDIM does; diffusers keeps the
+//! raw ε̂). The pair (x̂_0, ε̂) then still satisfies x_t = √ᾱ_t x̂_0 + √(1−ᾱ_t) ε̂, so every sampler
+//! written in it is the same posterior step it is without clipping — DDIM with η = 1 stays DDPM with
+//! σ² = β̃, clipped or not (tested below).
+//!
 //! and differs only in the host-side coefficients ([`StepCoefs`]): DDPM takes the posterior mean
 //! of q(x_{t−1} | x_t, x̂_0) (Ho et al. eq. 7, 11), DDIM the generalised update of Song et al.
 //! (eq. 12). The coefficients are `f64`s computed on the CPU, so a step never reads the GPU.
@@ -221,8 +227,45 @@ mod tests {
         let prev: f32 = out.prev_sample.into_scalar();
         assert!((x0 - 1.133_974_6).abs() < 1e-6);
         assert!((prev - 1.079_487_3).abs() < 1e-6);
-        // Clipped: x̂_0 = 1 → x_{t-1} = 0.5 + 0.25 + 0.0625 + 0.2 = 1.0125.
+        // Clipped: x̂_0 = 1 and ε̂ = (2·1 − 1)/√3 = 0.5773503 → x_{t-1} = 0.5 + 0.25 + 0.125·0.5773503
+        // + 0.2 = 1.0221688.
         let out = apply_step(&c, true, t(1.0), t(0.5), Some(t(2.0)));
-        assert!((out.prev_sample.into_scalar::<f32>() - 1.0125).abs() < 1e-6);
+        assert!((out.prev_sample.into_scalar::<f32>() - 1.022_168_8).abs() < 1e-6);
+    }
+
+    #[test]
+    fn clipped_ddim_with_eta_one_is_clipped_ddpm() {
+        // Song et al. §4.1: DDIM with η = 1 over every timestep is DDPM with σ² = β̃. With x̂_0
+        // clipped the identity must survive: same x_t, ε̂ and z give the same x_{t−1}.
+        let device = Device::flex();
+        let s = NoiseSchedule::linear(1000).unwrap();
+        let ddim = SamplerConfig::Ddim {
+            steps: 1000,
+            eta: 1.0,
+            clip_x0: true,
+        }
+        .build(&s)
+        .unwrap();
+        let ddpm = SamplerConfig::Ddpm {
+            variance: VarianceKind::BetaTilde,
+            clip_x0: true,
+        }
+        .build(&s)
+        .unwrap();
+        let t = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, 1, 2, 2]), &device);
+        // x_t and ε̂ whose x̂_0 lies far outside [−1, 1] (and one pixel inside).
+        let (x_t, eps, z) = (
+            vec![2.5f32, -2.0, 0.3, 1.8],
+            vec![-0.8f32, 0.9, 0.1, 2.5],
+            vec![0.5f32, -1.0, 0.2, 0.0],
+        );
+        for index in [100usize, 500, 900, 990] {
+            let a = ddim.step(index, t(x_t.clone()), t(eps.clone()), Some(t(z.clone())));
+            let b = ddpm.step(index, t(x_t.clone()), t(eps.clone()), Some(t(z.clone())));
+            let (a, b) = (a.prev_sample.into_data(), b.prev_sample.into_data());
+            for (x, y) in a.as_slice::<f32>().unwrap().iter().zip(b.as_slice::<f32>().unwrap()) {
+                assert!((x - y).abs() < 2e-5, "step {index}: DDIM {x} vs DDPM {y}");
+            }
+        }
     }
 }

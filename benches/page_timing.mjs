@@ -1,0 +1,65 @@
+// The browser explorer's reverse step, timed as a person meets it: serve dist/ (build it first with
+// `trunk build --release`), open the page in Debian's headless Chromium, generate a DDIM chain of
+// 16 digits and report the mean milliseconds per step (U-Net, update, read-back and drawing) for
+// each backend asked for. SwiftShader (headless Chromium's WebGPU without a GPU) is CPU emulation,
+// and the output says so from the adapter the page reports.
+//
+//   node benches/page_timing.mjs [--backends cpu,webgpu] [--steps 10] [--dist dist]
+import { createServer } from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { extname, join, normalize } from 'node:path';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const { chromium } = require('../tools/node_modules/playwright-core');
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((pairs, a, i, all) => (a.startsWith('--') ? [...pairs, [a.slice(2), all[i + 1]]] : pairs), []),
+);
+const backends = (args.backends ?? 'cpu').split(',');
+const steps = Number(args.steps ?? 10);
+const dist = args.dist ?? 'dist';
+
+const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
+const server = createServer(async (req, res) => {
+  const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
+  try {
+    const body = await readFile(join(dist, path.endsWith('/') ? 'index.html' : path));
+    res.writeHead(200, { 'content-type': types[extname(path)] ?? 'application/octet-stream' });
+    res.end(body);
+  } catch {
+    res.writeHead(404);
+    res.end();
+  }
+});
+await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+const origin = `http://127.0.0.1:${server.address().port}`;
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu'],
+});
+try {
+  for (const backend of backends) {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    const loadStart = Date.now();
+    await page.goto(`${origin}/?backend=${backend}&sampler=ddim&steps=${steps}&eta=0&seed=0`);
+    await page.waitForSelector('button.generate', { timeout: 120_000 });
+    const ready = (Date.now() - loadStart) / 1000;
+    const badge = (await page.textContent('.badge'))?.trim();
+    const started = Date.now();
+    await page.click('button.generate');
+    await page.waitForFunction((n) => document.querySelector('.reverse .status')?.textContent.includes(`step ${n} of ${n}`), steps, { timeout: 1_800_000, polling: 200 });
+    const perStep = (Date.now() - started) / steps;
+    const readout = (await page.textContent('.reverse .status')).match(/([\d.]+) ms\/step/)?.[1];
+    const emulated = /swiftshader|llvmpipe|lavapipe|warp|cpu/i.test(badge ?? '') ? ' (CPU: not a GPU figure)' : '';
+    console.log(`${backend}: ready in ${ready.toFixed(1)} s; ${perStep.toFixed(0)} ms per reverse step of 16 digits over ${steps} DDIM steps (last step's readout ${readout} ms); badge: "${badge}"${emulated}`);
+    if (errors.length) console.log(`  page errors: ${errors.join('; ')}`);
+    await page.close();
+  }
+} finally {
+  await browser.close();
+  server.close();
+}
