@@ -1,6 +1,7 @@
 //! The U-Net's building blocks: residual blocks with time injection, self-attention, and the
 //! resampling layers.
 
+use super::norm_silu::norm_silu;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -87,11 +88,11 @@ impl ResBlock {
     /// - `x`: `[batch, channels_in, h, w]`, `emb`: `[batch, embed_dim]`
     /// - output: `[batch, channels_out, h, w]`
     pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone()))); // [b, out, h, w]
+        let h = self.conv1.forward(norm_silu(&self.norm1, x.clone())); // [b, out, h, w]
         let [b, c, _, _] = h.dims();
         let t = self.time_proj.forward(silu(emb)).reshape([b, c, 1, 1]); // [b, out, 1, 1]
         let h = h + t; // [b, out, h, w]
-        let h = self.dropout.forward(silu(self.norm2.forward(h))); // [b, out, h, w]
+        let h = self.dropout.forward(norm_silu(&self.norm2, h)); // [b, out, h, w]
         let h = self.conv2.forward(h); // [b, out, h, w]
         let skip = match &self.skip {
             Some(conv) => conv.forward(x), // [b, out, h, w]

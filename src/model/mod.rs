@@ -2,6 +2,7 @@
 
 pub mod blocks;
 pub mod embedding;
+pub mod norm_silu;
 pub mod unet;
 
 pub use unet::{UNet, UNetConfig, UNetConfigError};

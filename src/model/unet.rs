@@ -2,12 +2,12 @@
 
 use super::blocks::{AttentionBlock, AttentionBlockConfig, Downsample, ResBlock, ResBlockConfig, Upsample, group_norm};
 use super::embedding::{TimeEmbedding, TimeEmbeddingConfig};
+use super::norm_silu::norm_silu;
 use crate::sampler::EpsModel;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, Initializer, PaddingConfig2d};
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 /// Configuration of [`UNet`]; saved as `config.json` beside the weights.
@@ -236,7 +236,7 @@ impl UNet {
                 h = up.forward(h); // [b, c_i, 2 s_i, 2 s_i]
             }
         }
-        let h = silu(self.norm_out.forward(h)); // [b, c0, s, s]
+        let h = norm_silu(&self.norm_out, h); // [b, c0, s, s]
         self.conv_out.forward(h) // [b, image_channels, s, s]
     }
 }
