@@ -23,9 +23,10 @@ const dist = args.dist ?? 'dist';
 const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
 const server = createServer(async (req, res) => {
   const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
+  const file = path.endsWith('/') ? join(path, 'index.html') : path;
   try {
-    const body = await readFile(join(dist, path.endsWith('/') ? 'index.html' : path));
-    res.writeHead(200, { 'content-type': types[extname(path)] ?? 'application/octet-stream' });
+    const body = await readFile(join(dist, file));
+    res.writeHead(200, { 'content-type': types[extname(file)] ?? 'application/octet-stream' });
     res.end(body);
   } catch {
     res.writeHead(404);

@@ -38,6 +38,20 @@ pub async fn read_back(t: Tensor<4>) -> Result<Vec<f32>, String> {
     data.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))
 }
 
+/// Reads two tensors back in one transaction (one wait for the GPU per step instead of two).
+pub async fn read_back_pair(a: Tensor<4>, b: Tensor<4>) -> Result<(Vec<f32>, Vec<f32>), String> {
+    let mut data = burn::tensor::Transaction::default()
+        .register(a)
+        .register(b)
+        .execute_async()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|d| d.try_to_vec::<f32>().map_err(|e| format!("{e:?}")));
+    let mut next = || data.next().unwrap_or_else(|| Err("the transaction returned too few tensors".into()));
+    Ok((next()?, next()?))
+}
+
 /// A canvas bound to a picture signal.
 #[component]
 fn GridView(
@@ -257,8 +271,7 @@ async fn run_chain(
     while !stop.get_untracked() {
         let started = now_ms();
         let Some(s) = chain.step() else { break };
-        let x_t = read_back(s.x_prev).await?;
-        let pred_x0 = read_back(s.pred_x0).await?;
+        let (x_t, pred_x0) = read_back_pair(s.x_prev, s.pred_x0).await?;
         step_ms.set(now_ms() - started);
         frames.update(|f| {
             f.push(Frame {
