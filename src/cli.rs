@@ -278,6 +278,10 @@ struct SampleArgs {
     /// Frames in the chain strip after x_T (evenly spread over the steps, the last is x_0).
     #[arg(long, default_value_t = 10)]
     chain_frames: usize,
+    /// Latent walk: write to --out a strip of --n digits decoded (DDIM, η = 0) from x_T's spherically
+    /// interpolated between --seed's and this seed's; its ends are the two seeds' own samples.
+    #[arg(long, value_name = "SEED")]
+    interpolate: Option<u64>,
     /// auto, cpu or wgpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
@@ -666,6 +670,47 @@ fn millions_of_parameters(config: &UNetConfig) -> String {
     )
 }
 
+/// `sample --interpolate`: the latent walk from `--seed` to `other` as one strip.
+fn write_latent_walk(
+    a: &SampleArgs,
+    other: u64,
+    unet: &ddpm_explorer::model::UNet,
+    sampler_config: &SamplerConfig,
+    schedule: &NoiseSchedule,
+    image: [usize; 3],
+    chosen: &ddpm_explorer::device::ChosenDevice,
+) -> Result<()> {
+    use ddpm_explorer::sampler::interpolate::interpolate_seeds;
+    if !matches!(sampler_config, SamplerConfig::Ddim { eta, .. } if *eta == 0.0) {
+        bail!("--interpolate decodes with deterministic DDIM: use --sampler ddim with --eta 0");
+    }
+    let Some(path) = &a.out else {
+        bail!("--interpolate writes a strip: pass --out FILE.png");
+    };
+    if a.n < 2 {
+        bail!("--interpolate needs --n of at least 2 (the two ends)");
+    }
+    let size = image[1];
+    let strip = interpolate_seeds(
+        unet,
+        sampler_config.build(schedule)?,
+        image,
+        (a.seed, other),
+        a.n,
+        &chosen.device,
+    ); // [n, c, s, s]
+    let data = strip.into_data();
+    let image = GrayImage::grid(data.as_slice::<f32>().expect("f32 samples"), size, a.n, 2);
+    write_png(path, &image).with_context(|| format!("writing '{}'", path.display()))?;
+    eprintln!(
+        "wrote the latent walk from seed {} to seed {other} ({} digits) to {}",
+        a.seed,
+        a.n,
+        path.display()
+    );
+    Ok(())
+}
+
 fn run_sample(a: SampleArgs) -> Result<()> {
     if a.n == 0 {
         bail!("--n must be at least 1");
@@ -688,9 +733,13 @@ fn run_sample(a: SampleArgs) -> Result<()> {
             clip_x0: !a.no_clip,
         },
     };
+    let size = config.unet.image_size;
+    if let Some(other) = a.interpolate {
+        let image = [config.unet.image_channels, size, size];
+        return write_latent_walk(&a, other, &unet, &sampler_config, &schedule, image, &chosen);
+    }
     let sampler = sampler_config.build(&schedule)?;
     let total = sampler.timesteps().len();
-    let size = config.unet.image_size;
     let shape = [a.n, config.unet.image_channels, size, size];
     let mut chain = ReverseChain::from_noise(&unet, sampler, shape, a.seed, &chosen.device);
     // Steps after which a chain frame is taken: `chain_frames` of them, evenly spread, the last

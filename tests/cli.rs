@@ -342,6 +342,40 @@ fn train_resume_sample_and_errors() {
     assert_eq!(png_size(&dir.join("00002.png")), (28, 28));
     // Chain: x_T plus 3 frames → 4 columns (122 px), two rows of 32 px.
     assert_eq!(png_size(&chain), (122, 64));
+    // The latent walk: 4 digits in a row (122 × 32); only deterministic DDIM may decode it.
+    let walk = tmp.path().join("walk.png");
+    let (e, w) = (export.to_str().unwrap(), walk.to_str().unwrap());
+    let o = ddpm(&[
+        "sample",
+        "--weights",
+        e,
+        "--n",
+        "4",
+        "--steps",
+        "3",
+        "--interpolate",
+        "5",
+        "--device",
+        "cpu",
+        "--out",
+        w,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(png_size(&walk), (122, 32));
+    let o = ddpm(&[
+        "sample",
+        "--weights",
+        e,
+        "--sampler",
+        "ddpm",
+        "--interpolate",
+        "5",
+        "--device",
+        "cpu",
+        "--out",
+        w,
+    ]);
+    assert_fails_with(&o, "deterministic DDIM");
     let o = ddpm(&[
         "sample",
         "--weights",

@@ -57,6 +57,25 @@ impl<'m, M: EpsModel> ReverseChain<'m, M> {
         }
     }
 
+    /// A chain starting from a given latent x_T (e.g. an interpolation of two seeds' noise); `seed`
+    /// drives the z's of stochastic samplers.
+    ///
+    /// # Shapes
+    /// - `x_t`: `[batch, channels, height, width]`
+    pub fn from_latent(model: &'m M, sampler: Box<dyn Sampler>, x_t: Tensor<4>, seed: u64) -> Self {
+        let shape = x_t.dims();
+        let device = x_t.device();
+        Self {
+            model,
+            sampler,
+            x_t,
+            next_index: 0,
+            rng: NoiseRng::new(seed),
+            shape,
+            device,
+        }
+    }
+
     /// SDEdit (Meng et al. 2022): `x0` noised to `start_t` with `noise` by q(x_t | x_0) (Ho et al.
     /// eq. 4), then denoised by `sampler` from there. The first step denoises `start_t` itself, and
     /// [`Self::current`] is exactly √ᾱ x_0 + √(1−ᾱ) ε for the given ε; `seed` drives the z's.
@@ -74,17 +93,8 @@ impl<'m, M: EpsModel> ReverseChain<'m, M> {
     ) -> Result<Self, SamplerError> {
         let sampler = sampler.build_starting_at(schedule, start_t)?;
         let shape = x0.dims();
-        let device = x0.device();
         let x_t = q_sample(schedule, x0, &vec![start_t; shape[0]], noise); // [b, c, h, w]
-        Ok(Self {
-            model,
-            sampler,
-            x_t,
-            next_index: 0,
-            rng: NoiseRng::new(seed),
-            shape,
-            device,
-        })
+        Ok(Self::from_latent(model, sampler, x_t, seed))
     }
 
     /// The current sample (x_T before the first step, x_0 after the last).

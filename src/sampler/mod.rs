@@ -21,6 +21,7 @@ pub mod chain;
 pub mod ddim;
 pub mod ddpm;
 pub mod fused;
+pub mod interpolate;
 
 pub use chain::{ChainStep, EpsModel, ReverseChain};
 pub use ddim::DdimSampler;

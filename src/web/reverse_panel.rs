@@ -48,7 +48,10 @@ pub async fn read_back_pair(a: Tensor<4>, b: Tensor<4>) -> Result<(Vec<f32>, Vec
         .map_err(|e| e.to_string())?
         .into_iter()
         .map(|d| d.try_to_vec::<f32>().map_err(|e| format!("{e:?}")));
-    let mut next = || data.next().unwrap_or_else(|| Err("the transaction returned too few tensors".into()));
+    let mut next = || {
+        data.next()
+            .unwrap_or_else(|| Err("the transaction returned too few tensors".into()))
+    };
     Ok((next()?, next()?))
 }
 
