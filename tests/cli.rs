@@ -63,14 +63,22 @@ const TINY_MODEL: &[&str] = &[
     "cpu",
 ];
 
-fn train_tiny(data: &Path, out: &Path, steps: &str, resume: bool) -> Output {
-    let (data, out) = (data.to_str().unwrap(), out.to_str().unwrap());
+/// `ddpm train` of the tiny model on `data` into `out`, with `flags` added.
+fn train_with(data: &Path, out: &Path, flags: &[&str]) -> Output {
     let mut args = vec![
         "train",
         "--data",
-        data,
+        data.to_str().unwrap(),
         "--out",
-        out,
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(TINY_MODEL);
+    ddpm(&args)
+}
+
+fn train_tiny(data: &Path, out: &Path, steps: &str, resume: bool) -> Output {
+    let mut flags = vec![
         "--steps",
         steps,
         "--batch",
@@ -84,11 +92,10 @@ fn train_tiny(data: &Path, out: &Path, steps: &str, resume: bool) -> Output {
         "--warmup",
         "2",
     ];
-    args.extend_from_slice(TINY_MODEL);
     if resume {
-        args.push("--resume");
+        flags.push("--resume");
     }
-    ddpm(&args)
+    train_with(data, out, &flags)
 }
 
 #[test]
@@ -138,8 +145,9 @@ fn schedule_rejects_bad_input() {
     assert!(!o.status.success());
 }
 
-/// Steps 0..6 in one go and as 0..3 then a resume to 6 (from the step-3 checkpoint) end in the
-/// same weights, bit for bit: data order, timesteps, noise and dropout all follow (seed, step).
+/// Steps 0..6 in one go and as 0..3 then a resume to 6 (from the checkpoint every run writes at its
+/// last step) end in the same weights, bit for bit: data order, timesteps, noise and dropout all
+/// follow (seed, step).
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
     let tmp = tempfile::tempdir().unwrap();
@@ -147,31 +155,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     write_tiny_dataset(&data);
     let (whole, split) = (tmp.path().join("whole"), tmp.path().join("split"));
     let run = |out: &Path, steps: &str, resume: bool| {
-        let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
-        let mut args = vec![
-            "train",
-            "--data",
-            d,
-            "--out",
-            o,
-            "--steps",
-            steps,
-            "--batch",
-            "4",
-            "--checkpoint-every",
-            "3",
-            "--sample-every",
-            "0",
-            "--log-every",
-            "1",
-            "--warmup",
-            "2",
-        ];
-        args.extend_from_slice(TINY_MODEL);
-        if resume {
-            args.push("--resume");
-        }
-        let o = ddpm(&args);
+        let o = train_tiny(&data, out, steps, resume);
         assert!(o.status.success(), "{}", stderr(&o));
     };
     run(&whole, "6", false);
@@ -219,13 +203,7 @@ fn the_loss_falls_on_a_toy_set() {
     let data = tmp.path().join("data");
     write_tiny_dataset(&data);
     let out = tmp.path().join("run");
-    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
-    let mut args = vec![
-        "train",
-        "--data",
-        d,
-        "--out",
-        o,
+    let flags = [
         "--steps",
         "150",
         "--batch",
@@ -241,8 +219,7 @@ fn the_loss_falls_on_a_toy_set() {
         "--lr",
         "2e-3",
     ];
-    args.extend_from_slice(TINY_MODEL);
-    let o = ddpm(&args);
+    let o = train_with(&data, &out, &flags);
     assert!(o.status.success(), "{}", stderr(&o));
     let losses: Vec<f64> = std::fs::read_to_string(out.join("loss.csv"))
         .unwrap()

@@ -1,0 +1,56 @@
+//! `ddpm`: train, sample and inspect the DDPM of this crate from the command line. One file per
+//! subcommand, each holding its flags and its printing; the work is done by the library.
+
+mod classifier;
+mod eval;
+mod export;
+mod plot_loss;
+mod sample;
+mod schedule;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+/// Denoising Diffusion Probabilistic Models you can watch and touch.
+#[derive(Parser, Debug)]
+#[command(name = "ddpm", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train the U-Net on MNIST (or any 28×28 IDX dataset) with Ho et al.'s simplified loss.
+    Train(train::TrainArgs),
+    /// Generate digits with trained weights (DDPM or DDIM).
+    Sample(sample::SampleArgs),
+    /// Print the noise schedule's numbers (β, ᾱ, posterior coefficients, SNR).
+    Schedule(schedule::ScheduleArgs),
+    /// Copy a trained model (config.json + model.bpk) to a folder, optionally in half precision.
+    Export(export::ExportArgs),
+    /// Train the project's MNIST classifier (the judge of `eval`) and report its test accuracy.
+    Classifier(classifier::ClassifierArgs),
+    /// Judge trained weights: sample quality in the classifier's eyes and the likelihood bound.
+    Eval(eval::EvalArgs),
+    /// Draw a run's loss.csv as an SVG chart.
+    PlotLoss(plot_loss::PlotLossArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Sample(a) => sample::run(a),
+        Command::Schedule(a) => schedule::run(a),
+        Command::Export(a) => export::run(a),
+        Command::Classifier(a) => classifier::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::PlotLoss(a) => plot_loss::run(a),
+    };
+    if let Err(e) = result {
+        // One line: the error and its context chain.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,189 @@
+//! `ddpm sample`: digits, per-image files, the reverse chain and the latent walk.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ddpm_explorer::device::{DeviceChoice, choose_device};
+use ddpm_explorer::image::GrayImage;
+use ddpm_explorer::io::write_png;
+use ddpm_explorer::sampler::{ReverseChain, SamplerConfig, VarianceKind};
+use ddpm_explorer::schedule::NoiseSchedule;
+use ddpm_explorer::weights::load_model;
+use indicatif::ProgressBar;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub(crate) struct SampleArgs {
+    /// Model folder (config.json + model.bpk) or a .bpk file with config.json beside it.
+    #[arg(long, default_value = "assets")]
+    weights: PathBuf,
+    /// Number of images.
+    #[arg(long, default_value_t = 16)]
+    n: usize,
+    /// ddpm (all T steps) or ddim.
+    #[arg(long, default_value = "ddim", value_parser = ["ddpm", "ddim"])]
+    sampler: String,
+    /// DDIM steps.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// DDIM η in [0, 1] (0: deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    eta: f64,
+    /// DDPM variance: beta or beta-tilde.
+    #[arg(long, default_value = "beta-tilde")]
+    variance: VarianceKind,
+    /// Do not clip x̂_0 to [−1, 1].
+    #[arg(long)]
+    no_clip: bool,
+    /// Seed of x_T and the noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write a grid of all images to this PNG.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write one 28×28 grayscale PNG per image into this folder.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Write the reverse chain of the first image (x_t above x̂_0) as a strip PNG.
+    #[arg(long)]
+    chain: Option<PathBuf>,
+    /// Frames in the chain strip after x_T (evenly spread over the steps, the last is x_0).
+    #[arg(long, default_value_t = 10)]
+    chain_frames: usize,
+    /// Latent walk: write to --out a strip of --n digits decoded (DDIM, η = 0) from x_T's spherically
+    /// interpolated between --seed's and this seed's; its ends are the two seeds' own samples.
+    #[arg(long, value_name = "SEED")]
+    interpolate: Option<u64>,
+    /// auto, cpu or wgpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+/// `sample --interpolate`: the latent walk from `--seed` to `other` as one strip.
+fn write_latent_walk(
+    a: &SampleArgs,
+    other: u64,
+    unet: &ddpm_explorer::model::UNet,
+    sampler_config: &SamplerConfig,
+    schedule: &NoiseSchedule,
+    image: [usize; 3],
+    chosen: &ddpm_explorer::device::ChosenDevice,
+) -> Result<()> {
+    use ddpm_explorer::sampler::interpolate::interpolate_seeds;
+    if !matches!(sampler_config, SamplerConfig::Ddim { eta, .. } if *eta == 0.0) {
+        bail!("--interpolate decodes with deterministic DDIM: use --sampler ddim with --eta 0");
+    }
+    let Some(path) = &a.out else {
+        bail!("--interpolate writes a strip: pass --out FILE.png");
+    };
+    if a.n < 2 {
+        bail!("--interpolate needs --n of at least 2 (the two ends)");
+    }
+    let size = image[1];
+    let strip = interpolate_seeds(
+        unet,
+        sampler_config.build(schedule)?,
+        image,
+        (a.seed, other),
+        a.n,
+        &chosen.device,
+    ); // [n, c, s, s]
+    let data = strip.into_data();
+    let image = GrayImage::grid(data.as_slice::<f32>().expect("f32 samples"), size, a.n, 2);
+    write_png(path, &image).with_context(|| format!("writing '{}'", path.display()))?;
+    eprintln!(
+        "wrote the latent walk from seed {} to seed {other} ({} digits) to {}",
+        a.seed,
+        a.n,
+        path.display()
+    );
+    Ok(())
+}
+
+pub(crate) fn run(a: SampleArgs) -> Result<()> {
+    if a.n == 0 {
+        bail!("--n must be at least 1");
+    }
+    if a.out.is_none() && a.out_dir.is_none() && a.chain.is_none() {
+        bail!("nothing to write: pass --out FILE.png, --out-dir DIR or --chain FILE.png");
+    }
+    let chosen = choose_device(a.device).map_err(anyhow::Error::msg)?;
+    let (config, unet) = load_model(&a.weights, &chosen.device)
+        .with_context(|| format!("loading weights from '{}'", a.weights.display()))?;
+    let schedule = config.noise_schedule()?;
+    let sampler_config = match a.sampler.as_str() {
+        "ddpm" => SamplerConfig::Ddpm {
+            variance: a.variance,
+            clip_x0: !a.no_clip,
+        },
+        _ => SamplerConfig::Ddim {
+            steps: a.steps,
+            eta: a.eta,
+            clip_x0: !a.no_clip,
+        },
+    };
+    let size = config.unet.image_size;
+    if let Some(other) = a.interpolate {
+        let image = [config.unet.image_channels, size, size];
+        return write_latent_walk(&a, other, &unet, &sampler_config, &schedule, image, &chosen);
+    }
+    let sampler = sampler_config.build(&schedule)?;
+    let total = sampler.timesteps().len();
+    let shape = [a.n, config.unet.image_channels, size, size];
+    let mut chain = ReverseChain::from_noise(&unet, sampler, shape, a.seed, &chosen.device);
+    // Steps after which a chain frame is taken: `chain_frames` of them, evenly spread, the last
+    // one being x_0.
+    let frames = a.chain_frames.max(1);
+    let frame_steps: std::collections::BTreeSet<usize> =
+        (1..=frames).map(|k| (k * total + frames / 2) / frames).collect();
+    let per_image = size * size * config.unet.image_channels;
+    let first_image = |t: burn::tensor::Tensor<4>| -> Vec<f32> {
+        let data = t.narrow(0, 0, 1).into_data();
+        data.as_slice::<f32>().expect("f32").to_vec()
+    };
+    let (mut xt_frames, mut x0_frames) = (Vec::new(), Vec::new());
+    if a.chain.is_some() {
+        xt_frames.extend(first_image(chain.current()));
+        // x̂_0 is not defined before the first step: a black frame.
+        x0_frames.extend(vec![-1.0f32; per_image]);
+    }
+    let bar = ProgressBar::new(total as u64);
+    while let Some(step) = chain.step() {
+        bar.inc(1);
+        let done = step.index + 1;
+        if a.chain.is_some() && frame_steps.contains(&done) {
+            xt_frames.extend(first_image(step.x_prev.clone()));
+            x0_frames.extend(first_image(step.pred_x0.clone()));
+        }
+    }
+    bar.finish_and_clear();
+    let x0 = chain.current().into_data();
+    let pixels = x0.as_slice::<f32>().expect("f32 samples");
+    eprintln!("sampled {} images with {total} {} steps on {chosen}", a.n, a.sampler);
+    if let Some(path) = &a.out {
+        let grid = GrayImage::grid(pixels, size, (a.n as f64).sqrt().ceil() as usize, 2);
+        write_png(path, &grid).with_context(|| format!("writing '{}'", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(dir) = &a.out_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating '{}'", dir.display()))?;
+        for (i, img) in pixels.chunks(per_image).enumerate() {
+            let path = dir.join(format!("{i:05}.png"));
+            write_png(&path, &GrayImage::grid(img, size, 1, 0))
+                .with_context(|| format!("writing '{}'", path.display()))?;
+        }
+        eprintln!("wrote {} images to {}", a.n, dir.display());
+    }
+    if let Some(path) = &a.chain {
+        let frames = xt_frames.len() / per_image;
+        let strip = GrayImage::stack_vertical(&[
+            GrayImage::grid(&xt_frames, size, frames, 2),
+            GrayImage::grid(&x0_frames, size, frames, 2),
+        ]);
+        write_png(path, &strip).with_context(|| format!("writing '{}'", path.display()))?;
+        eprintln!(
+            "wrote the chain (top: x_t, bottom: predicted x_0) to {}",
+            path.display()
+        );
+    }
+    Ok(())
+}
