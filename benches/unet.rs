@@ -11,12 +11,12 @@ use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
+use ddpm_explorer::diffusion::sampler::chain::normal_tensor;
+use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig, VarianceKind, apply_step};
+use ddpm_explorer::diffusion::schedule::NoiseSchedule;
 use ddpm_explorer::model::UNetConfig;
+use ddpm_explorer::native::train::ema_update;
 use ddpm_explorer::rng::NoiseRng;
-use ddpm_explorer::sampler::chain::normal_tensor;
-use ddpm_explorer::sampler::{ReverseChain, SamplerConfig, VarianceKind, apply_step};
-use ddpm_explorer::schedule::NoiseSchedule;
-use ddpm_explorer::train::ema_update;
 use std::hint::black_box;
 
 /// The device of every benchmark, opened once (a wgpu device can be initialised only once).
@@ -72,7 +72,7 @@ fn bench_train_step(c: &mut Criterion) {
         b.iter(|| {
             let t: Vec<usize> = (0..64).map(|_| rng.below(1000)).collect();
             let noise = normal_tensor(&mut rng, [64, 1, 28, 28], &device);
-            let x_t = ddpm_explorer::forward::q_sample(&schedule, x0.clone(), &t, noise.clone());
+            let x_t = ddpm_explorer::diffusion::forward::q_sample(&schedule, x0.clone(), &t, noise.clone());
             let loss = (model.forward(x_t, &t) - noise).square().mean();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(2e-4, model.clone(), grads);
@@ -114,7 +114,7 @@ fn bench_reverse_step(c: &mut Criterion) {
     group.finish();
 }
 
-/// The reverse-step update alone (no U-Net), batch 64: the fused operation of `sampler/fused.rs`
+/// The reverse-step update alone (no U-Net), batch 64: the fused operation of `diffusion/sampler/fused.rs`
 /// (one WGSL kernel on wgpu) against the same arithmetic as eight separate tensor operations.
 fn bench_step_update(c: &mut Criterion) {
     let device = device();

@@ -1,4 +1,4 @@
-// One fused reverse-diffusion step, element-wise over the batch (see src/sampler/mod.rs):
+// One fused reverse-diffusion step, element-wise over the batch (see src/diffusion/sampler/mod.rs):
 //
 //   x̂_0     = √(1/ᾱ_t) x_t − √(1/ᾱ_t − 1) ε̂          (Ho et al. eq. 4 solved for x_0)
 //   x̂_0     ← clamp(x̂_0, −1, 1)                      (when clipping is on)

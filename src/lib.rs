@@ -2,39 +2,30 @@
 //!
 //! Denoising Diffusion Probabilistic Models (Ho et al. 2020) you can watch and touch.
 //!
-//! The crate is cut by concept, each module a noun of the paper:
-//! - [`schedule`]: the β schedule and every number derived from it (host-side `f64`s);
-//! - [`forward`]: the forward process q(x_t | x_0);
-//! - [`sampler`]: the reverse process: DDPM and DDIM steps and the [`sampler::ReverseChain`];
-//! - [`vlb`]: the variational bound in bits per dimension;
-//! - [`model`]: the ε-predicting U-Net in burn;
-//! - [`eval`]: the project's MNIST classifier and the sample-quality figures it gives;
-//! - [`data`], [`image`], [`weights`]: digits in, pictures and trained models out;
-//! - `train`, `device`, `io` (native): the desktop trainer and its edges.
+//! The crate is cut by concept:
+//! - [`diffusion`]: the paper — the β [`diffusion::schedule`], the forward process
+//!   [`diffusion::forward`], the reverse process [`diffusion::sampler`] (DDPM, DDIM, the
+//!   [`diffusion::sampler::ReverseChain`]) and the variational bound [`diffusion::vlb`];
+//! - [`model`]: the ε-predicting U-Net in burn and its weights format;
+//! - [`data`], [`image`], [`rng`]: digits in, pictures out, and the seeded noise both targets share;
+//! - [`eval`]: the project's MNIST classifier, the sample-quality figures and the report;
+//! - [`view_state`]: what the explorer shows, as a URL query;
+//! - `native` (desktop): device choice, file output, the loss chart and the trainer;
+//! - `web` (browser): the Leptos explorer.
 //!
-//! The mathematics and the model are shared by the native CLI and the browser app; only I/O and
-//! device choice differ between the targets.
+//! The mathematics and the model are shared by the CLI (`src/bin/ddpm/`) and the browser app; only
+//! I/O and device choice differ between the targets.
 
 pub mod data;
+pub mod diffusion;
 pub mod eval;
-pub mod forward;
 pub mod image;
 pub mod model;
 pub mod rng;
-pub mod sampler;
-pub mod schedule;
 pub mod view_state;
-pub mod vlb;
-pub mod weights;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(feature = "native")]
+pub mod native;
+
+#[cfg(target_family = "wasm")]
 pub mod web;
-
-#[cfg(feature = "native")]
-pub mod device;
-#[cfg(feature = "native")]
-pub mod io;
-#[cfg(feature = "native")]
-pub mod plot;
-#[cfg(feature = "native")]
-pub mod train;

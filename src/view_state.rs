@@ -1,8 +1,8 @@
 //! What the explorer is showing, as a URL query string (`?schedule=cosine&t=250&sampler=ddim&steps=50&eta=0&seed=7`),
 //! so a view can be shared and replayed exactly. Pure string handling: no DOM here.
 
-use crate::sampler::{SamplerConfig, VarianceKind};
-use crate::schedule::ScheduleKind;
+use crate::diffusion::sampler::{SamplerConfig, VarianceKind};
+use crate::diffusion::schedule::ScheduleKind;
 
 /// The shareable state of the explorer.
 #[derive(Clone, Debug, PartialEq)]

@@ -185,7 +185,7 @@ fn parameters(run: &Path, file: &str) -> Vec<f32> {
         }
     }
     let json = std::fs::read_to_string(run.join("export/config.json")).unwrap();
-    let config = ddpm_explorer::weights::DiffusionConfig::from_json(&json).unwrap();
+    let config = ddpm_explorer::model::weights::DiffusionConfig::from_json(&json).unwrap();
     let unet = config
         .load_unet(std::fs::read(run.join(file)).unwrap(), &Device::flex())
         .unwrap();

@@ -4,10 +4,10 @@
 
 use burn::tensor::Device;
 use ddpm_explorer::data::{ImageDataset, Split, parse_idx_images, parse_idx_labels};
+use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig};
 use ddpm_explorer::eval::classifier::{dataset_pixels, load_classifier};
 use ddpm_explorer::eval::metrics::{class_entropy_bits, confident_share};
-use ddpm_explorer::sampler::{ReverseChain, SamplerConfig};
-use ddpm_explorer::weights::load_model;
+use ddpm_explorer::model::weights::load_model;
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {

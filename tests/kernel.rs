@@ -8,10 +8,10 @@
 //! on machines without a GPU, which the set-up script installs.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use ddpm_explorer::device::{DeviceChoice, choose_device};
+use ddpm_explorer::diffusion::sampler::{DdimSampler, DdpmSampler, Sampler, StepCoefs, VarianceKind, apply_step};
+use ddpm_explorer::diffusion::schedule::NoiseSchedule;
+use ddpm_explorer::native::device::{DeviceChoice, choose_device};
 use ddpm_explorer::rng::NoiseRng;
-use ddpm_explorer::sampler::{DdimSampler, DdpmSampler, Sampler, StepCoefs, VarianceKind, apply_step};
-use ddpm_explorer::schedule::NoiseSchedule;
 
 const SHAPE: [usize; 4] = [3, 1, 28, 28];
 

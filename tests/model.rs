@@ -2,10 +2,10 @@
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
+use ddpm_explorer::diffusion::schedule::ScheduleKind;
+use ddpm_explorer::model::weights::{DiffusionConfig, WeightsError};
 use ddpm_explorer::model::{UNetConfig, UNetConfigError};
 use ddpm_explorer::rng::NoiseRng;
-use ddpm_explorer::schedule::ScheduleKind;
-use ddpm_explorer::weights::{DiffusionConfig, WeightsError};
 
 fn input(batch: usize, device: &Device) -> Tensor<4> {
     let mut rng = NoiseRng::new(4);
@@ -92,7 +92,7 @@ fn weights_round_trip_through_bytes_and_reject_other_architectures() {
     let (config, unet) = small_trained_model(&device);
     let x = input(2, &device);
     let want = unet.forward(x.clone(), &[3, 700]).into_data();
-    let bytes = ddpm_explorer::weights::unet_to_bytes(unet).unwrap();
+    let bytes = ddpm_explorer::model::weights::unet_to_bytes(unet).unwrap();
     let json = config.to_json();
     let loaded_config = DiffusionConfig::from_json(&json).unwrap();
     assert_eq!(loaded_config, config);
@@ -123,8 +123,8 @@ fn weights_round_trip_through_bytes_and_reject_other_architectures() {
 fn half_precision_weights_are_half_the_size_and_load_back() {
     let device = Device::flex();
     let (config, unet) = small_trained_model(&device);
-    let full = ddpm_explorer::weights::unet_to_bytes(unet.clone()).unwrap();
-    let half = ddpm_explorer::weights::unet_to_half_bytes(&unet).unwrap();
+    let full = ddpm_explorer::model::weights::unet_to_bytes(unet.clone()).unwrap();
+    let half = ddpm_explorer::model::weights::unet_to_half_bytes(&unet).unwrap();
     let ratio = half.len() as f64 / full.len() as f64;
     assert!(ratio < 0.6, "f16 file is {ratio:.2} of the f32 one");
     let x = input(2, &device);
@@ -168,7 +168,8 @@ fn the_shipped_weights_decode_into_their_architecture() {
     // What the web app and `sample` load by default: config.json + model.bpk in assets/.
     let device = Device::flex();
     let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
-    let (config, unet) = ddpm_explorer::weights::load_model(&assets, &device).expect("assets/ holds a valid model");
+    let (config, unet) =
+        ddpm_explorer::model::weights::load_model(&assets, &device).expect("assets/ holds a valid model");
     assert_eq!((config.unet.image_size, config.timesteps), (28, 1000));
     let out = unet.forward(input(2, &device), &[999, 0]).into_data();
     let v = out.as_slice::<f32>().unwrap();

@@ -2,15 +2,15 @@
 //! workloads are tiny): the panels render, the slider moves the forward image as eq. 4 says, the
 //! U-Net on WebGPU matches the CPU backend, the WGSL reverse-step kernel matches the formula, a few
 //! reverse steps run on the GPU path, and the CPU fallback works.
-#![cfg(target_arch = "wasm32")]
+#![cfg(target_family = "wasm")]
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, Tensor, TensorData};
+use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig, StepCoefs};
+use ddpm_explorer::diffusion::schedule::{NoiseSchedule, ScheduleKind};
 use ddpm_explorer::image::unit_to_byte;
 use ddpm_explorer::model::{UNet, UNetConfig};
 use ddpm_explorer::rng::NoiseRng;
-use ddpm_explorer::sampler::{ReverseChain, SamplerConfig, StepCoefs};
-use ddpm_explorer::schedule::{NoiseSchedule, ScheduleKind};
 use ddpm_explorer::web::canvas::read_gray;
 use ddpm_explorer::web::engine::{BackendPreference, cpu_fallback, parse_digits};
 use ddpm_explorer::web::forward_panel::{ForwardPanel, forward_noise};
@@ -224,7 +224,7 @@ async fn the_wgsl_reverse_step_matches_the_host_formula() {
     for (index, clip) in [(0, true), (4, false), (9, true)] {
         let c: StepCoefs = sampler.coefs(index);
         let noise = (c.sigma > 0.0).then(|| tensor(&z));
-        let out = ddpm_explorer::sampler::apply_step(&c, clip, tensor(&x_t), tensor(&eps), noise);
+        let out = ddpm_explorer::diffusion::sampler::apply_step(&c, clip, tensor(&x_t), tensor(&eps), noise);
         let prev = read_back(out.prev_sample).await.unwrap();
         let pred_x0 = read_back(out.pred_x0).await.unwrap();
         for i in 0..n {

@@ -58,7 +58,7 @@ impl DigitClassifierConfig {
 
     /// Builds the network and loads burnpack `bytes` into it (shape-checked).
     pub fn load(&self, bytes: Vec<u8>, device: &Device) -> Result<DigitClassifier, String> {
-        crate::weights::load_weights(self.init(device), bytes)
+        crate::model::weights::load_weights(self.init(device), bytes)
     }
 }
 
@@ -183,7 +183,7 @@ pub use native::{load_classifier, train_classifier};
 mod native {
     use super::*;
     use crate::data::BatchSampler;
-    use crate::io::write_atomic;
+    use crate::native::io::write_atomic;
     use crate::rng::NoiseRng;
     use burn::nn::loss::CrossEntropyLossConfig;
     use burn::optim::{AdamConfig, GradientsParams};

@@ -1,5 +1,5 @@
 //! Judging a trained model: its own MNIST [`classifier`], sample-quality [`metrics`] in that
-//! classifier's feature space, and (through [`crate::vlb`]) the likelihood bound.
+//! classifier's feature space, and (through [`crate::diffusion::vlb`]) the likelihood bound.
 
 pub mod classifier;
 pub mod metrics;

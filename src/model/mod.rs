@@ -1,8 +1,9 @@
-//! The ε-prediction network: timestep embedding, building blocks and the U-Net.
+//! The ε-prediction network: timestep embedding, building blocks, the U-Net and its weights format.
 
 pub mod blocks;
 pub mod embedding;
 pub mod norm_silu;
 pub mod unet;
+pub mod weights;
 
 pub use unet::{UNet, UNetConfig, UNetConfigError};

@@ -3,7 +3,7 @@
 use super::blocks::{AttentionBlock, AttentionBlockConfig, Downsample, ResBlock, ResBlockConfig, Upsample, group_norm};
 use super::embedding::{TimeEmbedding, TimeEmbeddingConfig};
 use super::norm_silu::norm_silu;
-use crate::sampler::EpsModel;
+use crate::diffusion::sampler::EpsModel;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};

@@ -3,7 +3,7 @@
 
 use crate::data::{ImageDataset, parse_idx_images, parse_idx_labels};
 use crate::model::UNet;
-use crate::weights::{CONFIG_FILE, DiffusionConfig, WEIGHTS_FILE};
+use crate::model::weights::{CONFIG_FILE, DiffusionConfig, WEIGHTS_FILE};
 use burn::tensor::Device;
 use js_sys::{Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};

@@ -3,10 +3,10 @@
 use super::canvas::draw_gray;
 use super::schedule_plot::SchedulePlot;
 use crate::data::byte_to_unit;
-use crate::forward::q_sample_pixels;
+use crate::diffusion::forward::q_sample_pixels;
+use crate::diffusion::schedule::{NoiseSchedule, ScheduleKind};
 use crate::image::GrayImage;
 use crate::rng::NoiseRng;
-use crate::schedule::{NoiseSchedule, ScheduleKind};
 use leptos::html::Canvas;
 use leptos::prelude::*;
 

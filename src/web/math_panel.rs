@@ -1,8 +1,8 @@
 //! The mathematics beside the pictures: the forward process's numbers at the slider's t and the
 //! coefficients of the reverse step being taken.
 
-use crate::sampler::StepCoefs;
-use crate::schedule::NoiseSchedule;
+use crate::diffusion::sampler::StepCoefs;
+use crate::diffusion::schedule::NoiseSchedule;
 use leptos::prelude::*;
 
 fn fmt(v: f64) -> String {
@@ -43,7 +43,7 @@ pub fn MathPanel(
     step: RwSignal<Option<StepCoefs>>,
 ) -> impl IntoView {
     let row = move || schedule.with(|s| s.row(t.get().min(s.timesteps() - 1)).expect("t clamped"));
-    let q = move |f: fn(&crate::schedule::ScheduleRow) -> f64| Signal::derive(move || fmt(f(&row())));
+    let q = move |f: fn(&crate::diffusion::schedule::ScheduleRow) -> f64| Signal::derive(move || fmt(f(&row())));
     let r =
         move |f: fn(&StepCoefs) -> f64| Signal::derive(move || step.get().map(|c| fmt(f(&c))).unwrap_or("–".into()));
     view! {

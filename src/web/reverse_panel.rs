@@ -4,9 +4,9 @@
 use super::canvas::{draw_gray, now_ms, yield_to_browser};
 use super::engine::Engine;
 use super::forward_panel::{SIZE, forward_noise};
+use crate::diffusion::sampler::{ReverseChain, SamplerConfig, StepCoefs, VarianceKind};
 use crate::image::GrayImage;
 use crate::rng::NoiseRng;
-use crate::sampler::{ReverseChain, SamplerConfig, StepCoefs, VarianceKind};
 use burn::tensor::{Tensor, TensorData};
 use leptos::html::Canvas;
 use leptos::prelude::*;

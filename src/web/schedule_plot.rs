@@ -1,6 +1,6 @@
 //! A small SVG plot of ᾱ_t and log SNR over t, with the current t marked.
 
-use crate::schedule::NoiseSchedule;
+use crate::diffusion::schedule::NoiseSchedule;
 use leptos::prelude::*;
 
 const W: f64 = 300.0;

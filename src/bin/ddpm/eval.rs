@@ -3,8 +3,8 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ddpm_explorer::data::{ImageDataset, Split};
-use ddpm_explorer::sampler::{ReverseChain, SamplerConfig, VarianceKind};
-use ddpm_explorer::weights::load_model;
+use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig, VarianceKind};
+use ddpm_explorer::model::weights::load_model;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
@@ -83,10 +83,10 @@ fn parse_sample_set(name: &str) -> Result<(String, SamplerConfig)> {
 }
 
 pub(crate) fn run(a: EvalArgs) -> Result<()> {
+    use ddpm_explorer::diffusion::vlb::estimate_bits_per_dim_for;
     use ddpm_explorer::eval::classifier::{dataset_pixels, load_classifier};
     use ddpm_explorer::eval::{EvalReport, NllSummary, SetSummary, quality};
     use ddpm_explorer::rng::NoiseRng;
-    use ddpm_explorer::vlb::estimate_bits_per_dim_for;
     if a.n < 2 {
         bail!("--n must be at least 2 (a covariance needs two images)");
     }
@@ -258,7 +258,7 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
             sets: summaries,
             nll,
         };
-        ddpm_explorer::io::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())
+        ddpm_explorer::native::io::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())
             .with_context(|| format!("writing '{}'", path.display()))?;
     }
     Ok(())

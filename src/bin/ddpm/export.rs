@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ddpm_explorer::weights::load_model;
+use ddpm_explorer::model::weights::load_model;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -19,8 +19,8 @@ pub(crate) struct ExportArgs {
 }
 
 pub(crate) fn run(a: ExportArgs) -> Result<()> {
-    use ddpm_explorer::io::write_atomic;
-    use ddpm_explorer::weights::{CONFIG_FILE, WEIGHTS_FILE, unet_to_bytes, unet_to_half_bytes};
+    use ddpm_explorer::model::weights::{CONFIG_FILE, WEIGHTS_FILE, unet_to_bytes, unet_to_half_bytes};
+    use ddpm_explorer::native::io::write_atomic;
     let device = burn::tensor::Device::flex();
     let (config, unet) =
         load_model(&a.weights, &device).with_context(|| format!("loading weights from '{}'", a.weights.display()))?;
@@ -32,7 +32,7 @@ pub(crate) fn run(a: ExportArgs) -> Result<()> {
     // How much the stored precision changes ε̂, on a fixed batch of noisy inputs.
     let exported = config.load_unet(bytes.clone(), &device)?;
     let size = config.unet.image_size;
-    let x = ddpm_explorer::sampler::chain::normal_tensor(
+    let x = ddpm_explorer::diffusion::sampler::chain::normal_tensor(
         &mut ddpm_explorer::rng::NoiseRng::new(0),
         [8, config.unet.image_channels, size, size],
         &device,

@@ -19,11 +19,11 @@ pub(crate) struct PlotLossArgs {
 
 pub(crate) fn run(a: PlotLossArgs) -> Result<()> {
     let csv = std::fs::read_to_string(&a.csv).with_context(|| format!("reading '{}'", a.csv.display()))?;
-    let (svg, points) = ddpm_explorer::plot::loss_chart(&csv, a.window);
+    let (svg, points) = ddpm_explorer::native::plot::loss_chart(&csv, a.window);
     if points == 0 {
         bail!("'{}' holds no losses (expected lines of step,loss,lr)", a.csv.display());
     }
-    ddpm_explorer::io::write_atomic(&a.out, svg.as_bytes())
+    ddpm_explorer::native::io::write_atomic(&a.out, svg.as_bytes())
         .with_context(|| format!("writing '{}'", a.out.display()))?;
     eprintln!("wrote {} ({points} points)", a.out.display());
     Ok(())

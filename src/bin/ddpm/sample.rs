@@ -2,12 +2,12 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ddpm_explorer::device::{DeviceChoice, choose_device};
+use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig, VarianceKind};
+use ddpm_explorer::diffusion::schedule::NoiseSchedule;
 use ddpm_explorer::image::GrayImage;
-use ddpm_explorer::io::write_png;
-use ddpm_explorer::sampler::{ReverseChain, SamplerConfig, VarianceKind};
-use ddpm_explorer::schedule::NoiseSchedule;
-use ddpm_explorer::weights::load_model;
+use ddpm_explorer::model::weights::load_model;
+use ddpm_explorer::native::device::{DeviceChoice, choose_device};
+use ddpm_explorer::native::io::write_png;
 use indicatif::ProgressBar;
 use std::path::PathBuf;
 
@@ -66,9 +66,9 @@ fn write_latent_walk(
     sampler_config: &SamplerConfig,
     schedule: &NoiseSchedule,
     image: [usize; 3],
-    chosen: &ddpm_explorer::device::ChosenDevice,
+    chosen: &ddpm_explorer::native::device::ChosenDevice,
 ) -> Result<()> {
-    use ddpm_explorer::sampler::interpolate::interpolate_seeds;
+    use ddpm_explorer::diffusion::sampler::interpolate::interpolate_seeds;
     if !matches!(sampler_config, SamplerConfig::Ddim { eta, .. } if *eta == 0.0) {
         bail!("--interpolate decodes with deterministic DDIM: use --sampler ddim with --eta 0");
     }

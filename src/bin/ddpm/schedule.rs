@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use ddpm_explorer::schedule::{NoiseSchedule, ScheduleKind, ScheduleRow};
+use ddpm_explorer::diffusion::schedule::{NoiseSchedule, ScheduleKind, ScheduleRow};
 
 #[derive(Args, Debug)]
 pub(crate) struct ScheduleArgs {

@@ -1,12 +1,12 @@
-//! `ddpm train`: the trainer's flags and progress bar (the training itself is `ddpm_explorer::train`).
+//! `ddpm train`: the trainer's flags and progress bar (the training itself is `ddpm_explorer::native::train`).
 
 use anyhow::{Context, Result};
 use clap::Args;
 use ddpm_explorer::data::{ImageDataset, Split};
-use ddpm_explorer::device::{DeviceChoice, choose_device};
+use ddpm_explorer::diffusion::schedule::ScheduleKind;
 use ddpm_explorer::model::UNetConfig;
-use ddpm_explorer::schedule::ScheduleKind;
-use ddpm_explorer::train::{LossWeighting, TrainConfig, checkpoint_config, train};
+use ddpm_explorer::native::device::{DeviceChoice, choose_device};
+use ddpm_explorer::native::train::{LossWeighting, TrainConfig, checkpoint_config, train};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 

@@ -4,11 +4,11 @@
 //! divergences between Gaussians for the L_{t−1} terms and the prior L_T, and a discretised
 //! Gaussian decoder for L_0 over 256 pixel bins of width 2/255 on [−1, 1].
 
-use crate::forward::q_sample;
+use crate::diffusion::forward::q_sample;
+use crate::diffusion::sampler::chain::normal_tensor;
+use crate::diffusion::sampler::{EpsModel, VarianceKind};
+use crate::diffusion::schedule::NoiseSchedule;
 use crate::rng::NoiseRng;
-use crate::sampler::chain::normal_tensor;
-use crate::sampler::{EpsModel, VarianceKind};
-use crate::schedule::NoiseSchedule;
 use burn::tensor::Tensor;
 use std::f64::consts::{LN_2, PI};
 
@@ -245,7 +245,7 @@ mod tests {
         let s = NoiseSchedule::linear(1000).unwrap();
         let x0 = [0.5f32, -0.25];
         let eps = [1.0f32, -0.5];
-        let xt = crate::forward::q_sample_pixels(&s, &x0, 300, &eps);
+        let xt = crate::diffusion::forward::q_sample_pixels(&s, &x0, 300, &eps);
         let bits = vlb_term_bits_per_dim(&s, VarianceKind::BetaTilde, 300, &x0, &xt, &eps);
         assert!(bits.abs() < 1e-6, "{bits}");
         // With σ² = β the variances differ: KL = ½(−1 + log(β/β̃) + β̃/β) per dim (means equal).
@@ -301,7 +301,8 @@ mod tests {
     #[test]
     fn the_estimator_equals_the_exhaustive_bound_and_its_stride_is_unbiased() {
         let betas = vec![0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6];
-        let schedule = NoiseSchedule::from_betas(crate::schedule::ScheduleKind::Linear, betas.clone()).unwrap();
+        let schedule =
+            NoiseSchedule::from_betas(crate::diffusion::schedule::ScheduleKind::Linear, betas.clone()).unwrap();
         let (x0, c) = (0.6f32, 0.2f32);
         let expect = exhaustive_bits(&betas, x0 as f64, c as f64);
         let model = PointMassOracle {

@@ -27,7 +27,7 @@ pub use chain::{ChainStep, EpsModel, ReverseChain};
 pub use ddim::DdimSampler;
 pub use ddpm::{DdpmSampler, VarianceKind};
 
-use crate::schedule::NoiseSchedule;
+use crate::diffusion::schedule::NoiseSchedule;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 

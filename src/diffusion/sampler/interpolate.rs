@@ -61,8 +61,8 @@ pub fn interpolate_seeds<M: EpsModel>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampler::SamplerConfig;
-    use crate::schedule::NoiseSchedule;
+    use crate::diffusion::sampler::SamplerConfig;
+    use crate::diffusion::schedule::NoiseSchedule;
 
     #[test]
     fn slerp_keeps_the_ends_and_the_norm() {

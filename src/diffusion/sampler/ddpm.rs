@@ -1,7 +1,7 @@
 //! Ancestral DDPM sampling (Ho et al. 2020, Algorithm 2), all T steps.
 
 use super::{Sampler, SamplerError, StepCoefs};
-use crate::schedule::NoiseSchedule;
+use crate::diffusion::schedule::NoiseSchedule;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -140,7 +140,7 @@ impl Sampler for DdpmSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampler::apply_step;
+    use crate::diffusion::sampler::apply_step;
     use burn::tensor::{Device, Tensor, TensorData};
 
     #[test]

@@ -1,9 +1,9 @@
 //! The reverse chain x_T → x_0, one step at a time, so a caller can draw as it goes.
 
 use super::{Sampler, SamplerConfig, SamplerError, StepCoefs};
-use crate::forward::q_sample;
+use crate::diffusion::forward::q_sample;
+use crate::diffusion::schedule::NoiseSchedule;
 use crate::rng::NoiseRng;
-use crate::schedule::NoiseSchedule;
 use burn::tensor::{Device, Tensor, TensorData};
 
 /// Anything that predicts the noise ε̂(x_t, t): the U-Net, or an analytic oracle in tests.
@@ -146,7 +146,7 @@ pub fn normal_tensor(rng: &mut NoiseRng, shape: [usize; 4], device: &Device) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampler::{DdimSampler, DdpmSampler, VarianceKind};
+    use crate::diffusion::sampler::{DdimSampler, DdpmSampler, VarianceKind};
 
     /// The exact ε-predictor for data x_0 ~ N(0, s² I): x_t ~ N(0, v_t), v_t = ᾱ_t s² + 1 − ᾱ_t,
     /// and E[ε | x_t] = √(1 − ᾱ_t) x_t / v_t (Gaussian conditioning).

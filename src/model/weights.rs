@@ -2,8 +2,8 @@
 //! architecture and the noise schedule it was trained with. Reading works from bytes, so the
 //! browser (fetched assets) and the CLI (files) share it.
 
+use crate::diffusion::schedule::{NoiseSchedule, ScheduleError, ScheduleKind};
 use crate::model::{UNet, UNetConfig, UNetConfigError};
-use crate::schedule::{NoiseSchedule, ScheduleError, ScheduleKind};
 use burn::module::Module;
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};

@@ -128,7 +128,7 @@ mod cube {
 
     impl KernelSource for ReverseStepKernel {
         fn source(&self) -> SourceTemplate {
-            SourceTemplate::new(include_str!("../../shaders/reverse_step.wgsl"))
+            SourceTemplate::new(include_str!("../../../shaders/reverse_step.wgsl"))
                 .register("workgroup_size", WORKGROUP_SIZE.to_string())
         }
 

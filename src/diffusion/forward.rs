@@ -1,6 +1,6 @@
 //! The forward (noising) process q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I) (Ho et al. eq. 4).
 
-use crate::schedule::NoiseSchedule;
+use crate::diffusion::schedule::NoiseSchedule;
 use burn::tensor::{Device, Tensor, TensorData};
 
 /// x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε for a batch, each image at its own timestep.
@@ -50,7 +50,7 @@ pub fn per_image(values: Vec<f32>, device: &Device) -> Tensor<4> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::NoiseSchedule;
+    use crate::diffusion::schedule::NoiseSchedule;
 
     #[test]
     fn q_sample_matches_eq_4_by_hand() {

@@ -1,7 +1,7 @@
 //! DDIM sampling (Song, Meng & Ermon 2021) over a trailing sub-sequence of timesteps.
 
 use super::{Sampler, SamplerError, StepCoefs, check_start};
-use crate::schedule::NoiseSchedule;
+use crate::diffusion::schedule::NoiseSchedule;
 
 /// DDIM with `steps` steps and stochasticity η ∈ [0, 1].
 #[derive(Clone, Debug)]

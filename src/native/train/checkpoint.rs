@@ -1,0 +1,162 @@
+//! A run's folder: checkpoints written all-or-nothing, the exported model, the loss log and chart.
+
+use super::{TrainConfig, TrainError, io_err};
+use crate::model::UNet;
+use crate::model::weights::{CONFIG_FILE, DiffusionConfig, WEIGHTS_FILE, unet_to_bytes};
+use crate::native::io::write_atomic;
+use burn::optim::ModuleOptimizer;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The checkpoint's own bookkeeping.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct CheckpointState {
+    pub(super) step: usize,
+    pub(super) config: TrainConfig,
+}
+
+/// The recipe recorded in the latest checkpoint of the run folder `out` (what `train --resume`
+/// continues), or `None` when the folder has no checkpoint.
+pub fn checkpoint_config(out: &Path) -> Result<Option<TrainConfig>, TrainError> {
+    let Some(dir) = RunDir::new(out).resumable() else {
+        return Ok(None);
+    };
+    read_checkpoint_state(&dir).map(|state| Some(state.config))
+}
+
+pub(super) fn read_checkpoint_state(dir: &Path) -> Result<CheckpointState, TrainError> {
+    let err = |reason: String| TrainError::Resume {
+        path: dir.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(dir.join("state.json")).map_err(|e| err(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| err(format!("state.json: {e}")))
+}
+
+/// Paths inside a run's output folder.
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// The run folder.
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+    /// The latest complete checkpoint.
+    pub fn checkpoint(&self) -> PathBuf {
+        self.root.join("checkpoint")
+    }
+    fn checkpoint_tmp(&self) -> PathBuf {
+        self.root.join("checkpoint.tmp")
+    }
+    fn checkpoint_old(&self) -> PathBuf {
+        self.root.join("checkpoint.old")
+    }
+    /// The exported EMA model (what the web app ships).
+    pub fn export(&self) -> PathBuf {
+        self.root.join("export")
+    }
+    /// Sample grids.
+    pub fn samples(&self) -> PathBuf {
+        self.root.join("samples")
+    }
+    /// The loss curve.
+    pub fn loss_csv(&self) -> PathBuf {
+        self.root.join("loss.csv")
+    }
+    /// The loss curve as a picture.
+    pub fn loss_svg(&self) -> PathBuf {
+        self.root.join("loss.svg")
+    }
+    /// The checkpoint to resume from: the complete one, or the previous one if a crash hit
+    /// between the two renames of [`save_checkpoint`].
+    pub(super) fn resumable(&self) -> Option<PathBuf> {
+        [self.checkpoint(), self.checkpoint_old()]
+            .into_iter()
+            .find(|p| p.join("state.json").is_file())
+    }
+}
+
+/// Writes a checkpoint (model, EMA, optimiser, step) so that it is either wholly there or not:
+/// everything goes to `checkpoint.tmp/`, which then replaces `checkpoint/` by renames.
+pub(super) fn save_checkpoint(
+    run: &RunDir,
+    model: &UNet,
+    ema: &UNet,
+    optim: &ModuleOptimizer,
+    state: &CheckpointState,
+) -> Result<(), TrainError> {
+    let tmp = run.checkpoint_tmp();
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_err("clearing checkpoint.tmp"))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io_err("creating checkpoint.tmp"))?;
+    std::fs::write(tmp.join("model.bpk"), unet_to_bytes(model.clone())?).map_err(io_err("writing model.bpk"))?;
+    std::fs::write(tmp.join("ema.bpk"), unet_to_bytes(ema.clone())?).map_err(io_err("writing ema.bpk"))?;
+    let optim_bytes = optim
+        .into_bytes()
+        .map_err(|e| TrainError::Settings(format!("saving the optimiser: {e}")))?;
+    std::fs::write(tmp.join("optim.bpk"), &optim_bytes[..]).map_err(io_err("writing optim.bpk"))?;
+    let json = serde_json::to_string_pretty(state).expect("state serialises");
+    std::fs::write(tmp.join("state.json"), json).map_err(io_err("writing state.json"))?;
+    let (cur, old) = (run.checkpoint(), run.checkpoint_old());
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io_err("removing checkpoint.old"))?;
+    }
+    if cur.exists() {
+        std::fs::rename(&cur, &old).map_err(io_err("rotating checkpoint"))?;
+    }
+    std::fs::rename(&tmp, &cur).map_err(io_err("publishing checkpoint"))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io_err("removing checkpoint.old"))?;
+    }
+    Ok(())
+}
+
+/// Exports the EMA weights and `config.json` to `dir`, each file written atomically.
+pub fn export_model(dir: &Path, config: &DiffusionConfig, unet: &UNet) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    write_atomic(&dir.join(WEIGHTS_FILE), &unet_to_bytes(unet.clone())?)
+        .map_err(io_err("writing the exported weights"))?;
+    write_atomic(&dir.join(CONFIG_FILE), config.to_json().as_bytes()).map_err(io_err("writing config.json"))?;
+    Ok(())
+}
+
+/// `loss.csv` contents without the lines logged after `step` (the header is kept).
+pub(super) fn loss_csv_up_to(csv: &str, step: usize) -> String {
+    csv.lines()
+        .enumerate()
+        .filter(|(i, line)| {
+            *i == 0
+                || line
+                    .split(',')
+                    .next()
+                    .and_then(|s| s.trim().parse::<usize>().ok())
+                    .is_some_and(|s| s <= step)
+        })
+        .map(|(_, line)| format!("{line}\n"))
+        .collect()
+}
+
+/// Draws `loss.csv` as `loss.svg` beside it.
+pub fn write_loss_plot(run: &RunDir) -> Result<(), TrainError> {
+    let csv = std::fs::read_to_string(run.loss_csv()).map_err(io_err("reading loss.csv"))?;
+    let (svg, _) = crate::native::plot::loss_chart(&csv, 20);
+    write_atomic(&run.loss_svg(), svg.as_bytes()).map_err(io_err("writing loss.svg"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resuming_drops_losses_logged_after_the_checkpoint() {
+        let csv = "step,loss,lr\n25,0.5,1e-4\n50,0.4,1e-4\n75,0.3,1e-4\n";
+        assert_eq!(loss_csv_up_to(csv, 50), "step,loss,lr\n25,0.5,1e-4\n50,0.4,1e-4\n");
+        assert_eq!(loss_csv_up_to(csv, 100), csv);
+        assert_eq!(loss_csv_up_to(csv, 0), "step,loss,lr\n");
+    }
+}

@@ -1,0 +1,296 @@
+//! Training ε_θ with the simplified objective L_simple = E‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖²
+//! (Ho et al. eq. 14, Algorithm 1), with Adam, learning-rate warm-up, gradient clipping by the global
+//! norm, an EMA of the weights, sample grids, atomic checkpoints and resumption. Min-SNR-γ loss
+//! weighting (Hang et al. 2023) is an option beside L_simple.
+//!
+//! The loop lives here; [`config`] is the recipe, [`checkpoint`] the run folder, [`ema`] the
+//! averaged weights and [`grads`] the clipping.
+
+pub mod checkpoint;
+pub mod config;
+pub mod ema;
+pub mod grads;
+
+pub use checkpoint::{RunDir, checkpoint_config, export_model, write_loss_plot};
+pub use config::{LossWeighting, TrainConfig};
+pub use ema::ema_update;
+pub use grads::clip_grad_global_norm;
+
+use crate::data::{BatchSampler, ImageDataset};
+use crate::diffusion::forward::q_sample;
+use crate::diffusion::sampler::chain::normal_tensor;
+use crate::diffusion::sampler::{ReverseChain, SamplerConfig};
+use crate::diffusion::schedule::NoiseSchedule;
+use crate::image::GrayImage;
+use crate::model::UNet;
+use crate::model::weights::WeightsError;
+use crate::native::io::{write_atomic, write_png};
+use crate::rng::NoiseRng;
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Tensor, TensorData};
+use checkpoint::{CheckpointState, loss_csv_up_to, read_checkpoint_state, save_checkpoint};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Errors while training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// File system trouble.
+    #[error("{context}: {error}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Why it failed.
+        error: std::io::Error,
+    },
+    /// A checkpoint or export could not be written or read.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// A checkpoint does not match this run.
+    #[error("cannot resume from '{path}': {reason}")]
+    Resume {
+        /// The checkpoint.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Bad settings.
+    #[error("{0}")]
+    Settings(String),
+}
+
+/// What happened in a training run.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    /// The step training started from (0, or the checkpoint's).
+    pub start_step: usize,
+    /// The last step done.
+    pub end_step: usize,
+    /// Loss at the last logged step.
+    pub last_loss: f64,
+    /// Mean throughput.
+    pub images_per_second: f64,
+    /// Where the EMA model was exported.
+    pub export_dir: PathBuf,
+}
+
+/// Progress reported to the caller (the CLI draws a bar with it).
+pub struct Progress {
+    /// Steps done.
+    pub step: usize,
+    /// Total steps.
+    pub steps: usize,
+    /// The latest loss.
+    pub loss: f64,
+    /// Throughput since the start of this run.
+    pub images_per_second: f64,
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TrainError {
+    let context = context.into();
+    move |error| TrainError::Io { context, error }
+}
+
+/// A grid of `n` samples from `unet` (DDIM, 50 steps, η = 0) as a picture.
+pub fn sample_grid(unet: &UNet, schedule: &NoiseSchedule, n: usize, seed: u64, device: &Device) -> GrayImage {
+    let sampler = SamplerConfig::Ddim {
+        steps: 50.min(schedule.timesteps()),
+        eta: 0.0,
+        clip_x0: true,
+    }
+    .build(schedule)
+    .expect("valid DDIM settings");
+    let size = 28;
+    let x0 = ReverseChain::from_noise(unet, sampler, [n, 1, size, size], seed, device).run();
+    let data = x0.into_data();
+    let pixels = data.as_slice::<f32>().expect("f32 samples");
+    GrayImage::grid(pixels, size, (n as f64).sqrt().ceil() as usize, 2)
+}
+
+/// Trains on `data` into the run folder `out`. With `resume`, continues from the folder's latest
+/// checkpoint (its recipe must match `config` except for the total number of steps).
+pub fn train(
+    config: &TrainConfig,
+    data: &ImageDataset,
+    out: &Path,
+    device: &Device,
+    resume: bool,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<TrainSummary, TrainError> {
+    config.validate()?;
+    if data.rows != config.unet.image_size || data.cols != config.unet.image_size {
+        return Err(TrainError::Settings(format!(
+            "the dataset's images are {}×{} but the model expects {}×{}",
+            data.rows, data.cols, config.unet.image_size, config.unet.image_size
+        )));
+    }
+    let schedule =
+        NoiseSchedule::new(config.schedule, config.timesteps).map_err(|e| TrainError::Settings(e.to_string()))?;
+    let run = RunDir::new(out);
+    std::fs::create_dir_all(run.samples()).map_err(io_err(format!("creating {}", out.display())))?;
+    let train_device = device.clone().autodiff();
+    let plain_device = device.clone();
+    let diffusion = config.diffusion_config();
+
+    // Seeded initialisation, and (below) a seed per step for dropout: a run is reproducible, and a
+    // resumed run takes the same steps as an uninterrupted one.
+    train_device.seed(config.seed);
+    let mut model = config.unet.init(&train_device);
+    let mut optim = AdamConfig::new().init();
+    let mut ema = model.valid();
+    let mut start_step = 0;
+    if resume {
+        let Some(dir) = run.resumable() else {
+            return Err(TrainError::Resume {
+                path: run.checkpoint().display().to_string(),
+                reason: "no checkpoint there (train without --resume to start a new run)".into(),
+            });
+        };
+        let shown = dir.display().to_string();
+        let resume_err = |reason: String| TrainError::Resume {
+            path: shown.clone(),
+            reason,
+        };
+        let state = read_checkpoint_state(&dir)?;
+        if !state.config.same_recipe(config) {
+            return Err(resume_err(
+                "its recipe (model, schedule, batch, lr, warm-up, EMA, seed) differs from these settings; \
+                 only --steps and the sample/checkpoint/log intervals may change on resume"
+                    .into(),
+            ));
+        }
+        let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| resume_err(format!("{name}: {e}")));
+        model = diffusion.load_unet(read("model.bpk")?, &train_device)?;
+        ema = diffusion.load_unet(read("ema.bpk")?, &plain_device)?;
+        optim = optim
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(read("optim.bpk")?))
+            .map_err(|e| resume_err(format!("optim.bpk: {e}")))?;
+        start_step = state.step;
+    } else if run.resumable().is_some() {
+        return Err(TrainError::Settings(format!(
+            "'{}' already holds a checkpoint: pass --resume to continue it, or choose another --out",
+            out.display()
+        )));
+    }
+    write_atomic(
+        &out.join("train.json"),
+        serde_json::to_string_pretty(config).expect("serialises").as_bytes(),
+    )
+    .map_err(io_err("writing train.json"))?;
+    if !resume || !run.loss_csv().exists() {
+        write_atomic(&run.loss_csv(), b"step,loss,lr\n").map_err(io_err("writing loss.csv"))?;
+    } else {
+        // A run that died after its last checkpoint logged steps that will now be trained again.
+        let csv = std::fs::read_to_string(run.loss_csv()).map_err(io_err("reading loss.csv"))?;
+        let kept = loss_csv_up_to(&csv, start_step);
+        if kept.len() != csv.len() {
+            write_atomic(&run.loss_csv(), kept.as_bytes()).map_err(io_err("rewriting loss.csv"))?;
+        }
+    }
+    let mut loss_log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(run.loss_csv())
+        .map_err(io_err("opening loss.csv"))?;
+
+    let mut batches = BatchSampler::new(data.len(), config.seed);
+    let started = Instant::now();
+    let mut last_loss = f64::NAN;
+    let size = config.unet.image_size;
+    for step in start_step..config.steps {
+        // Algorithm 1: x_0 ~ q(x_0), t ~ Uniform, ε ~ N(0, I); step on ∇‖ε − ε_θ(x_t, t)‖².
+        let indices = batches.batch_at(step, config.batch);
+        let step_seed = NoiseRng::stream_seed(config.seed, step as u64);
+        train_device.seed(step_seed);
+        let mut rng = NoiseRng::new(step_seed);
+        let t: Vec<usize> = (0..config.batch).map(|_| rng.below(config.timesteps)).collect();
+        let x0 = data.batch(&indices, &train_device); // [b, 1, s, s]
+        let noise = normal_tensor(&mut rng, [config.batch, 1, size, size], &train_device); // [b, 1, s, s]
+        let x_t = q_sample(&schedule, x0, &t, noise.clone()); // [b, 1, s, s]
+        let eps = model.forward(x_t, &t); // [b, 1, s, s]
+        let loss = match config.loss_weighting {
+            LossWeighting::Simple => (eps - noise).square().mean(), // [1]
+            weighting => {
+                let w = weighting
+                    .weights(&schedule, &t)
+                    .iter()
+                    .map(|&w| w as f32)
+                    .collect::<Vec<_>>();
+                let w = Tensor::<1>::from_data(TensorData::new(w, [config.batch]), &train_device); // [b]
+                let per_image = (eps - noise).square().mean_dims(&[1, 2, 3]).reshape([config.batch]); // [b]
+                (per_image * w).mean() // [1]
+            }
+        };
+        let lr = config.lr_at(step);
+        let log_now = (step + 1) % config.log_every == 0 || step + 1 == config.steps;
+        if log_now {
+            last_loss = loss.clone().into_scalar::<f32>() as f64;
+            use std::io::Write;
+            writeln!(loss_log, "{},{last_loss:.6},{lr:.3e}", step + 1).map_err(io_err("appending to loss.csv"))?;
+            if !last_loss.is_finite() {
+                return Err(TrainError::Settings(format!(
+                    "the loss diverged to {last_loss} at step {} (try a smaller --lr)",
+                    step + 1
+                )));
+            }
+        }
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        if let Some(max_norm) = config.grad_clip {
+            grads = clip_grad_global_norm(grads, &model, max_norm).0;
+        }
+        model = optim.step(lr, model, grads);
+        ema = ema_update(ema, &model, config.ema_decay, step);
+
+        let done = step + 1;
+        let images_per_second = (done - start_step) as f64 * config.batch as f64 / started.elapsed().as_secs_f64();
+        on_progress(&Progress {
+            step: done,
+            steps: config.steps,
+            loss: last_loss,
+            images_per_second,
+        });
+        if config.sample_every > 0 && done % config.sample_every == 0 {
+            let grid = sample_grid(&ema, &schedule, 16, config.seed, &plain_device);
+            write_png(&run.samples().join(format!("step_{done:07}.png")), &grid)
+                .map_err(io_err("writing a sample grid"))?;
+        }
+        if done % config.checkpoint_every == 0 || done == config.steps {
+            let state = CheckpointState {
+                step: done,
+                config: config.clone(),
+            };
+            save_checkpoint(&run, &model, &ema, &optim, &state)?;
+            export_model(&run.export(), &diffusion, &ema)?;
+            write_loss_plot(&run)?;
+        }
+    }
+    let images_per_second =
+        (config.steps - start_step) as f64 * config.batch as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    Ok(TrainSummary {
+        start_step,
+        end_step: config.steps,
+        last_loss,
+        images_per_second,
+        export_dir: run.export(),
+    })
+}
+
+/// Small modules with known parameters, for the unit tests of this folder.
+#[cfg(test)]
+mod test_layers {
+    use burn::module::Param;
+    use burn::nn::{Linear, LinearConfig};
+    use burn::tensor::{Device, Tensor};
+
+    /// A 2 → 1 linear layer with every weight `w` and bias `b`.
+    pub fn linear(w: f32, b: f32, device: &Device) -> Linear {
+        let mut layer = LinearConfig::new(2, 1).init(device);
+        layer.weight = Param::from_tensor(Tensor::full([2, 1], w, device));
+        layer.bias = Some(Param::from_tensor(Tensor::full([1], b, device)));
+        layer
+    }
+
+    pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().as_slice::<f32>().unwrap().to_vec()
+    }
+}
