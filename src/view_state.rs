@@ -26,11 +26,7 @@ impl Default for ViewState {
             t: 250,
             digit: 0,
             seed: 1,
-            sampler: SamplerConfig::Ddim {
-                steps: 50,
-                eta: 0.0,
-                clip_x0: true,
-            },
+            sampler: SamplerConfig::default(),
         }
     }
 }

@@ -8,7 +8,7 @@
 //! on machines without a GPU, which the set-up script installs.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use ddpm_explorer::diffusion::sampler::{DdimSampler, DdpmSampler, Sampler, StepCoefs, VarianceKind, apply_step};
+use ddpm_explorer::diffusion::sampler::{SamplerPlan, StepCoefs, VarianceKind, apply_step};
 use ddpm_explorer::diffusion::schedule::NoiseSchedule;
 use ddpm_explorer::native::device::{DeviceChoice, choose_device};
 use ddpm_explorer::rng::NoiseRng;
@@ -71,9 +71,9 @@ fn worst(got: Tensor<4>, want: &[f64], sizes: &[f64]) -> f64 {
 /// Steps of DDPM (β̃), DDPM (β) and DDIM (η = 0.5), early, middle and final, clipped or not.
 fn cases() -> Vec<(StepCoefs, bool)> {
     let schedule = NoiseSchedule::linear(1000).unwrap();
-    let ddpm = DdpmSampler::new(&schedule, VarianceKind::BetaTilde, true);
-    let ddpm_beta = DdpmSampler::new(&schedule, VarianceKind::Beta, false);
-    let ddim = DdimSampler::new(&schedule, 10, 0.5, true).unwrap();
+    let ddpm = SamplerPlan::ddpm(&schedule, VarianceKind::BetaTilde, true);
+    let ddpm_beta = SamplerPlan::ddpm(&schedule, VarianceKind::Beta, false);
+    let ddim = SamplerPlan::ddim(&schedule, 10, 0.5, true).unwrap();
     vec![
         (ddpm.coefs(0), true),
         (ddpm.coefs(500), false),

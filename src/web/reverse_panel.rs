@@ -4,7 +4,7 @@
 use super::canvas::{draw_gray, now_ms, yield_to_browser};
 use super::engine::Engine;
 use super::forward_panel::{SIZE, forward_noise};
-use crate::diffusion::sampler::{ReverseChain, SamplerConfig, StepCoefs, VarianceKind};
+use crate::diffusion::sampler::{DEFAULT_DDIM_STEPS, ReverseChain, SamplerConfig, StepCoefs, VarianceKind};
 use crate::image::GrayImage;
 use crate::rng::NoiseRng;
 use burn::tensor::{Tensor, TensorData};
@@ -141,7 +141,7 @@ pub fn ReversePanel(
                         on:change=move |ev| sampler.set(if event_target_value(&ev) == "ddpm" {
                             SamplerConfig::Ddpm { variance: VarianceKind::BetaTilde, clip_x0: true }
                         } else {
-                            SamplerConfig::Ddim { steps: 50, eta: 0.0, clip_x0: true }
+                            SamplerConfig::default()
                         })>
                         <option value="ddim">"DDIM"</option>
                         <option value="ddpm">"DDPM (all steps)"</option>
@@ -161,7 +161,7 @@ pub fn ReversePanel(
                 }>
                     <label>"steps "
                         <input type="number" min="1" max=timesteps.to_string() class="steps"
-                            prop:value=move || match sampler.get() { SamplerConfig::Ddim { steps, .. } => steps, _ => 50 }.to_string()
+                            prop:value=move || match sampler.get() { SamplerConfig::Ddim { steps, .. } => steps, _ => DEFAULT_DDIM_STEPS }.to_string()
                             on:change=move |ev| {
                                 if let (Ok(v), SamplerConfig::Ddim { eta, clip_x0, .. }) = (event_target_value(&ev).parse::<usize>(), sampler.get_untracked()) {
                                     sampler.set(SamplerConfig::Ddim { steps: v.clamp(1, timesteps), eta, clip_x0 })

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig, VarianceKind};
+use ddpm_explorer::diffusion::sampler::{DEFAULT_DDIM_STEPS, ReverseChain, SamplerConfig, VarianceKind};
 use ddpm_explorer::diffusion::schedule::NoiseSchedule;
 use ddpm_explorer::image::GrayImage;
 use ddpm_explorer::model::weights::load_model;
@@ -23,7 +23,7 @@ pub(crate) struct SampleArgs {
     #[arg(long, default_value = "ddim", value_parser = ["ddpm", "ddim"])]
     sampler: String,
     /// DDIM steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = DEFAULT_DDIM_STEPS)]
     steps: usize,
     /// DDIM η in [0, 1] (0: deterministic).
     #[arg(long, default_value_t = 0.0)]

@@ -1,6 +1,6 @@
 //! The reverse chain x_T → x_0, one step at a time, so a caller can draw as it goes.
 
-use super::{Sampler, SamplerConfig, SamplerError, StepCoefs};
+use super::{SamplerConfig, SamplerError, SamplerPlan, StepCoefs};
 use crate::diffusion::forward::q_sample;
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::rng::NoiseRng;
@@ -33,7 +33,7 @@ pub struct ChainStep {
 /// so the same seed gives the same chain on every backend.
 pub struct ReverseChain<'m, M: EpsModel> {
     model: &'m M,
-    sampler: Box<dyn Sampler>,
+    sampler: SamplerPlan,
     x_t: Tensor<4>,
     next_index: usize,
     rng: NoiseRng,
@@ -43,7 +43,7 @@ pub struct ReverseChain<'m, M: EpsModel> {
 
 impl<'m, M: EpsModel> ReverseChain<'m, M> {
     /// A chain starting from pure noise x_T ~ N(0, I) of `shape` `[batch, channels, h, w]`.
-    pub fn from_noise(model: &'m M, sampler: Box<dyn Sampler>, shape: [usize; 4], seed: u64, device: &Device) -> Self {
+    pub fn from_noise(model: &'m M, sampler: SamplerPlan, shape: [usize; 4], seed: u64, device: &Device) -> Self {
         let mut rng = NoiseRng::new(seed);
         let x_t = normal_tensor(&mut rng, shape, device);
         Self {
@@ -62,7 +62,7 @@ impl<'m, M: EpsModel> ReverseChain<'m, M> {
     ///
     /// # Shapes
     /// - `x_t`: `[batch, channels, height, width]`
-    pub fn from_latent(model: &'m M, sampler: Box<dyn Sampler>, x_t: Tensor<4>, seed: u64) -> Self {
+    pub fn from_latent(model: &'m M, sampler: SamplerPlan, x_t: Tensor<4>, seed: u64) -> Self {
         let shape = x_t.dims();
         let device = x_t.device();
         Self {
@@ -146,7 +146,7 @@ pub fn normal_tensor(rng: &mut NoiseRng, shape: [usize; 4], device: &Device) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diffusion::sampler::{DdimSampler, DdpmSampler, VarianceKind};
+    use crate::diffusion::sampler::{SamplerPlan, VarianceKind};
 
     /// The exact ε-predictor for data x_0 ~ N(0, s² I): x_t ~ N(0, v_t), v_t = ᾱ_t s² + 1 − ᾱ_t,
     /// and E[ε | x_t] = √(1 − ᾱ_t) x_t / v_t (Gaussian conditioning).
@@ -184,9 +184,9 @@ mod tests {
     }
 
     fn run_ddim(oracle: &GaussianOracle, steps: usize, shape: [usize; 4]) -> (Vec<f32>, Vec<f32>, Vec<usize>) {
-        let sampler = DdimSampler::new(&oracle.schedule, steps, 0.0, false).unwrap();
+        let sampler = SamplerPlan::ddim(&oracle.schedule, steps, 0.0, false).unwrap();
         let timesteps = sampler.timesteps().to_vec();
-        let chain = ReverseChain::from_noise(oracle, Box::new(sampler), shape, 11, &Device::flex());
+        let chain = ReverseChain::from_noise(oracle, sampler, shape, 11, &Device::flex());
         let x_t = chain.current().into_data().as_slice::<f32>().unwrap().to_vec();
         let x0 = chain.run().into_data().as_slice::<f32>().unwrap().to_vec();
         (x_t, x0, timesteps)
@@ -243,8 +243,8 @@ mod tests {
             s2: 0.25,
         };
         let device = Device::flex();
-        let sampler = DdpmSampler::new(&schedule, VarianceKind::BetaTilde, false);
-        let x0 = ReverseChain::from_noise(&oracle, Box::new(sampler), [4, 1, 32, 32], 1, &device).run();
+        let sampler = SamplerPlan::ddpm(&schedule, VarianceKind::BetaTilde, false);
+        let x0 = ReverseChain::from_noise(&oracle, sampler, [4, 1, 32, 32], 1, &device).run();
         let v = x0
             .into_data()
             .as_slice::<f32>()

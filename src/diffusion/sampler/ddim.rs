@@ -1,15 +1,7 @@
 //! DDIM sampling (Song, Meng & Ermon 2021) over a trailing sub-sequence of timesteps.
 
-use super::{Sampler, SamplerError, StepCoefs, check_start};
+use super::{SamplerError, SamplerPlan, StepCoefs, check_start};
 use crate::diffusion::schedule::NoiseSchedule;
-
-/// DDIM with `steps` steps and stochasticity η ∈ [0, 1].
-#[derive(Clone, Debug)]
-pub struct DdimSampler {
-    timesteps: Vec<usize>,
-    coefs: Vec<StepCoefs>,
-    clip_x0: bool,
-}
 
 /// The "trailing" timestep spacing (Lin et al. 2024, Table 2; diffusers' `timestep_spacing =
 /// "trailing"`): round(T − i·T/N) − 1 for i = 0..N, so the first step is always t = T − 1.
@@ -27,88 +19,71 @@ pub fn trailing_timesteps(timesteps: usize, steps: usize) -> Result<Vec<usize>, 
         .collect())
 }
 
-impl DdimSampler {
-    /// A DDIM sampler over `steps` trailing timesteps of `schedule`.
-    pub fn new(schedule: &NoiseSchedule, steps: usize, eta: f64, clip_x0: bool) -> Result<Self, SamplerError> {
-        if !(0.0..=1.0).contains(&eta) {
-            return Err(SamplerError::EtaOutOfRange(eta));
-        }
+impl SamplerPlan {
+    /// DDIM with stochasticity η ∈ [0, 1] over `steps` trailing timesteps of `schedule`.
+    pub fn ddim(schedule: &NoiseSchedule, steps: usize, eta: f64, clip_x0: bool) -> Result<Self, SamplerError> {
+        check_eta(eta)?;
         let timesteps = trailing_timesteps(schedule.timesteps(), steps)?;
-        Ok(Self::over(schedule, timesteps, eta, clip_x0))
+        Ok(Self::ddim_over(schedule, &timesteps, eta, clip_x0))
     }
 
     /// SDEdit's DDIM: the first step denoises exactly `start_t` (the timestep the input was noised
     /// to), then the chain continues on the `steps`-step trailing sequence below it. DDIM's update
     /// (eq. 12) holds between any two timesteps, so the first jump may be shorter than the rest.
-    pub fn starting_at(
+    pub fn ddim_from(
         schedule: &NoiseSchedule,
         steps: usize,
         eta: f64,
         clip_x0: bool,
         start_t: usize,
     ) -> Result<Self, SamplerError> {
-        if !(0.0..=1.0).contains(&eta) {
-            return Err(SamplerError::EtaOutOfRange(eta));
-        }
+        check_eta(eta)?;
         check_start(schedule, start_t)?;
         let below = trailing_timesteps(schedule.timesteps(), steps)?
             .into_iter()
             .filter(|&t| t < start_t);
-        let timesteps = std::iter::once(start_t).chain(below).collect();
-        Ok(Self::over(schedule, timesteps, eta, clip_x0))
+        let timesteps: Vec<usize> = std::iter::once(start_t).chain(below).collect();
+        Ok(Self::ddim_over(schedule, &timesteps, eta, clip_x0))
     }
 
-    /// The sampler over a descending `timesteps` sequence.
-    fn over(schedule: &NoiseSchedule, timesteps: Vec<usize>, eta: f64, clip_x0: bool) -> Self {
+    /// The plan over a descending `timesteps` sequence.
+    fn ddim_over(schedule: &NoiseSchedule, timesteps: &[usize], eta: f64, clip_x0: bool) -> Self {
         let coefs = (0..timesteps.len())
-            .map(|i| {
-                let t = timesteps[i];
-                let prev_t = timesteps.get(i + 1).copied();
-                Self::step_coefs(schedule, t, prev_t, eta)
-            })
+            .map(|i| ddim_step_coefs(schedule, timesteps[i], timesteps.get(i + 1).copied(), eta))
             .collect();
-        Self {
-            timesteps,
-            coefs,
-            clip_x0,
-        }
-    }
-
-    fn step_coefs(schedule: &NoiseSchedule, t: usize, prev_t: Option<usize>, eta: f64) -> StepCoefs {
-        let alpha_bar = schedule.alpha_bar[t];
-        // ᾱ of the final step is 1: the last update lands exactly on x̂_0.
-        let alpha_bar_prev = prev_t.map_or(1.0, |p| schedule.alpha_bar[p]);
-        // x̂_0 = (x_t − √(1 − ᾱ_t) ε̂) / √ᾱ_t   (Song et al. eq. 12, "predicted x_0")
-        let (x0_from_xt, x0_from_eps) = schedule.predict_x0_coefs(t);
-        // σ_t(η) = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev)   (eq. 16)
-        let sigma =
-            eta * ((1.0 - alpha_bar_prev) / (1.0 - alpha_bar)).sqrt() * (1.0 - alpha_bar / alpha_bar_prev).sqrt();
-        // x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev − σ_t²) ε̂ + σ_t z   (eq. 12)
-        let c_eps = (1.0 - alpha_bar_prev - sigma * sigma).max(0.0).sqrt();
-        StepCoefs {
-            t,
-            prev_t,
-            alpha_bar,
-            alpha_bar_prev,
-            x0_from_xt,
-            x0_from_eps,
-            c_x0: alpha_bar_prev.sqrt(),
-            c_xt: 0.0,
-            c_eps,
-            sigma,
-        }
+        Self::from_coefs(coefs, clip_x0)
     }
 }
 
-impl Sampler for DdimSampler {
-    fn timesteps(&self) -> &[usize] {
-        &self.timesteps
+fn check_eta(eta: f64) -> Result<(), SamplerError> {
+    if (0.0..=1.0).contains(&eta) {
+        Ok(())
+    } else {
+        Err(SamplerError::EtaOutOfRange(eta))
     }
-    fn coefs(&self, index: usize) -> StepCoefs {
-        self.coefs[index]
-    }
-    fn clip_x0(&self) -> bool {
-        self.clip_x0
+}
+
+fn ddim_step_coefs(schedule: &NoiseSchedule, t: usize, prev_t: Option<usize>, eta: f64) -> StepCoefs {
+    let alpha_bar = schedule.alpha_bar[t];
+    // ᾱ of the final step is 1: the last update lands exactly on x̂_0.
+    let alpha_bar_prev = prev_t.map_or(1.0, |p| schedule.alpha_bar[p]);
+    // x̂_0 = (x_t − √(1 − ᾱ_t) ε̂) / √ᾱ_t   (Song et al. eq. 12, "predicted x_0")
+    let (x0_from_xt, x0_from_eps) = schedule.predict_x0_coefs(t);
+    // σ_t(η) = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev)   (eq. 16)
+    let sigma = eta * ((1.0 - alpha_bar_prev) / (1.0 - alpha_bar)).sqrt() * (1.0 - alpha_bar / alpha_bar_prev).sqrt();
+    // x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev − σ_t²) ε̂ + σ_t z   (eq. 12)
+    let c_eps = (1.0 - alpha_bar_prev - sigma * sigma).max(0.0).sqrt();
+    StepCoefs {
+        t,
+        prev_t,
+        alpha_bar,
+        alpha_bar_prev,
+        x0_from_xt,
+        x0_from_eps,
+        c_x0: alpha_bar_prev.sqrt(),
+        c_xt: 0.0,
+        c_eps,
+        sigma,
     }
 }
 
@@ -136,17 +111,20 @@ mod tests {
     #[test]
     fn bad_arguments_are_errors() {
         let s = NoiseSchedule::linear(1000).unwrap();
-        assert_eq!(DdimSampler::new(&s, 0, 0.0, true).unwrap_err(), SamplerError::ZeroSteps);
         assert_eq!(
-            DdimSampler::new(&s, 10, 1.5, true).unwrap_err(),
+            SamplerPlan::ddim(&s, 0, 0.0, true).unwrap_err(),
+            SamplerError::ZeroSteps
+        );
+        assert_eq!(
+            SamplerPlan::ddim(&s, 10, 1.5, true).unwrap_err(),
             SamplerError::EtaOutOfRange(1.5)
         );
         assert_eq!(
-            DdimSampler::new(&s, 10, -0.1, true).unwrap_err(),
+            SamplerPlan::ddim(&s, 10, -0.1, true).unwrap_err(),
             SamplerError::EtaOutOfRange(-0.1)
         );
         assert!(matches!(
-            DdimSampler::new(&s, 1001, 0.0, true),
+            SamplerPlan::ddim(&s, 1001, 0.0, true),
             Err(SamplerError::TooManySteps { .. })
         ));
     }
@@ -156,7 +134,7 @@ mod tests {
         // DDIM-10 (999, 899, …, 99) started at t = 590: 590 first, then 499, 399, …, 99. The first
         // step jumps from ᾱ_590 to ᾱ_499.
         let s = NoiseSchedule::linear(1000).unwrap();
-        let d = DdimSampler::starting_at(&s, 10, 0.0, true, 590).unwrap();
+        let d = SamplerPlan::ddim_from(&s, 10, 0.0, true, 590).unwrap();
         assert_eq!(d.timesteps(), &[590, 499, 399, 299, 199, 99]);
         let first = d.coefs(0);
         assert_eq!(
@@ -164,10 +142,10 @@ mod tests {
             (s.alpha_bar[590], s.alpha_bar[499])
         );
         // Starting on one of the sequence's own timesteps takes the usual steps from there.
-        let d = DdimSampler::starting_at(&s, 10, 0.0, true, 499).unwrap();
+        let d = SamplerPlan::ddim_from(&s, 10, 0.0, true, 499).unwrap();
         assert_eq!(d.timesteps(), &[499, 399, 299, 199, 99]);
         assert!(matches!(
-            DdimSampler::starting_at(&s, 10, 0.0, true, 1000),
+            SamplerPlan::ddim_from(&s, 10, 0.0, true, 1000),
             Err(SamplerError::StartOutOfRange { .. })
         ));
     }
@@ -177,7 +155,7 @@ mod tests {
         // Song et al. §4.1: with η = 1 and every timestep, σ_t² = β̃_t and the update equals the
         // DDPM posterior mean, coefficient for coefficient once x_t is written in x̂_0 and ε̂.
         let s = NoiseSchedule::linear(1000).unwrap();
-        let ddim = DdimSampler::new(&s, 1000, 1.0, false).unwrap();
+        let ddim = SamplerPlan::ddim(&s, 1000, 1.0, false).unwrap();
         for index in [1usize, 400, 990] {
             let c = ddim.coefs(index);
             let t = c.t;

@@ -1,6 +1,6 @@
 //! Ancestral DDPM sampling (Ho et al. 2020, Algorithm 2), all T steps.
 
-use super::{Sampler, SamplerError, StepCoefs};
+use super::{SamplerError, SamplerPlan, StepCoefs, check_start};
 use crate::diffusion::schedule::NoiseSchedule;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -58,82 +58,57 @@ impl FromStr for VarianceKind {
     }
 }
 
-/// DDPM over every timestep T−1, …, 0.
-#[derive(Clone, Debug)]
-pub struct DdpmSampler {
-    timesteps: Vec<usize>,
-    coefs: Vec<StepCoefs>,
-    clip_x0: bool,
-}
-
-impl DdpmSampler {
-    /// A sampler over all of `schedule`'s timesteps.
-    pub fn new(schedule: &NoiseSchedule, variance: VarianceKind, clip_x0: bool) -> Self {
-        Self::over(schedule, variance, clip_x0, schedule.timesteps() - 1)
+impl SamplerPlan {
+    /// DDPM over every timestep T−1, …, 0 of `schedule`.
+    pub fn ddpm(schedule: &NoiseSchedule, variance: VarianceKind, clip_x0: bool) -> Self {
+        Self::ddpm_over(schedule, variance, clip_x0, schedule.timesteps() - 1)
     }
 
     /// SDEdit's DDPM: ancestral steps from `start_t` (the timestep the input was noised to) down to 0.
-    pub fn starting_at(
+    pub fn ddpm_from(
         schedule: &NoiseSchedule,
         variance: VarianceKind,
         clip_x0: bool,
         start_t: usize,
-    ) -> Result<Self, super::SamplerError> {
-        super::check_start(schedule, start_t)?;
-        Ok(Self::over(schedule, variance, clip_x0, start_t))
+    ) -> Result<Self, SamplerError> {
+        check_start(schedule, start_t)?;
+        Ok(Self::ddpm_over(schedule, variance, clip_x0, start_t))
     }
 
-    fn over(schedule: &NoiseSchedule, variance: VarianceKind, clip_x0: bool, start_t: usize) -> Self {
-        let timesteps: Vec<usize> = (0..=start_t).rev().collect();
-        let coefs = timesteps
-            .iter()
-            .map(|&t| Self::step_coefs(schedule, variance, t))
+    fn ddpm_over(schedule: &NoiseSchedule, variance: VarianceKind, clip_x0: bool, start_t: usize) -> Self {
+        let coefs = (0..=start_t)
+            .rev()
+            .map(|t| ddpm_step_coefs(schedule, variance, t))
             .collect();
-        Self {
-            timesteps,
-            coefs,
-            clip_x0,
-        }
-    }
-
-    fn step_coefs(schedule: &NoiseSchedule, variance: VarianceKind, t: usize) -> StepCoefs {
-        // x̂_0 from ε̂ (eq. 15 rearranged).
-        let (x0_from_xt, x0_from_eps) = schedule.predict_x0_coefs(t);
-        // μ̃_t(x_t, x̂_0) = coef1 · x̂_0 + coef2 · x_t   (eq. 7)
-        // σ_t² = β_t or β̃_t, and no noise on the last step (Algorithm 2, line 3: z = 0 if t = 1).
-        let sigma = if t == 0 {
-            0.0
-        } else {
-            match variance {
-                VarianceKind::Beta => schedule.betas[t],
-                VarianceKind::BetaTilde => schedule.posterior_variance[t],
-            }
-            .sqrt()
-        };
-        StepCoefs {
-            t,
-            prev_t: t.checked_sub(1),
-            alpha_bar: schedule.alpha_bar[t],
-            alpha_bar_prev: schedule.alpha_bar_prev[t],
-            x0_from_xt,
-            x0_from_eps,
-            c_x0: schedule.posterior_mean_coef1[t],
-            c_xt: schedule.posterior_mean_coef2[t],
-            c_eps: 0.0,
-            sigma,
-        }
+        Self::from_coefs(coefs, clip_x0)
     }
 }
 
-impl Sampler for DdpmSampler {
-    fn timesteps(&self) -> &[usize] {
-        &self.timesteps
-    }
-    fn coefs(&self, index: usize) -> StepCoefs {
-        self.coefs[index]
-    }
-    fn clip_x0(&self) -> bool {
-        self.clip_x0
+fn ddpm_step_coefs(schedule: &NoiseSchedule, variance: VarianceKind, t: usize) -> StepCoefs {
+    // x̂_0 from ε̂ (eq. 15 rearranged).
+    let (x0_from_xt, x0_from_eps) = schedule.predict_x0_coefs(t);
+    // μ̃_t(x_t, x̂_0) = coef1 · x̂_0 + coef2 · x_t   (eq. 7)
+    // σ_t² = β_t or β̃_t, and no noise on the last step (Algorithm 2, line 3: z = 0 if t = 1).
+    let sigma = if t == 0 {
+        0.0
+    } else {
+        match variance {
+            VarianceKind::Beta => schedule.betas[t],
+            VarianceKind::BetaTilde => schedule.posterior_variance[t],
+        }
+        .sqrt()
+    };
+    StepCoefs {
+        t,
+        prev_t: t.checked_sub(1),
+        alpha_bar: schedule.alpha_bar[t],
+        alpha_bar_prev: schedule.alpha_bar_prev[t],
+        x0_from_xt,
+        x0_from_eps,
+        c_x0: schedule.posterior_mean_coef1[t],
+        c_xt: schedule.posterior_mean_coef2[t],
+        c_eps: 0.0,
+        sigma,
     }
 }
 
@@ -148,7 +123,7 @@ mod tests {
         // Algorithm 2, line 4: x_{t−1} = 1/√α_t (x_t − β_t/√(1−ᾱ_t) ε̂) + σ_t z. Without clipping,
         // the posterior mean of x̂_0 must reduce to this (Ho et al. eq. 11).
         let s = NoiseSchedule::linear(1000).unwrap();
-        let sampler = DdpmSampler::new(&s, VarianceKind::Beta, false);
+        let sampler = SamplerPlan::ddpm(&s, VarianceKind::Beta, false);
         let device = Device::flex();
         let (x, e, z) = (0.7f64, -0.3f64, 0.4f64);
         for index in [0usize, 500, 998, 999] {
@@ -165,8 +140,8 @@ mod tests {
     #[test]
     fn variance_choices_and_last_step() {
         let s = NoiseSchedule::linear(1000).unwrap();
-        let small = DdpmSampler::new(&s, VarianceKind::BetaTilde, true);
-        let large = DdpmSampler::new(&s, VarianceKind::Beta, true);
+        let small = SamplerPlan::ddpm(&s, VarianceKind::BetaTilde, true);
+        let large = SamplerPlan::ddpm(&s, VarianceKind::Beta, true);
         assert_eq!(small.timesteps().len(), 1000);
         assert_eq!(small.timesteps()[0], 999);
         // t = 999: β̃ ≈ 0.02 (diffusers' reference value), β = 0.02.

@@ -1,7 +1,7 @@
 //! Walking between two samples through the latent x_T: spherical interpolation of two seeds' noise,
 //! decoded by deterministic DDIM (η = 0), whose x_T → x_0 map is a fixed function (Song et al. §5.3).
 
-use super::{EpsModel, ReverseChain, Sampler};
+use super::{EpsModel, ReverseChain, SamplerPlan};
 use crate::rng::NoiseRng;
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -41,7 +41,7 @@ pub fn latent_of_seed(seed: u64, per_image: usize) -> Vec<f32> {
 /// - `image`: `[channels, height, width]` of one sample; returns `[frames, channels, height, width]`
 pub fn interpolate_seeds<M: EpsModel>(
     model: &M,
-    sampler: Box<dyn Sampler>,
+    sampler: SamplerPlan,
     image: [usize; 3],
     (a, b): (u64, u64),
     frames: usize,

@@ -1,4 +1,4 @@
-//! Reverse-process samplers: one file per sampler, sharing one reverse-step update.
+//! Reverse-process samplers: one file per sampler, one plan type, one shared reverse-step update.
 //!
 //! Every sampler here writes x_{t−1} in the same linear form
 //!
@@ -7,15 +7,18 @@
 //! x_{t−1} = c_x0 · x̂_0 + c_xt · x_t + c_eps · ε̂ + σ_t z
 //! ```
 //!
+//! and differs only in the host-side coefficients ([`StepCoefs`]): DDPM takes the posterior mean
+//! of q(x_{t−1} | x_t, x̂_0) (Ho et al. eq. 7, 11), DDIM the generalised update of Song et al.
+//! (eq. 12). The coefficients are `f64`s computed on the CPU, so a step never reads the GPU. A
+//! sampler is therefore one type, [`SamplerPlan`] (its timesteps and their coefficients), whose
+//! constructors live one file per sampler: `ddpm.rs` and `ddim.rs`.
+//!
 //! When x̂_0 is clipped to [−1, 1], ε̂ is re-derived from the clipped x̂_0, ε̂ = (√(1/ᾱ_t) x_t − x̂_0)
 //! / √(1/ᾱ_t − 1), before it enters the update (as guided-diffusion's DDIM does; diffusers keeps the
 //! raw ε̂). The pair (x̂_0, ε̂) then still satisfies x_t = √ᾱ_t x̂_0 + √(1−ᾱ_t) ε̂, so every sampler
 //! written in it is the same posterior step it is without clipping — DDIM with η = 1 stays DDPM with
 //! σ² = β̃, clipped or not (tested below).
 //!
-//! and differs only in the host-side coefficients ([`StepCoefs`]): DDPM takes the posterior mean
-//! of q(x_{t−1} | x_t, x̂_0) (Ho et al. eq. 7, 11), DDIM the generalised update of Song et al.
-//! (eq. 12). The coefficients are `f64`s computed on the CPU, so a step never reads the GPU.
 
 pub mod chain;
 pub mod ddim;
@@ -24,8 +27,7 @@ pub mod fused;
 pub mod interpolate;
 
 pub use chain::{ChainStep, EpsModel, ReverseChain};
-pub use ddim::DdimSampler;
-pub use ddpm::{DdpmSampler, VarianceKind};
+pub use ddpm::VarianceKind;
 
 use crate::diffusion::schedule::NoiseSchedule;
 use burn::tensor::Tensor;
@@ -102,14 +104,40 @@ pub struct StepOutput {
     pub pred_x0: Tensor<4>,
 }
 
-/// A reverse-process sampler: a descending sequence of timesteps and the coefficients of each step.
-pub trait Sampler {
+/// A sampler's plan: the descending timesteps it visits and the coefficients of each step (the
+/// constructors are in `ddpm.rs` and `ddim.rs`). Every sampler is one of these: they differ only in
+/// their numbers.
+#[derive(Clone, Debug)]
+pub struct SamplerPlan {
+    timesteps: Vec<usize>,
+    coefs: Vec<StepCoefs>,
+    clip_x0: bool,
+}
+
+impl SamplerPlan {
+    /// The plan that takes the steps `coefs` in order (their `t` must descend).
+    fn from_coefs(coefs: Vec<StepCoefs>, clip_x0: bool) -> Self {
+        Self {
+            timesteps: coefs.iter().map(|c| c.t).collect(),
+            coefs,
+            clip_x0,
+        }
+    }
+
     /// The timesteps visited, in the order they are denoised (descending).
-    fn timesteps(&self) -> &[usize];
+    pub fn timesteps(&self) -> &[usize] {
+        &self.timesteps
+    }
+
     /// The coefficients of step number `index` (0 is the first, noisiest step).
-    fn coefs(&self, index: usize) -> StepCoefs;
+    pub fn coefs(&self, index: usize) -> StepCoefs {
+        self.coefs[index]
+    }
+
     /// Whether x̂_0 is clipped to [−1, 1] before it is used.
-    fn clip_x0(&self) -> bool;
+    pub fn clip_x0(&self) -> bool {
+        self.clip_x0
+    }
 
     /// One reverse step: x_t and the model's ε̂ → (x_{t−1}, x̂_0).
     ///
@@ -117,8 +145,8 @@ pub trait Sampler {
     ///
     /// # Shapes
     /// - `x_t`, `eps`, `noise`: `[batch, channels, height, width]`
-    fn step(&self, index: usize, x_t: Tensor<4>, eps: Tensor<4>, noise: Option<Tensor<4>>) -> StepOutput {
-        apply_step(&self.coefs(index), self.clip_x0(), x_t, eps, noise)
+    pub fn step(&self, index: usize, x_t: Tensor<4>, eps: Tensor<4>, noise: Option<Tensor<4>>) -> StepOutput {
+        apply_step(&self.coefs(index), self.clip_x0, x_t, eps, noise)
     }
 }
 
@@ -174,29 +202,50 @@ pub enum SamplerConfig {
     },
 }
 
+/// Steps of the default DDIM sampler.
+pub const DEFAULT_DDIM_STEPS: usize = 50;
+
+impl Default for SamplerConfig {
+    /// The project's default sampler everywhere (CLI, app, training grids): deterministic DDIM
+    /// with 50 steps and x̂_0 clipped.
+    fn default() -> Self {
+        SamplerConfig::Ddim {
+            steps: DEFAULT_DDIM_STEPS,
+            eta: 0.0,
+            clip_x0: true,
+        }
+    }
+}
+
 impl SamplerConfig {
+    /// The default sampler, with at most `timesteps` steps (a schedule shorter than the default).
+    pub fn default_for(timesteps: usize) -> Self {
+        match Self::default() {
+            SamplerConfig::Ddim { steps, eta, clip_x0 } => SamplerConfig::Ddim {
+                steps: steps.min(timesteps),
+                eta,
+                clip_x0,
+            },
+            ddpm => ddpm,
+        }
+    }
+
     /// Builds the sampler over `schedule`, validating the settings.
-    pub fn build(&self, schedule: &NoiseSchedule) -> Result<Box<dyn Sampler>, SamplerError> {
-        Ok(match *self {
-            SamplerConfig::Ddpm { variance, clip_x0 } => Box::new(DdpmSampler::new(schedule, variance, clip_x0)),
-            SamplerConfig::Ddim { steps, eta, clip_x0 } => Box::new(DdimSampler::new(schedule, steps, eta, clip_x0)?),
-        })
+    pub fn build(&self, schedule: &NoiseSchedule) -> Result<SamplerPlan, SamplerError> {
+        match *self {
+            SamplerConfig::Ddpm { variance, clip_x0 } => Ok(SamplerPlan::ddpm(schedule, variance, clip_x0)),
+            SamplerConfig::Ddim { steps, eta, clip_x0 } => SamplerPlan::ddim(schedule, steps, eta, clip_x0),
+        }
     }
 
     /// Builds the sampler for a chain whose first step denoises exactly `start_t` (SDEdit).
-    pub fn build_starting_at(
-        &self,
-        schedule: &NoiseSchedule,
-        start_t: usize,
-    ) -> Result<Box<dyn Sampler>, SamplerError> {
-        Ok(match *self {
-            SamplerConfig::Ddpm { variance, clip_x0 } => {
-                Box::new(DdpmSampler::starting_at(schedule, variance, clip_x0, start_t)?)
-            }
+    pub fn build_starting_at(&self, schedule: &NoiseSchedule, start_t: usize) -> Result<SamplerPlan, SamplerError> {
+        match *self {
+            SamplerConfig::Ddpm { variance, clip_x0 } => SamplerPlan::ddpm_from(schedule, variance, clip_x0, start_t),
             SamplerConfig::Ddim { steps, eta, clip_x0 } => {
-                Box::new(DdimSampler::starting_at(schedule, steps, eta, clip_x0, start_t)?)
+                SamplerPlan::ddim_from(schedule, steps, eta, clip_x0, start_t)
             }
-        })
+        }
     }
 }
 

@@ -92,15 +92,11 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TrainErr
     move |error| TrainError::Io { context, error }
 }
 
-/// A grid of `n` samples from `unet` (DDIM, 50 steps, η = 0) as a picture.
+/// A grid of `n` samples from `unet` (the default sampler: DDIM, 50 steps, η = 0) as a picture.
 pub fn sample_grid(unet: &UNet, schedule: &NoiseSchedule, n: usize, seed: u64, device: &Device) -> GrayImage {
-    let sampler = SamplerConfig::Ddim {
-        steps: 50.min(schedule.timesteps()),
-        eta: 0.0,
-        clip_x0: true,
-    }
-    .build(schedule)
-    .expect("valid DDIM settings");
+    let sampler = SamplerConfig::default_for(schedule.timesteps())
+        .build(schedule)
+        .expect("valid default sampler");
     let size = 28;
     let x0 = ReverseChain::from_noise(unet, sampler, [n, 1, size, size], seed, device).run();
     let data = x0.into_data();
