@@ -140,7 +140,11 @@ fn schedule_rejects_bad_input() {
     assert_fails_with(&ddpm(&["schedule", "--timesteps", "0"]), "at least one timestep");
     let o = ddpm(&["schedule", "--schedule", "quadratic"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("unknown schedule"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("[possible values: linear, cosine]"),
+        "{}",
+        stderr(&o)
+    );
     let o = ddpm(&["schedule", "--no-such-flag"]);
     assert!(!o.status.success());
 }

@@ -49,6 +49,7 @@ pub enum ScheduleError {
 
 /// Which β schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "native", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum ScheduleKind {
     /// β linear from 1e-4 to 0.02 (Ho et al. 2020).

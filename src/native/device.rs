@@ -3,10 +3,9 @@
 
 use burn::tensor::{Device, DeviceKind};
 use std::fmt;
-use std::str::FromStr;
 
 /// What the user asked for with `--device`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum DeviceChoice {
     /// A discrete or integrated GPU if wgpu finds one, else the CPU backend.
     #[default]
@@ -14,19 +13,8 @@ pub enum DeviceChoice {
     /// burn's CPU backend (flex).
     Cpu,
     /// wgpu's best adapter, whatever it is (a software rasteriser such as lavapipe included).
+    #[value(alias = "gpu")]
     Wgpu,
-}
-
-impl FromStr for DeviceChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "cpu" => Ok(Self::Cpu),
-            "wgpu" | "gpu" => Ok(Self::Wgpu),
-            _ => Err(format!("unknown device '{s}': expected auto, cpu or wgpu")),
-        }
-    }
 }
 
 /// The device chosen, with a description for the user.
@@ -94,7 +82,8 @@ mod tests {
         assert!(is_software_adapter("llvmpipe (LLVM 15.0.6, 256 bits)"));
         assert!(is_software_adapter("Google SwiftShader"));
         assert!(!is_software_adapter("NVIDIA H100 80GB HBM3"));
-        assert_eq!("gpu".parse::<DeviceChoice>(), Ok(DeviceChoice::Wgpu));
-        assert!("tpu".parse::<DeviceChoice>().is_err());
+        use clap::ValueEnum;
+        assert_eq!(DeviceChoice::from_str("gpu", false), Ok(DeviceChoice::Wgpu));
+        assert!(DeviceChoice::from_str("tpu", false).is_err());
     }
 }

@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 /// The reverse-process variance σ_t² (Ho et al. §3.2: both give similar samples).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "native", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum VarianceKind {
     /// σ_t² = β_t, the upper bound (optimal for x_0 ~ N(0, I)).
