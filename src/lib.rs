@@ -9,13 +9,14 @@
 //! - [`model`]: the ε-predicting U-Net in burn and its weights format;
 //! - [`data`], [`image`], [`rng`]: digits in, pictures out, and the seeded noise both targets share;
 //! - [`eval`]: the project's MNIST classifier, the sample-quality figures and the report;
-//! - [`view_state`]: what the explorer shows, as a URL query;
+//! - [`view_state`]: what the explorer shows, as a URL query; [`adapter`]: GPU or CPU emulation;
 //! - `native` (desktop): device choice, file output, the loss chart and the trainer;
 //! - `web` (browser): the Leptos explorer.
 //!
 //! The mathematics and the model are shared by the CLI (`src/bin/ddpm/`) and the browser app; only
 //! I/O and device choice differ between the targets.
 
+pub mod adapter;
 pub mod data;
 pub mod diffusion;
 pub mod eval;

@@ -127,7 +127,7 @@ async fn describe_adapter() -> Result<AdapterInfo, String> {
     if name.is_empty() {
         name = "adapter".into();
     }
-    let software = fallback || name.to_lowercase().contains("swiftshader") || name.to_lowercase().contains("llvmpipe");
+    let software = crate::adapter::is_software_adapter(&name, fallback);
     if software {
         name.push_str(" (CPU emulation)");
     }
