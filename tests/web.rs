@@ -15,7 +15,7 @@ use ddpm_explorer::web::canvas::read_gray;
 use ddpm_explorer::web::engine::{BackendPreference, cpu_fallback, parse_digits};
 use ddpm_explorer::web::forward_panel::{ForwardPanel, forward_noise};
 use ddpm_explorer::web::math_panel::MathPanel;
-use ddpm_explorer::web::reverse_panel::read_back;
+use ddpm_explorer::web::reverse_panel::{read_back, read_back_all};
 use leptos::mount::mount_to;
 use leptos::prelude::*;
 use leptos::task::tick;
@@ -284,4 +284,13 @@ async fn without_an_adapter_the_cpu_backend_runs_and_says_so() {
         .unwrap();
     assert_eq!(out.len(), 2 * 784);
     assert!(out.iter().all(|v| v.is_finite()));
+}
+
+#[wasm_bindgen_test]
+async fn one_transaction_reads_back_every_picture_of_a_step() {
+    // x_{t-1}, x̂_0 and ε̂ of a step come back in one wait for the GPU, in the order registered.
+    let gpu = webgpu().await;
+    let filled = |v: f32| Tensor::<4>::full([1, 1, 2, 2], v, &gpu);
+    let [a, b, c] = read_back_all([filled(1.0), filled(-2.0), filled(0.5)]).await.unwrap();
+    assert_eq!((a, b, c), (vec![1.0; 4], vec![-2.0; 4], vec![0.5; 4]));
 }

@@ -26,6 +26,8 @@ pub struct Frame {
     pub x_t: GrayImage,
     /// Grid of x̂_0 (black for x_T).
     pub pred_x0: GrayImage,
+    /// Grid of the model's ε̂, divided by 3 so ±3σ spans black to white (grey for x_T).
+    pub eps: GrayImage,
 }
 
 fn grid(pixels: &[f32]) -> GrayImage {
@@ -38,21 +40,20 @@ pub async fn read_back(t: Tensor<4>) -> Result<Vec<f32>, String> {
     data.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))
 }
 
-/// Reads two tensors back in one transaction (one wait for the GPU per step instead of two).
-pub async fn read_back_pair(a: Tensor<4>, b: Tensor<4>) -> Result<(Vec<f32>, Vec<f32>), String> {
-    let mut data = burn::tensor::Transaction::default()
-        .register(a)
-        .register(b)
+/// Reads several tensors back in one transaction: one wait for the GPU per step, however many
+/// pictures the step shows.
+pub async fn read_back_all<const N: usize>(tensors: [Tensor<4>; N]) -> Result<[Vec<f32>; N], String> {
+    let data = tensors
+        .into_iter()
+        .fold(burn::tensor::Transaction::default(), |t, x| t.register(x))
         .execute_async()
         .await
         .map_err(|e| e.to_string())?
         .into_iter()
-        .map(|d| d.try_to_vec::<f32>().map_err(|e| format!("{e:?}")));
-    let mut next = || {
-        data.next()
-            .unwrap_or_else(|| Err("the transaction returned too few tensors".into()))
-    };
-    Ok((next()?, next()?))
+        .map(|d| d.try_to_vec::<f32>().map_err(|e| format!("{e:?}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    data.try_into()
+        .map_err(|d: Vec<Vec<f32>>| format!("the transaction returned {} tensors, not {N}", d.len()))
 }
 
 /// A canvas bound to a picture signal.
@@ -131,6 +132,7 @@ pub fn ReversePanel(
     let current = move || frames.with(|f| f.get(shown.get()).cloned());
     let x_t_img = Signal::derive(move || current().map(|f| f.x_t));
     let x0_img = Signal::derive(move || current().map(|f| f.pred_x0));
+    let eps_img = Signal::derive(move || current().map(|f| f.eps));
     let is_ddim = move || matches!(sampler.get(), SamplerConfig::Ddim { .. });
     view! {
         <section class="reverse" aria-label="reverse process">
@@ -186,6 +188,8 @@ pub fn ReversePanel(
                             }
                         } />
                 </label>
+                <button class="random-seed" title="a new random seed" disabled=move || running.get()
+                    on:click=move |_| seed.set((js_sys::Math::random() * 1e9) as u64)>"Random seed"</button>
             </div>
             <div class="controls">
                 <button class="generate" disabled=move || running.get() on:click=move |_| run_noise(Start::Noise)>"Generate"</button>
@@ -203,6 +207,7 @@ pub fn ReversePanel(
             <div class="pair">
                 <figure><GridView image=x_t_img label="x_t for 16 samples" /><figcaption>"x_t"</figcaption></figure>
                 <figure><GridView image=x0_img label="predicted x_0 for 16 samples" /><figcaption>"x̂_0 (predicted)"</figcaption></figure>
+                <figure><GridView image=eps_img label="predicted noise for 16 samples" /><figcaption>"ε̂ (÷3: ±3σ is black to white)"</figcaption></figure>
             </div>
             <label class="slider">
                 <span>"Replay step"</span>
@@ -267,6 +272,7 @@ async fn run_chain(
         coefs: None,
         x_t: grid(&read_back(chain.current()).await?),
         pred_x0: grid(&vec![-1.0; BATCH * SIZE * SIZE]),
+        eps: grid(&vec![0.0; BATCH * SIZE * SIZE]),
     };
     frames.set(vec![first]);
     shown.set(0);
@@ -274,13 +280,14 @@ async fn run_chain(
     while !stop.get_untracked() {
         let started = now_ms();
         let Some(s) = chain.step() else { break };
-        let (x_t, pred_x0) = read_back_pair(s.x_prev, s.pred_x0).await?;
+        let [x_t, pred_x0, eps] = read_back_all([s.x_prev, s.pred_x0, s.eps.div_scalar(3.0)]).await?;
         step_ms.set(now_ms() - started);
         frames.update(|f| {
             f.push(Frame {
                 coefs: Some(s.coefs),
                 x_t: grid(&x_t),
                 pred_x0: grid(&pred_x0),
+                eps: grid(&eps),
             })
         });
         shown.set(s.index + 1 - offset);

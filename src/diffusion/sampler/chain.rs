@@ -27,6 +27,8 @@ pub struct ChainStep {
     pub x_prev: Tensor<4>,
     /// x̂_0 at this step, `[batch, channels, height, width]`.
     pub pred_x0: Tensor<4>,
+    /// The model's ε̂(x_t, t) at this step, `[batch, channels, height, width]`.
+    pub eps: Tensor<4>,
 }
 
 /// A running reverse chain. Noise (x_T and every z) comes from a seeded [`NoiseRng`] on the host,
@@ -118,7 +120,7 @@ impl<'m, M: EpsModel> ReverseChain<'m, M> {
         let t = vec![coefs.t; self.shape[0]];
         let eps = self.model.predict_eps(self.x_t.clone(), &t); // [b, c, h, w]
         let noise = (coefs.sigma > 0.0).then(|| normal_tensor(&mut self.rng, self.shape, &self.device));
-        let out = self.sampler.step(self.next_index, self.x_t.clone(), eps, noise);
+        let out = self.sampler.step(self.next_index, self.x_t.clone(), eps.clone(), noise);
         self.x_t = out.prev_sample.clone();
         let index = self.next_index;
         self.next_index += 1;
@@ -127,6 +129,7 @@ impl<'m, M: EpsModel> ReverseChain<'m, M> {
             coefs,
             x_prev: out.prev_sample,
             pred_x0: out.pred_x0,
+            eps,
         })
     }
 
@@ -254,6 +257,26 @@ mod tests {
             .sum::<f64>()
             / 4096.0;
         assert!((v - 0.25).abs() < 0.03, "sample variance {v}");
+    }
+
+    #[test]
+    fn a_step_reports_the_models_noise_prediction() {
+        let schedule = NoiseSchedule::linear(1000).unwrap();
+        let oracle = GaussianOracle {
+            schedule: schedule.clone(),
+            s2: 0.25,
+        };
+        let ddim = SamplerConfig::default().build(&schedule).unwrap();
+        let mut chain = ReverseChain::from_noise(&oracle, ddim, [1, 1, 2, 2], 4, &Device::flex());
+        let x_t = chain.current();
+        let step = chain.step().unwrap();
+        // ε̂ = √(1 − ᾱ) x_t / v for the oracle, at the first step's t = 999.
+        let ab = schedule.alpha_bar[999];
+        let want = x_t.mul_scalar((1.0 - ab).sqrt() / oracle.v(ab)).into_data();
+        assert_eq!(
+            step.eps.into_data().as_slice::<f32>().unwrap(),
+            want.as_slice::<f32>().unwrap()
+        );
     }
 
     #[test]
