@@ -5,13 +5,7 @@
 // and the output says so from the adapter the page reports.
 //
 //   node benches/page_timing.mjs [--backends cpu,webgpu] [--steps 10] [--dist dist]
-import { createServer } from 'node:http';
-import { readFile } from 'node:fs/promises';
-import { extname, join, normalize } from 'node:path';
-import { createRequire } from 'node:module';
-
-const require = createRequire(import.meta.url);
-const { chromium } = require('../tools/node_modules/playwright-core');
+import { launchChromium, serveDist } from '../tests/e2e/browser.mjs';
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((pairs, a, i, all) => (a.startsWith('--') ? [...pairs, [a.slice(2), all[i + 1]]] : pairs), []),
@@ -20,26 +14,8 @@ const backends = (args.backends ?? 'cpu').split(',');
 const steps = Number(args.steps ?? 10);
 const dist = args.dist ?? 'dist';
 
-const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
-const server = createServer(async (req, res) => {
-  const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
-  const file = path.endsWith('/') ? join(path, 'index.html') : path;
-  try {
-    const body = await readFile(join(dist, file));
-    res.writeHead(200, { 'content-type': types[extname(file)] ?? 'application/octet-stream' });
-    res.end(body);
-  } catch {
-    res.writeHead(404);
-    res.end();
-  }
-});
-await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
-const origin = `http://127.0.0.1:${server.address().port}`;
-
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu'],
-});
+const { origin, close } = await serveDist(dist);
+const browser = await launchChromium();
 try {
   for (const backend of backends) {
     const page = await browser.newPage();
@@ -62,5 +38,5 @@ try {
   }
 } finally {
   await browser.close();
-  server.close();
+  close();
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of ddpm-explorer on a fresh machine: set-up, formatting and lints, the native
-# test suite (release profile, shared with `cargo run --release`), the wasm32 library build and
-# the browser tests in headless Chromium.
+# Runs every test of ddpm-explorer on a fresh machine: set-up, formatting, the native test suite
+# (release profile, shared with `cargo run --release`), the wasm32 library build, the browser tests
+# in headless Chromium, and the built page driven end to end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -16,3 +16,6 @@ echo "== wasm32 library build"
 cargo build --release --lib --target wasm32-unknown-unknown
 echo "== browser tests (headless Chromium, WebGPU on SwiftShader)"
 cargo test --release --target wasm32-unknown-unknown --test web
+echo "== the built page end to end (trunk build --release, then headless Chromium)"
+trunk build --release
+node --test tests/e2e/

@@ -1,0 +1,83 @@
+// The explorer as a person meets it, end to end, in Debian's headless Chromium: the built page
+// (dist/, from `trunk build --release`) loads from its own origin only, the timestep slider moves,
+// a few DDIM steps run, SDEdit runs from the slider's t, nothing logs an error, and at 360 px
+// nothing overflows sideways. Screenshots go to target/e2e/ (the README's come from there).
+//
+//   node --test tests/e2e/
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir } from 'node:fs/promises';
+import { launchChromium, serveDist } from './browser.mjs';
+
+const SHOTS = 'target/e2e';
+let server;
+let browser;
+
+before(async () => {
+  await mkdir(SHOTS, { recursive: true });
+  server = await serveDist(process.env.DIST ?? 'dist');
+  browser = await launchChromium();
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+});
+
+/** A page with its console errors and off-origin requests recorded. */
+async function open(viewport) {
+  const page = await browser.newPage({ viewport });
+  const problems = [];
+  page.on('console', (m) => m.type() === 'error' && problems.push(`console: ${m.text()}`));
+  page.on('pageerror', (e) => problems.push(`page error: ${e}`));
+  page.on('request', (r) => {
+    const url = new URL(r.url());
+    if (!['data:', 'blob:'].includes(url.protocol) && url.origin !== server.origin) problems.push(`off-origin request: ${r.url()}`);
+  });
+  // The CPU backend: SwiftShader's WebGPU would take seconds per step.
+  await page.goto(`${server.origin}/?backend=cpu&sampler=ddim&steps=3&eta=0&seed=0`);
+  await page.waitForSelector('#t-slider', { timeout: 120_000 });
+  return { page, problems };
+}
+
+async function setSlider(page, t) {
+  await page.$eval('#t-slider', (el, v) => {
+    el.value = String(v);
+    el.dispatchEvent(new Event('input', { bubbles: true }));
+  }, t);
+}
+
+async function waitForSteps(page, n) {
+  await page.waitForFunction((k) => document.querySelector('.reverse .status')?.textContent.includes(`step ${k} of ${k}`), n, {
+    timeout: 300_000,
+    polling: 100,
+  });
+}
+
+test('load, slide, generate, SDEdit: from its own origin, without errors', async () => {
+  const { page, problems } = await open({ width: 1280, height: 900 });
+  // The slider's spoken value follows it, with ᾱ_600 of the linear schedule computed here from the βs.
+  await setSlider(page, 600);
+  let alphaBar = 1;
+  for (let i = 0; i <= 600; i++) alphaBar *= 1 - (1e-4 + ((0.02 - 1e-4) * i) / 999);
+  assert.equal(await page.getAttribute('#t-slider', 'aria-valuetext'), `t = 600 of 1000, ᾱ = ${alphaBar.toFixed(2)}`);
+  // Three DDIM steps from x_T, then SDEdit from t = 600: 600 first, then DDIM-3's steps below it (332).
+  await page.click('button.generate');
+  await waitForSteps(page, 3);
+  assert.match(await page.textContent('button.sdedit'), /t = 600/);
+  await page.click('button.sdedit');
+  await waitForSteps(page, 2);
+  assert.match(await page.textContent('.math'), /600/);
+  await page.screenshot({ path: `${SHOTS}/explorer.png`, fullPage: true });
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test('at 360 px wide nothing overflows sideways', async () => {
+  const { page, problems } = await open({ width: 360, height: 780 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  await page.screenshot({ path: `${SHOTS}/explorer-360.png`, fullPage: true });
+  assert.ok(overflow <= 0, `the page is ${overflow} px wider than the screen`);
+  assert.deepEqual(problems, []);
+  await page.close();
+});
