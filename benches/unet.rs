@@ -11,7 +11,6 @@ use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
-use ddpm_explorer::diffusion::sampler::chain::normal_tensor;
 use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig, VarianceKind, apply_step};
 use ddpm_explorer::diffusion::schedule::NoiseSchedule;
 use ddpm_explorer::model::UNetConfig;
@@ -48,7 +47,7 @@ fn bench_forward(c: &mut Criterion) {
     let mut group = c.benchmark_group("unet_forward");
     group.sample_size(10);
     for batch in [1usize, 16] {
-        let x = normal_tensor(&mut NoiseRng::new(0), [batch, 1, 28, 28], &device);
+        let x = NoiseRng::new(0).normal_tensor([batch, 1, 28, 28], &device);
         let t = vec![500; batch];
         group.bench_function(format!("batch_{batch}"), |b| {
             b.iter(|| black_box(sync(unet.forward(x.clone(), &t))))
@@ -65,13 +64,13 @@ fn bench_train_step(c: &mut Criterion) {
     let mut ema = model.valid();
     let mut optim = AdamConfig::new().init();
     let mut rng = NoiseRng::new(1);
-    let x0 = normal_tensor(&mut rng, [64, 1, 28, 28], &device).clamp(-1.0, 1.0);
+    let x0 = rng.normal_tensor([64, 1, 28, 28], &device).clamp(-1.0, 1.0);
     let mut group = c.benchmark_group("train_step");
     group.sample_size(10);
     group.bench_function("batch_64", |b| {
         b.iter(|| {
             let t: Vec<usize> = (0..64).map(|_| rng.below(1000)).collect();
-            let noise = normal_tensor(&mut rng, [64, 1, 28, 28], &device);
+            let noise = rng.normal_tensor([64, 1, 28, 28], &device);
             let x_t = ddpm_explorer::diffusion::forward::q_sample(&schedule, x0.clone(), &t, noise.clone());
             let loss = (model.forward(x_t, &t) - noise).square().mean();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -129,9 +128,9 @@ fn bench_step_update(c: &mut Criterion) {
     let mut rng = NoiseRng::new(3);
     let shape = [64, 1, 28, 28];
     let (x_t, eps, z) = (
-        normal_tensor(&mut rng, shape, &device),
-        normal_tensor(&mut rng, shape, &device),
-        normal_tensor(&mut rng, shape, &device),
+        rng.normal_tensor(shape, &device),
+        rng.normal_tensor(shape, &device),
+        rng.normal_tensor(shape, &device),
     );
     let mut group = c.benchmark_group("step_update");
     group.sample_size(20);

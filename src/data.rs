@@ -147,6 +147,11 @@ pub fn byte_to_unit(b: u8) -> f32 {
     b as f32 / 127.5 - 1.0
 }
 
+/// An image's bytes as model values in [−1, 1].
+pub fn bytes_to_unit(bytes: &[u8]) -> Vec<f32> {
+    bytes.iter().map(|&b| byte_to_unit(b)).collect()
+}
+
 impl ImageDataset {
     /// Number of images.
     pub fn len(&self) -> usize {
@@ -176,15 +181,17 @@ impl ImageDataset {
         Ok(self)
     }
 
+    /// The images at `indices`, one after the other, as flat model values in [−1, 1].
+    pub fn pixels(&self, indices: impl IntoIterator<Item = usize>) -> Vec<f32> {
+        indices.into_iter().flat_map(|i| bytes_to_unit(self.image(i))).collect()
+    }
+
     /// The images at `indices` as a batch in [−1, 1].
     ///
     /// # Shapes
     /// - output: `[indices.len(), 1, rows, cols]`
     pub fn batch(&self, indices: &[usize], device: &Device) -> Tensor<4> {
-        let values: Vec<f32> = indices
-            .iter()
-            .flat_map(|&i| self.image(i).iter().map(|&b| byte_to_unit(b)))
-            .collect();
+        let values = self.pixels(indices.iter().copied());
         Tensor::from_data(
             TensorData::new(values, [indices.len(), 1, self.rows, self.cols]),
             device,

@@ -6,6 +6,8 @@
 //! The generator is SplitMix64 (Steele, Lea & Flood 2014); normals come from the Box–Muller
 //! transform.
 
+use burn::tensor::{Device, Tensor, TensorData};
+
 /// SplitMix64 with a cached second Box–Muller normal.
 #[derive(Clone, Debug)]
 pub struct NoiseRng {
@@ -73,6 +75,12 @@ impl NoiseRng {
     /// `n` standard normal draws as `f32`.
     pub fn normal_vec(&mut self, n: usize) -> Vec<f32> {
         (0..n).map(|_| self.normal() as f32).collect()
+    }
+
+    /// A tensor of `shape` filled with standard normal draws, in row-major order.
+    pub fn normal_tensor(&mut self, shape: [usize; 4], device: &Device) -> Tensor<4> {
+        let n = shape.iter().product();
+        Tensor::from_data(TensorData::new(self.normal_vec(n), shape), device)
     }
 
     /// Fisher–Yates shuffle.

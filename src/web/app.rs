@@ -2,9 +2,10 @@
 //! URL-backed state.
 
 use super::engine::Engine;
-use super::forward_panel::{ForwardPanel, digit_pixels};
+use super::forward_panel::ForwardPanel;
 use super::math_panel::MathPanel;
 use super::reverse_panel::ReversePanel;
+use crate::data::bytes_to_unit;
 use crate::diffusion::sampler::StepCoefs;
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::view_state::ViewState;
@@ -66,7 +67,7 @@ pub fn Explorer(
         .map(|p| format!("&{p}"))
         .collect();
     let digits: Vec<Vec<f32>> = (0..engine.digits.len())
-        .map(|i| digit_pixels(engine.digits.image(i)))
+        .map(|i| bytes_to_unit(engine.digits.image(i)))
         .collect();
     let digit = RwSignal::new(initial.digit.min(digits.len().saturating_sub(1)));
     let x0 = RwSignal::new(

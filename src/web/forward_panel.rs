@@ -2,7 +2,6 @@
 
 use super::canvas::draw_gray;
 use super::schedule_plot::SchedulePlot;
-use crate::data::byte_to_unit;
 use crate::diffusion::forward::q_sample_pixels;
 use crate::diffusion::schedule::{NoiseSchedule, ScheduleKind};
 use crate::image::GrayImage;
@@ -205,9 +204,4 @@ pub fn ForwardPanel(
             <SchedulePlot schedule=schedule t=t />
         </section>
     }
-}
-
-/// A shipped digit's bytes as model values.
-pub fn digit_pixels(bytes: &[u8]) -> Vec<f32> {
-    bytes.iter().map(|&b| byte_to_unit(b)).collect()
 }

@@ -84,7 +84,7 @@ fn parse_sample_set(name: &str) -> Result<(String, SamplerConfig)> {
 
 pub(crate) fn run(a: EvalArgs) -> Result<()> {
     use ddpm_explorer::diffusion::vlb::estimate_bits_per_dim_for;
-    use ddpm_explorer::eval::classifier::{dataset_pixels, load_classifier};
+    use ddpm_explorer::eval::classifier::load_classifier;
     use ddpm_explorer::eval::{EvalReport, NllSummary, SetSummary, quality};
     use ddpm_explorer::rng::NoiseRng;
     if a.n < 2 {
@@ -140,7 +140,7 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
         record.test_images,
         test.len()
     );
-    let reference = classifier.describe(&dataset_pixels(&test, 0..test.len()), &device);
+    let reference = classifier.describe(&test.pixels(0..test.len()), &device);
     let seeds: Vec<u64> = (0..a.runs as u64).map(|k| a.seed.wrapping_add(k)).collect();
 
     // The yardstick: real training digits, as many as each sample set has, a fresh draw per run.
@@ -149,7 +149,7 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
         .map(|&seed| {
             let mut indices: Vec<usize> = (0..train.len()).collect();
             NoiseRng::new(seed).shuffle(&mut indices);
-            let real = dataset_pixels(&train, indices.into_iter().take(a.n));
+            let real = train.pixels(indices.into_iter().take(a.n));
             quality("real digits (training split)", &classifier, &real, &reference, &device)
         })
         .collect();
@@ -209,7 +209,7 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
     if a.bpd_images > 0 {
         let count = a.bpd_images.min(test.len());
         let x0 = burn::tensor::Tensor::<4>::from_data(
-            burn::tensor::TensorData::new(dataset_pixels(&test, 0..count), [count, 1, size, size]),
+            burn::tensor::TensorData::new(test.pixels(0..count), [count, 1, size, size]),
             &device,
         ); // [count, 1, 28, 28]
         let evaluations = 1 + (schedule.timesteps() - 1).div_ceil(a.bpd_stride.max(1));

@@ -32,11 +32,7 @@ pub(crate) fn run(a: ExportArgs) -> Result<()> {
     // How much the stored precision changes ε̂, on a fixed batch of noisy inputs.
     let exported = config.load_unet(bytes.clone(), &device)?;
     let size = config.unet.image_size;
-    let x = ddpm_explorer::diffusion::sampler::chain::normal_tensor(
-        &mut ddpm_explorer::rng::NoiseRng::new(0),
-        [8, config.unet.image_channels, size, size],
-        &device,
-    );
+    let x = ddpm_explorer::rng::NoiseRng::new(0).normal_tensor([8, config.unet.image_channels, size, size], &device);
     let t: Vec<usize> = (0..8).map(|i| i * (config.timesteps - 1) / 7).collect();
     let diff = (unet.forward(x.clone(), &t) - exported.forward(x, &t))
         .abs()

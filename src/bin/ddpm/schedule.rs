@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use ddpm_explorer::diffusion::schedule::{NoiseSchedule, ScheduleKind, ScheduleRow};
+use ddpm_explorer::diffusion::schedule::{DEFAULT_TIMESTEPS, NoiseSchedule, ScheduleKind, ScheduleRow};
 
 #[derive(Args, Debug)]
 pub(crate) struct ScheduleArgs {
@@ -10,7 +10,7 @@ pub(crate) struct ScheduleArgs {
     #[arg(long, default_value = "linear")]
     schedule: ScheduleKind,
     /// T.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = DEFAULT_TIMESTEPS)]
     timesteps: usize,
     /// Timesteps to print, comma-separated (default: a spread over 0..T).
     #[arg(long, value_delimiter = ',')]

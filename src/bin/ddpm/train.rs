@@ -6,7 +6,7 @@ use ddpm_explorer::data::{ImageDataset, Split};
 use ddpm_explorer::diffusion::schedule::ScheduleKind;
 use ddpm_explorer::model::UNetConfig;
 use ddpm_explorer::native::device::{DeviceChoice, choose_device};
-use ddpm_explorer::native::train::{LossWeighting, TrainConfig, checkpoint_config, train};
+use ddpm_explorer::native::train::{LossWeighting, TrainConfig, TrainError, checkpoint_config, train};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
@@ -150,6 +150,13 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
     let summary = train(&config, &data, &a.out, &chosen.device, a.resume, |p| {
         bar.set_position(p.step as u64);
         bar.set_message(format!("{:.4}  {:.1} img/s", p.loss, p.images_per_second));
+    })
+    .map_err(|e| match e {
+        TrainError::RunExists(dir) => anyhow::anyhow!(
+            "'{}' already holds a checkpoint: pass --resume to continue it, or choose another --out",
+            dir.display()
+        ),
+        e => e.into(),
     })?;
     bar.finish();
     eprintln!(

@@ -4,7 +4,7 @@ use super::{SamplerConfig, SamplerError, SamplerPlan, StepCoefs};
 use crate::diffusion::forward::q_sample;
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::rng::NoiseRng;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 /// Anything that predicts the noise ε̂(x_t, t): the U-Net, or an analytic oracle in tests.
 pub trait EpsModel {
@@ -47,7 +47,7 @@ impl<'m, M: EpsModel> ReverseChain<'m, M> {
     /// A chain starting from pure noise x_T ~ N(0, I) of `shape` `[batch, channels, h, w]`.
     pub fn from_noise(model: &'m M, sampler: SamplerPlan, shape: [usize; 4], seed: u64, device: &Device) -> Self {
         let mut rng = NoiseRng::new(seed);
-        let x_t = normal_tensor(&mut rng, shape, device);
+        let x_t = rng.normal_tensor(shape, device);
         Self {
             model,
             sampler,
@@ -119,7 +119,7 @@ impl<'m, M: EpsModel> ReverseChain<'m, M> {
         let coefs = self.next_coefs()?;
         let t = vec![coefs.t; self.shape[0]];
         let eps = self.model.predict_eps(self.x_t.clone(), &t); // [b, c, h, w]
-        let noise = (coefs.sigma > 0.0).then(|| normal_tensor(&mut self.rng, self.shape, &self.device));
+        let noise = (coefs.sigma > 0.0).then(|| self.rng.normal_tensor(self.shape, &self.device));
         let out = self.sampler.step(self.next_index, self.x_t.clone(), eps.clone(), noise);
         self.x_t = out.prev_sample.clone();
         let index = self.next_index;
@@ -140,16 +140,11 @@ impl<'m, M: EpsModel> ReverseChain<'m, M> {
     }
 }
 
-/// A tensor of standard normals from `rng`.
-pub fn normal_tensor(rng: &mut NoiseRng, shape: [usize; 4], device: &Device) -> Tensor<4> {
-    let n = shape.iter().product();
-    Tensor::from_data(TensorData::new(rng.normal_vec(n), shape), device)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::diffusion::sampler::{SamplerPlan, VarianceKind};
+    use burn::tensor::TensorData;
 
     /// The exact ε-predictor for data x_0 ~ N(0, s² I): x_t ~ N(0, v_t), v_t = ᾱ_t s² + 1 − ᾱ_t,
     /// and E[ε | x_t] = √(1 − ᾱ_t) x_t / v_t (Gaussian conditioning).

@@ -1,6 +1,6 @@
 //! The training recipe: what `train.json` and a checkpoint's `state.json` record.
 
-use crate::diffusion::schedule::{NoiseSchedule, ScheduleKind};
+use crate::diffusion::schedule::{DEFAULT_TIMESTEPS, NoiseSchedule, ScheduleKind};
 use crate::model::UNetConfig;
 use crate::model::weights::DiffusionConfig;
 use serde::{Deserialize, Serialize};
@@ -50,7 +50,7 @@ impl Default for TrainConfig {
         Self {
             unet: UNetConfig::new(),
             schedule: ScheduleKind::Linear,
-            timesteps: 1000,
+            timesteps: DEFAULT_TIMESTEPS,
             steps: 20_000,
             batch: 64,
             lr: 2e-4,
@@ -102,27 +102,27 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: &str| Err(TrainError::Settings(m.to_string()));
         if self.steps == 0 {
-            return bad("--steps must be at least 1");
+            return bad("the number of steps must be at least 1");
         }
         if self.batch == 0 {
-            return bad("--batch must be at least 1");
+            return bad("the batch size must be at least 1");
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad("--lr must be a positive number");
+            return bad("the learning rate must be a positive number");
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
-            return bad("--ema must be in [0, 1)");
+            return bad("the EMA decay must be in [0, 1)");
         }
         if self.checkpoint_every == 0 || self.log_every == 0 {
-            return bad("--checkpoint-every and --log-every must be at least 1");
+            return bad("the checkpoint and log intervals must be at least 1");
         }
         if self.grad_clip.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
-            return bad("--grad-clip must be a positive number (or 0 for no clipping)");
+            return bad("the gradient-clipping norm must be a positive number");
         }
         if let LossWeighting::MinSnr { gamma } = self.loss_weighting
             && !(gamma > 0.0 && gamma.is_finite())
         {
-            return bad("--min-snr-gamma must be a positive number");
+            return bad("Min-SNR's γ must be a positive number");
         }
         self.unet.validate().map_err(|e| TrainError::Settings(e.to_string()))
     }

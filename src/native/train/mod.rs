@@ -18,7 +18,6 @@ pub use grads::clip_grad_global_norm;
 
 use crate::data::{BatchSampler, ImageDataset};
 use crate::diffusion::forward::q_sample;
-use crate::diffusion::sampler::chain::normal_tensor;
 use crate::diffusion::sampler::{ReverseChain, SamplerConfig};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::image::GrayImage;
@@ -58,6 +57,9 @@ pub enum TrainError {
     /// Bad settings.
     #[error("{0}")]
     Settings(String),
+    /// A new run was asked for in a folder that already holds one.
+    #[error("'{}' already holds a checkpoint: resume it, or start the new run in another folder", .0.display())]
+    RunExists(PathBuf),
 }
 
 /// What happened in a training run.
@@ -140,7 +142,7 @@ pub fn train(
         let Some(dir) = run.resumable() else {
             return Err(TrainError::Resume {
                 path: run.checkpoint().display().to_string(),
-                reason: "no checkpoint there (train without --resume to start a new run)".into(),
+                reason: "no checkpoint there (start a new run instead)".into(),
             });
         };
         let shown = dir.display().to_string();
@@ -152,7 +154,7 @@ pub fn train(
         if !state.config.same_recipe(config) {
             return Err(resume_err(
                 "its recipe (model, schedule, batch, lr, warm-up, EMA, seed) differs from these settings; \
-                 only --steps and the sample/checkpoint/log intervals may change on resume"
+                 only the number of steps, the intervals and the gradient clipping may change when resuming"
                     .into(),
             ));
         }
@@ -164,10 +166,7 @@ pub fn train(
             .map_err(|e| resume_err(format!("optim.bpk: {e}")))?;
         start_step = state.step;
     } else if run.resumable().is_some() {
-        return Err(TrainError::Settings(format!(
-            "'{}' already holds a checkpoint: pass --resume to continue it, or choose another --out",
-            out.display()
-        )));
+        return Err(TrainError::RunExists(out.to_path_buf()));
     }
     write_atomic(
         &out.join("train.json"),
@@ -201,7 +200,7 @@ pub fn train(
         let mut rng = NoiseRng::new(step_seed);
         let t: Vec<usize> = (0..config.batch).map(|_| rng.below(config.timesteps)).collect();
         let x0 = data.batch(&indices, &train_device); // [b, 1, s, s]
-        let noise = normal_tensor(&mut rng, [config.batch, 1, size, size], &train_device); // [b, 1, s, s]
+        let noise = rng.normal_tensor([config.batch, 1, size, size], &train_device); // [b, 1, s, s]
         let x_t = q_sample(&schedule, x0, &t, noise.clone()); // [b, 1, s, s]
         let eps = model.forward(x_t, &t); // [b, 1, s, s]
         let loss = match config.loss_weighting {
@@ -225,7 +224,7 @@ pub fn train(
             writeln!(loss_log, "{},{last_loss:.6},{lr:.3e}", step + 1).map_err(io_err("appending to loss.csv"))?;
             if !last_loss.is_finite() {
                 return Err(TrainError::Settings(format!(
-                    "the loss diverged to {last_loss} at step {} (try a smaller --lr)",
+                    "the loss diverged to {last_loss} at step {} (try a smaller learning rate)",
                     step + 1
                 )));
             }
