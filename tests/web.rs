@@ -12,7 +12,7 @@ use ddpm_explorer::image::unit_to_byte;
 use ddpm_explorer::model::{UNet, UNetConfig};
 use ddpm_explorer::rng::NoiseRng;
 use ddpm_explorer::web::canvas::read_gray;
-use ddpm_explorer::web::engine::{BackendPreference, cpu_fallback, parse_digits};
+use ddpm_explorer::web::engine::{cpu_fallback, parse_digits};
 use ddpm_explorer::web::forward_panel::{ForwardPanel, forward_noise};
 use ddpm_explorer::web::math_panel::MathPanel;
 use ddpm_explorer::web::reverse_panel::{read_back, read_back_all};
@@ -258,19 +258,6 @@ async fn the_wgsl_reverse_step_matches_the_host_formula() {
             );
         }
     }
-}
-
-#[wasm_bindgen_test]
-fn the_backend_can_be_chosen_in_the_url() {
-    assert_eq!(
-        BackendPreference::from_query("?t=3&backend=cpu"),
-        BackendPreference::Cpu
-    );
-    assert_eq!(
-        BackendPreference::from_query("?backend=webgpu"),
-        BackendPreference::WebGpu
-    );
-    assert_eq!(BackendPreference::from_query("?backend=tpu"), BackendPreference::Auto);
 }
 
 #[wasm_bindgen_test]

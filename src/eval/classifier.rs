@@ -4,7 +4,6 @@
 //! hidden layer is the feature space of the Fréchet distance in [`super::metrics`], the way FID uses
 //! Inception's pool features; its softmax gives the confidence and class histogram of samples.
 
-use crate::data::{ImageDataset, bytes_to_unit};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -174,7 +173,7 @@ pub use native::{load_classifier, train_classifier};
 #[cfg(feature = "native")]
 mod native {
     use super::*;
-    use crate::data::BatchSampler;
+    use crate::data::{BatchSampler, ImageDataset, bytes_to_unit};
     use crate::native::io::write_atomic;
     use crate::rng::NoiseRng;
     use burn::nn::loss::CrossEntropyLossConfig;

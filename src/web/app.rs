@@ -17,7 +17,11 @@ use std::rc::Rc;
 /// message if something could not be loaded.
 #[component]
 pub fn App() -> impl IntoView {
-    let engine = LocalResource::new(|| async { Engine::load().await.map(|e| SendWrapper::new(Rc::new(e))) });
+    // The URL is read once, here; the backend it asks for is needed before the model is loaded.
+    let view = ViewState::parse(&page_query());
+    let preference = view.backend;
+    let engine =
+        LocalResource::new(move || async move { Engine::load(preference).await.map(|e| SendWrapper::new(Rc::new(e))) });
     view! {
         <header>
             <h1>"DDPM Explorer"</h1>
@@ -27,7 +31,7 @@ pub fn App() -> impl IntoView {
             <p class="loading" role="status"><span class="spinner"></span>"Loading the model weights and opening the compute device…"</p>
         }>
             {move || engine.get().map(|loaded| match loaded {
-                Ok(engine) => view! { <Explorer engine=engine /> }.into_any(),
+                Ok(engine) => view! { <Explorer engine=engine view=view.clone() /> }.into_any(),
                 Err(message) => view! {
                     <p class="error" role="alert">{format!("The model could not be loaded: {message}")}</p>
                 }.into_any(),
@@ -55,17 +59,11 @@ fn set_page_query(query: &str) {
 pub fn Explorer(
     /// The loaded model and device.
     engine: SendWrapper<Rc<Engine>>,
+    /// What the URL asked for when the page opened.
+    view: ViewState,
 ) -> impl IntoView {
     let timesteps = engine.config.timesteps;
-    let query = page_query();
-    let initial = ViewState::from_query(&query, timesteps);
-    // The backend choice (?backend=cpu|webgpu) is the engine's, not the view's: keep it as it was.
-    let backend_param: String = query
-        .trim_start_matches('?')
-        .split('&')
-        .filter(|p| p.starts_with("backend="))
-        .map(|p| format!("&{p}"))
-        .collect();
+    let initial = view.clamped(timesteps);
     let digits: Vec<Vec<f32>> = (0..engine.digits.len())
         .map(|i| bytes_to_unit(engine.digits.image(i)))
         .collect();
@@ -93,8 +91,9 @@ pub fn Explorer(
             digit: digit.get(),
             seed: seed.get(),
             sampler: sampler.get(),
+            backend: initial.backend,
         };
-        set_page_query(&format!("{}{backend_param}", state.to_query()));
+        set_page_query(&state.to_query());
     });
 
     let backend = engine.backend.clone();

@@ -4,6 +4,7 @@
 use crate::data::{ImageDataset, parse_idx_images, parse_idx_labels};
 use crate::model::UNet;
 use crate::model::weights::{CONFIG_FILE, DiffusionConfig, WEIGHTS_FILE};
+use crate::view_state::BackendPreference;
 use burn::tensor::Device;
 use js_sys::{Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
@@ -46,34 +47,6 @@ pub struct Engine {
     pub config: DiffusionConfig,
     /// Real digits for the forward panel.
     pub digits: ImageDataset,
-}
-
-/// Which backend the page asked for with `?backend=`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum BackendPreference {
-    /// WebGPU on a hardware adapter; the CPU backend when there is none or the adapter is a
-    /// software rasteriser (SwiftShader is far slower than burn's CPU backend).
-    #[default]
-    Auto,
-    /// WebGPU on whatever adapter the browser grants, software included (`?backend=webgpu`).
-    WebGpu,
-    /// burn's CPU backend (`?backend=cpu`).
-    Cpu,
-}
-
-impl BackendPreference {
-    /// Reads `backend=` from a query string.
-    pub fn from_query(query: &str) -> Self {
-        query
-            .trim_start_matches('?')
-            .split('&')
-            .find_map(|pair| match pair {
-                "backend=cpu" => Some(Self::Cpu),
-                "backend=webgpu" => Some(Self::WebGpu),
-                _ => None,
-            })
-            .unwrap_or_default()
-    }
 }
 
 /// An adapter's description, and whether it is software (CPU emulation).
@@ -197,12 +170,9 @@ pub fn parse_digits(images: &[u8], labels: &[u8]) -> Result<ImageDataset, String
 }
 
 impl Engine {
-    /// Loads everything: the device, `config.json`, the weights and the digits.
-    pub async fn load() -> Result<Engine, String> {
-        let query = web_sys::window()
-            .and_then(|w| w.location().search().ok())
-            .unwrap_or_default();
-        let (device, backend) = select_device(BackendPreference::from_query(&query)).await;
+    /// Loads everything: the device (as `preference` asks), `config.json`, the weights and the digits.
+    pub async fn load(preference: BackendPreference) -> Result<Engine, String> {
+        let (device, backend) = select_device(preference).await;
         let config_bytes = fetch_bytes(&format!("{ASSETS}/{CONFIG_FILE}")).await?;
         let config = DiffusionConfig::from_json(&String::from_utf8_lossy(&config_bytes))
             .map_err(|e| format!("{ASSETS}/{CONFIG_FILE}: {e}"))?;

@@ -134,6 +134,23 @@ pub fn ReversePanel(
     let x0_img = Signal::derive(move || current().map(|f| f.pred_x0));
     let eps_img = Signal::derive(move || current().map(|f| f.eps));
     let is_ddim = move || matches!(sampler.get(), SamplerConfig::Ddim { .. });
+    // Each sampler keeps its own settings while the other is chosen (switching back restores them).
+    let initial = sampler.get_untracked();
+    let last_ddim = RwSignal::new(match initial {
+        SamplerConfig::Ddim { .. } => initial,
+        _ => SamplerConfig::default(),
+    });
+    let last_ddpm = RwSignal::new(match initial {
+        SamplerConfig::Ddpm { .. } => initial,
+        _ => SamplerConfig::Ddpm {
+            variance: VarianceKind::default(),
+            clip_x0: true,
+        },
+    });
+    Effect::new(move |_| match sampler.get() {
+        ddim @ SamplerConfig::Ddim { .. } => last_ddim.set(ddim),
+        ddpm => last_ddpm.set(ddpm),
+    });
     view! {
         <section class="reverse" aria-label="reverse process">
             <h2>"Reverse process x_T → x_0"</h2>
@@ -141,9 +158,9 @@ pub fn ReversePanel(
                 <label>"Sampler "
                     <select prop:value=move || if is_ddim() { "ddim" } else { "ddpm" }
                         on:change=move |ev| sampler.set(if event_target_value(&ev) == "ddpm" {
-                            SamplerConfig::Ddpm { variance: VarianceKind::BetaTilde, clip_x0: true }
+                            last_ddpm.get_untracked()
                         } else {
-                            SamplerConfig::default()
+                            last_ddim.get_untracked()
                         })>
                         <option value="ddim">"DDIM"</option>
                         <option value="ddpm">"DDPM (all steps)"</option>
@@ -151,7 +168,11 @@ pub fn ReversePanel(
                 </label>
                 <Show when=is_ddim fallback=move || view! {
                     <label>"σ_t² "
-                        <select on:change=move |ev| {
+                        <select prop:value=move || match sampler.get() {
+                                SamplerConfig::Ddpm { variance, .. } => variance.name(),
+                                _ => VarianceKind::default().name(),
+                            }
+                            on:change=move |ev| {
                             if let Ok(v) = event_target_value(&ev).parse::<VarianceKind>() {
                                 sampler.set(SamplerConfig::Ddpm { variance: v, clip_x0: true })
                             }

@@ -25,7 +25,7 @@ after(async () => {
 });
 
 /** A page with its console errors and off-origin requests recorded. */
-async function open(viewport) {
+async function open(viewport, query = 'sampler=ddim&steps=3&eta=0&seed=0') {
   const page = await browser.newPage({ viewport });
   const problems = [];
   page.on('console', (m) => m.type() === 'error' && problems.push(`console: ${m.text()}`));
@@ -35,7 +35,7 @@ async function open(viewport) {
     if (!['data:', 'blob:'].includes(url.protocol) && url.origin !== server.origin) problems.push(`off-origin request: ${r.url()}`);
   });
   // The CPU backend: SwiftShader's WebGPU would take seconds per step.
-  await page.goto(`${server.origin}/?backend=cpu&sampler=ddim&steps=3&eta=0&seed=0`);
+  await page.goto(`${server.origin}/?backend=cpu&${query}`);
   await page.waitForSelector('#t-slider', { timeout: 120_000 });
   return { page, problems };
 }
@@ -78,6 +78,28 @@ test('at 360 px wide nothing overflows sideways', async () => {
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   await page.screenshot({ path: `${SHOTS}/explorer-360.png`, fullPage: true });
   assert.ok(overflow <= 0, `the page is ${overflow} px wider than the screen`);
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test('the sampler controls show what the URL says and keep what the user set', async () => {
+  const { page, problems } = await open({ width: 1280, height: 900 }, 'sampler=ddpm&variance=beta&seed=0');
+  const samplerSelect = page.locator('.reverse select').first();
+  assert.equal(await samplerSelect.inputValue(), 'ddpm');
+  assert.equal(await page.locator('.reverse select').nth(1).inputValue(), 'beta');
+  // DDIM with 7 steps and η = 0.5, over to DDPM and back: both settings survive.
+  await samplerSelect.selectOption('ddim');
+  await page.fill('input.steps', '7');
+  await page.dispatchEvent('input.steps', 'change');
+  await page.fill('input.eta', '0.5');
+  await page.dispatchEvent('input.eta', 'change');
+  await samplerSelect.selectOption('ddpm');
+  assert.equal(await page.locator('.reverse select').nth(1).inputValue(), 'beta');
+  await samplerSelect.selectOption('ddim');
+  assert.equal(await page.inputValue('input.steps'), '7');
+  assert.equal(await page.inputValue('input.eta'), '0.5');
+  // The URL keeps the backend it was opened with, beside the view.
+  assert.match(page.url(), /sampler=ddim&steps=7&eta=0\.5&backend=cpu/);
   assert.deepEqual(problems, []);
   await page.close();
 });
