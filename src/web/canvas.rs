@@ -1,8 +1,34 @@
-//! Small DOM helpers: drawing pictures into canvases, yielding to the browser, the clock.
+//! The one canvas component and small DOM helpers: drawing pictures into canvases, yielding to
+//! the browser, the clock.
 
 use crate::image::GrayImage;
+use leptos::html::Canvas;
+use leptos::prelude::*;
 use wasm_bindgen::{Clamped, JsCast};
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, ImageData};
+
+/// A canvas showing `picture` (one canvas pixel per picture pixel; CSS scales it up, pixelated),
+/// redrawn whenever the picture changes. Every picture on the page is one of these.
+#[component]
+pub fn PictureCanvas(
+    /// The picture (nothing is drawn while it is `None`).
+    #[prop(into)]
+    picture: Signal<Option<GrayImage>>,
+    /// Accessible name.
+    label: &'static str,
+    /// CSS class.
+    class: &'static str,
+    /// The canvas element, for a caller that needs it (the draw pad maps pointer positions on it).
+    #[prop(optional)]
+    node_ref: NodeRef<Canvas>,
+) -> impl IntoView {
+    Effect::new(move |_| {
+        if let (Some(img), Some(c)) = (picture.get(), node_ref.get()) {
+            draw_gray(&c, &img);
+        }
+    });
+    view! { <canvas node_ref=node_ref class=class width="28" height="28" role="img" aria-label=label></canvas> }
+}
 
 /// Draws `image` into `canvas` at one canvas pixel per image pixel (CSS scales it up, pixelated).
 pub fn draw_gray(canvas: &HtmlCanvasElement, image: &GrayImage) {

@@ -1,6 +1,6 @@
 //! The forward process q(x_t | x_0): choose or draw x_0, drag t, watch x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε.
 
-use super::canvas::draw_gray;
+use super::canvas::PictureCanvas;
 use super::schedule_plot::SchedulePlot;
 use crate::diffusion::forward::q_sample_pixels;
 use crate::diffusion::schedule::{NoiseSchedule, ScheduleKind};
@@ -28,14 +28,8 @@ pub fn ImageView(
     #[prop(default = "digit")]
     class: &'static str,
 ) -> impl IntoView {
-    let canvas = NodeRef::<Canvas>::new();
-    Effect::new(move |_| {
-        let img = pixels.with(|p| GrayImage::grid(p, SIZE, 1, 0));
-        if let Some(c) = canvas.get() {
-            draw_gray(&c, &img);
-        }
-    });
-    view! { <canvas node_ref=canvas class=class width="28" height="28" role="img" aria-label=label></canvas> }
+    let picture = Signal::derive(move || Some(pixels.with(|p| GrayImage::grid(p, SIZE, 1, 0))));
+    view! { <PictureCanvas picture=picture label=label class=class /> }
 }
 
 /// The strip of real digits; clicking one makes it x_0.
@@ -87,12 +81,7 @@ pub fn DrawPad(
 ) -> impl IntoView {
     let canvas = NodeRef::<Canvas>::new();
     let drawing = RwSignal::new(false);
-    Effect::new(move |_| {
-        let img = x0.with(|p| GrayImage::grid(p, SIZE, 1, 0));
-        if let Some(c) = canvas.get() {
-            draw_gray(&c, &img);
-        }
-    });
+    let picture = Signal::derive(move || Some(x0.with(|p| GrayImage::grid(p, SIZE, 1, 0))));
     let stroke = move |ev: web_sys::PointerEvent| {
         let Some(c) = canvas.get() else { return };
         let rect = c.get_bounding_client_rect();
@@ -105,8 +94,8 @@ pub fn DrawPad(
     };
     view! {
         <div class="draw-pad">
-            <canvas node_ref=canvas class="digit drawable" width="28" height="28" role="img"
-                aria-label="x_0: draw here"
+            // Pointer events bubble from the canvas to this wrapper.
+            <div class="draw-surface"
                 on:pointerdown=move |ev| { drawing.set(true); stroke(ev); }
                 on:pointermove=move |ev| {
                     if drawing.get_untracked() {
@@ -114,7 +103,9 @@ pub fn DrawPad(
                     }
                 }
                 on:pointerup=move |_| drawing.set(false)
-                on:pointerleave=move |_| drawing.set(false)></canvas>
+                on:pointerleave=move |_| drawing.set(false)>
+                <PictureCanvas picture=picture label="x_0: draw here" class="digit drawable" node_ref=canvas />
+            </div>
             <button on:click=move |_| x0.set(vec![-1.0; SIZE * SIZE])>"Clear (draw your own)"</button>
         </div>
     }

@@ -1,14 +1,13 @@
 //! The reverse process x_T → x_0: run a chain on the model's device, show x_t and x̂_0 side by
 //! side as it goes, stop it, and replay any step afterwards.
 
-use super::canvas::{draw_gray, now_ms, yield_to_browser};
+use super::canvas::{PictureCanvas, now_ms, yield_to_browser};
 use super::engine::Engine;
 use super::forward_panel::{SIZE, forward_noise};
 use crate::diffusion::sampler::{DEFAULT_DDIM_STEPS, ReverseChain, SamplerConfig, StepCoefs, VarianceKind};
 use crate::image::GrayImage;
 use crate::rng::NoiseRng;
 use burn::tensor::{Tensor, TensorData};
-use leptos::html::Canvas;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use send_wrapper::SendWrapper;
@@ -54,23 +53,6 @@ pub async fn read_back_all<const N: usize>(tensors: [Tensor<4>; N]) -> Result<[V
         .collect::<Result<Vec<_>, _>>()?;
     data.try_into()
         .map_err(|d: Vec<Vec<f32>>| format!("the transaction returned {} tensors, not {N}", d.len()))
-}
-
-/// A canvas bound to a picture signal.
-#[component]
-fn GridView(
-    /// The picture.
-    image: Signal<Option<GrayImage>>,
-    /// Accessible name.
-    label: &'static str,
-) -> impl IntoView {
-    let canvas = NodeRef::<Canvas>::new();
-    Effect::new(move |_| {
-        if let (Some(img), Some(c)) = (image.get(), canvas.get()) {
-            draw_gray(&c, &img);
-        }
-    });
-    view! { <canvas node_ref=canvas class="grid" role="img" aria-label=label></canvas> }
 }
 
 /// What starts a chain.
@@ -226,9 +208,9 @@ pub fn ReversePanel(
             </div>
             {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
             <div class="pair">
-                <figure><GridView image=x_t_img label="x_t for 16 samples" /><figcaption>"x_t"</figcaption></figure>
-                <figure><GridView image=x0_img label="predicted x_0 for 16 samples" /><figcaption>"x̂_0 (predicted)"</figcaption></figure>
-                <figure><GridView image=eps_img label="predicted noise for 16 samples" /><figcaption>"ε̂ (÷3: ±3σ is black to white)"</figcaption></figure>
+                <figure><PictureCanvas picture=x_t_img label="x_t for 16 samples" class="grid" /><figcaption>"x_t"</figcaption></figure>
+                <figure><PictureCanvas picture=x0_img label="predicted x_0 for 16 samples" class="grid" /><figcaption>"x̂_0 (predicted)"</figcaption></figure>
+                <figure><PictureCanvas picture=eps_img label="predicted noise for 16 samples" class="grid" /><figcaption>"ε̂ (÷3: ±3σ is black to white)"</figcaption></figure>
             </div>
             <label class="slider">
                 <span>"Replay step"</span>

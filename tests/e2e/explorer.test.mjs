@@ -103,3 +103,24 @@ test('the sampler controls show what the URL says and keep what the user set', a
   assert.deepEqual(problems, []);
   await page.close();
 });
+
+test('a stroke on the draw pad becomes x_0', async () => {
+  const { page, problems } = await open({ width: 1280, height: 900 });
+  await page.click('text=Clear (draw your own)');
+  const ink = () =>
+    page.$eval('canvas.drawable', (c) => {
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      let lit = 0;
+      for (let i = 0; i < d.length; i += 4) lit += d[i] > 0 ? 1 : 0;
+      return lit;
+    });
+  assert.equal(await ink(), 0, 'cleared to black');
+  const box = await page.locator('canvas.drawable').boundingBox();
+  await page.mouse.move(box.x + box.width * 0.3, box.y + box.height * 0.5);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.7, box.y + box.height * 0.5, { steps: 8 });
+  await page.mouse.up();
+  assert.ok((await ink()) > 20, 'the stroke lit pixels');
+  assert.deepEqual(problems, []);
+  await page.close();
+});
