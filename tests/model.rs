@@ -1,5 +1,7 @@
 //! The U-Net through the public API: shapes, size, and the weights round trip the web app relies on.
 
+mod common;
+
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use ddpm_explorer::diffusion::schedule::ScheduleKind;
@@ -38,7 +40,7 @@ fn timesteps_change_the_prediction_per_image() {
         .with_base_channels(8)
         .with_channel_mult(vec![1, 2])
         .with_res_blocks(1);
-    let unet = perturbed(config.init(&device));
+    let unet = common::perturbed(config.init(&device), 2);
     let x = input(1, &device);
     let x2 = Tensor::cat(vec![x.clone(), x.clone()], 0);
     let out = unet.forward(x2, &[0, 999]).into_data();
@@ -52,38 +54,15 @@ fn timesteps_change_the_prediction_per_image() {
     }
 }
 
-/// Adds small noise to every parameter (so zero-initialised layers become live).
-fn perturbed(unet: ddpm_explorer::model::UNet) -> ddpm_explorer::model::UNet {
-    struct Jitter(NoiseRng);
-    impl burn::module::ModuleMapper for Jitter {
-        fn map_float<const D: usize>(
-            &mut self,
-            param: burn::module::Param<Tensor<D>>,
-        ) -> burn::module::Param<Tensor<D>> {
-            let rng = &mut self.0;
-            param.map(|t| {
-                let shape = t.shape();
-                let n = shape.num_elements();
-                let noise = Tensor::<1>::from_data(TensorData::new(rng.normal_vec(n), [n]), &t.device());
-                t + noise.reshape(shape).mul_scalar(0.05)
-            })
-        }
-    }
-    unet.map(&mut Jitter(NoiseRng::new(2)))
-}
-
 /// A small model with live (jittered) weights, and its config.
 fn small_trained_model(device: &Device) -> (DiffusionConfig, ddpm_explorer::model::UNet) {
-    let unet_config = UNetConfig::new()
-        .with_base_channels(8)
-        .with_channel_mult(vec![1, 2])
-        .with_res_blocks(1);
+    let unet_config = common::tiny_unet_config();
     let config = DiffusionConfig {
         unet: unet_config.clone(),
         schedule: ScheduleKind::Cosine,
         timesteps: 1000,
     };
-    (config, perturbed(unet_config.init(device)))
+    (config, common::perturbed(unet_config.init(device), 2))
 }
 
 #[test]

@@ -4,12 +4,14 @@
 //! reverse steps run on the GPU path, and the CPU fallback works.
 #![cfg(target_family = "wasm")]
 
-use burn::module::{Module, ModuleMapper, Param};
+mod common;
+
+use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig, StepCoefs};
 use ddpm_explorer::diffusion::schedule::{NoiseSchedule, ScheduleKind};
 use ddpm_explorer::image::unit_to_byte;
-use ddpm_explorer::model::{UNet, UNetConfig};
+use ddpm_explorer::model::UNet;
 use ddpm_explorer::rng::NoiseRng;
 use ddpm_explorer::web::canvas::read_gray;
 use ddpm_explorer::web::engine::{cpu_fallback, parse_digits};
@@ -140,28 +142,8 @@ fn the_shipped_digit_format_parses() {
     assert!(parse_digits(&images[..100], &labels).is_err());
 }
 
-/// Small random weights everywhere (so zero-initialised layers are live too).
-struct Jitter(NoiseRng);
-
-impl ModuleMapper for Jitter {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let rng = &mut self.0;
-        param.map(|t| {
-            let shape = t.shape();
-            let n = shape.num_elements();
-            let noise = Tensor::<1>::from_data(TensorData::new(rng.normal_vec(n), [n]), &t.device());
-            t + noise.reshape(shape).mul_scalar(0.05)
-        })
-    }
-}
-
 fn tiny_unet(device: &Device) -> UNet {
-    UNetConfig::new()
-        .with_base_channels(8)
-        .with_channel_mult(vec![1, 2])
-        .with_res_blocks(1)
-        .init(device)
-        .map(&mut Jitter(NoiseRng::new(5)))
+    common::perturbed(common::tiny_unet_config().init(device), 5)
 }
 
 fn input(device: &Device) -> Tensor<4> {
