@@ -13,11 +13,13 @@ use ddpm_explorer::diffusion::schedule::{NoiseSchedule, ScheduleKind};
 use ddpm_explorer::image::unit_to_byte;
 use ddpm_explorer::model::UNet;
 use ddpm_explorer::rng::NoiseRng;
+use ddpm_explorer::view_state::ViewState;
 use ddpm_explorer::web::canvas::read_gray;
 use ddpm_explorer::web::engine::{cpu_fallback, parse_digits};
 use ddpm_explorer::web::forward_panel::{ForwardPanel, forward_noise};
 use ddpm_explorer::web::math_panel::MathPanel;
 use ddpm_explorer::web::reverse_panel::{read_back, read_back_all};
+use ddpm_explorer::web::state::PageState;
 use leptos::mount::mount_to;
 use leptos::prelude::*;
 use leptos::task::tick;
@@ -62,14 +64,19 @@ fn linear_alpha_bar(t: usize) -> f64 {
 #[wasm_bindgen_test]
 async fn the_slider_moves_the_forward_image_as_equation_4_says() {
     let root = container();
-    let x0 = RwSignal::new(test_digit());
-    let t = RwSignal::new(250usize);
-    let kind = RwSignal::new(ScheduleKind::Linear);
-    let schedule = Memo::new(move |_| NoiseSchedule::new(kind.get(), 1000).unwrap());
-    let seed = RwSignal::new(3u64);
+    // The page's state as the app provides it: t = 250, the forward ε from seed 3.
+    let view = ViewState {
+        t: 250,
+        seed: 3,
+        schedule: ScheduleKind::Linear,
+        ..ViewState::default()
+    };
+    let state = PageState::new(&view, 1000, test_digit());
+    let t = state.t;
     let digits = vec![test_digit()];
     let _handle = mount_to(root.clone(), move || {
-        view! { <ForwardPanel digits=digits.clone() digit=RwSignal::new(0) x0=x0 t=t schedule_kind=kind schedule=schedule noise_seed=seed /> }
+        provide_context(state);
+        view! { <ForwardPanel digits=digits.clone() /> }
     });
     tick().await;
 
@@ -111,13 +118,15 @@ async fn the_slider_moves_the_forward_image_as_equation_4_says() {
 #[wasm_bindgen_test]
 async fn the_math_panel_shows_the_schedules_numbers() {
     let root = container();
-    let t = RwSignal::new(487usize);
-    let schedule = Memo::new(move |_| NoiseSchedule::linear(1000).unwrap());
-    let step = RwSignal::new(None::<StepCoefs>);
-    let _handle = mount_to(
-        root.clone(),
-        move || view! { <MathPanel schedule=schedule t=t step=step /> },
-    );
+    let view = ViewState {
+        t: 487,
+        ..ViewState::default()
+    };
+    let state = PageState::new(&view, 1000, test_digit());
+    let _handle = mount_to(root.clone(), move || {
+        provide_context(state);
+        view! { <MathPanel /> }
+    });
     tick().await;
     let cell = |symbol: &str| {
         root.query_selector(&format!("td.value[data-symbol='{symbol}']"))

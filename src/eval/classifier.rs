@@ -4,6 +4,7 @@
 //! hidden layer is the feature space of the Fréchet distance in [`super::metrics`], the way FID uses
 //! Inception's pool features; its softmax gives the confidence and class histogram of samples.
 
+use crate::model::weights::WeightsError;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -12,6 +13,38 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{relu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
+
+/// What can go wrong loading or training the classifier.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifierError {
+    /// A file could not be read or written.
+    #[error("{path}: {error}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// `classifier.json` is not a classifier record.
+    #[error("{path}: {reason}")]
+    Record {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The weights do not fit the network.
+    #[error("{path}: {source}")]
+    Weights {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        source: WeightsError,
+    },
+    /// Bad data or settings.
+    #[error("{0}")]
+    Settings(String),
+}
 
 /// File name of the classifier's weights inside its folder.
 pub const CLASSIFIER_WEIGHTS_FILE: &str = "classifier.bpk";
@@ -56,7 +89,7 @@ impl DigitClassifierConfig {
     }
 
     /// Builds the network and loads burnpack `bytes` into it (shape-checked).
-    pub fn load(&self, bytes: Vec<u8>, device: &Device) -> Result<DigitClassifier, String> {
+    pub fn load(&self, bytes: Vec<u8>, device: &Device) -> Result<DigitClassifier, WeightsError> {
         crate::model::weights::load_weights(self.init(device), bytes)
     }
 }
@@ -182,17 +215,30 @@ mod native {
     use std::path::Path;
 
     /// Loads `classifier.json` + `classifier.bpk` from a folder.
-    pub fn load_classifier(dir: &Path, device: &Device) -> Result<(ClassifierRecord, DigitClassifier), String> {
+    pub fn load_classifier(
+        dir: &Path,
+        device: &Device,
+    ) -> Result<(ClassifierRecord, DigitClassifier), ClassifierError> {
         let config_path = dir.join(CLASSIFIER_CONFIG_FILE);
-        let json = std::fs::read_to_string(&config_path).map_err(|e| format!("{}: {e}", config_path.display()))?;
-        let record: ClassifierRecord =
-            serde_json::from_str(&json).map_err(|e| format!("{}: {e}", config_path.display()))?;
+        let path = config_path.display().to_string();
+        let json = std::fs::read_to_string(&config_path).map_err(|error| ClassifierError::Io {
+            path: path.clone(),
+            error,
+        })?;
+        let record: ClassifierRecord = serde_json::from_str(&json).map_err(|e| ClassifierError::Record {
+            path,
+            reason: e.to_string(),
+        })?;
         let weights_path = dir.join(CLASSIFIER_WEIGHTS_FILE);
-        let bytes = std::fs::read(&weights_path).map_err(|e| format!("{}: {e}", weights_path.display()))?;
+        let path = weights_path.display().to_string();
+        let bytes = std::fs::read(&weights_path).map_err(|error| ClassifierError::Io {
+            path: path.clone(),
+            error,
+        })?;
         let model = record
             .config
             .load(bytes, device)
-            .map_err(|e| format!("{}: weights do not fit the classifier ({e})", weights_path.display()))?;
+            .map_err(|source| ClassifierError::Weights { path, source })?;
         Ok((record, model))
     }
 
@@ -236,12 +282,13 @@ mod native {
         out: &Path,
         device: &Device,
         mut on_epoch: impl FnMut(usize, f64),
-    ) -> Result<ClassifierRecord, String> {
+    ) -> Result<ClassifierRecord, ClassifierError> {
+        let settings = |m: &str| Err(ClassifierError::Settings(m.into()));
         if train.labels.len() != train.len() || test.labels.len() != test.len() {
-            return Err("the classifier needs labelled data (labels-idx1 files beside the images)".into());
+            return settings("the classifier needs labelled data (labels-idx1 files beside the images)");
         }
         if epochs == 0 || batch == 0 {
-            return Err("the number of epochs and the batch size must be at least 1".into());
+            return settings("the number of epochs and the batch size must be at least 1");
         }
         let config = DigitClassifierConfig::new();
         let max_shift = 2usize;
@@ -293,13 +340,18 @@ mod native {
             .valid()
             .into_record()
             .into_bytes()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| ClassifierError::Settings(format!("saving the weights: {e}")))?
             .to_vec();
-        std::fs::create_dir_all(out).map_err(|e| format!("creating {}: {e}", out.display()))?;
-        write_atomic(&out.join(CLASSIFIER_WEIGHTS_FILE), &bytes).map_err(|e| format!("writing weights: {e}"))?;
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |error| ClassifierError::Io { path, error }
+        };
+        std::fs::create_dir_all(out).map_err(io(out))?;
+        let weights = out.join(CLASSIFIER_WEIGHTS_FILE);
+        write_atomic(&weights, &bytes).map_err(io(&weights))?;
         let json = serde_json::to_string_pretty(&record).expect("serialises");
-        write_atomic(&out.join(CLASSIFIER_CONFIG_FILE), json.as_bytes())
-            .map_err(|e| format!("writing {CLASSIFIER_CONFIG_FILE}: {e}"))?;
+        let config = out.join(CLASSIFIER_CONFIG_FILE);
+        write_atomic(&config, json.as_bytes()).map_err(io(&config))?;
         Ok(record)
     }
 

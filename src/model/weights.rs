@@ -68,18 +68,19 @@ impl DiffusionConfig {
     /// Shapes and names are checked: a file of another architecture is an error, not a panic.
     pub fn load_unet(&self, bytes: Vec<u8>, device: &Device) -> Result<UNet, WeightsError> {
         self.unet.validate()?;
-        load_weights(self.unet.init(device), bytes).map_err(|reason| WeightsError::Weights { reason })
+        load_weights(self.unet.init(device), bytes)
     }
 }
 
 /// Loads burnpack `bytes` into `module` (f16 files are cast to the module's dtype). Names and
 /// shapes are checked: unreadable bytes or another architecture are an error, not a panic.
-pub fn load_weights<M: Module>(module: M, bytes: Vec<u8>) -> Result<M, String> {
+pub fn load_weights<M: Module>(module: M, bytes: Vec<u8>) -> Result<M, WeightsError> {
+    let bad = |reason: String| WeightsError::Weights { reason };
     let record = std::panic::catch_unwind(|| ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)))
-        .map_err(|_| "unreadable burnpack data".to_string())?
-        .map_err(|e| e.to_string())?
+        .map_err(|_| bad("unreadable burnpack data".into()))?
+        .map_err(|e| bad(e.to_string()))?
         .cast_to_module_dtype();
-    module.try_load_record(record).map_err(|e| e.to_string())
+    module.try_load_record(record).map_err(|e| bad(e.to_string()))
 }
 
 #[cfg(feature = "native")]

@@ -32,9 +32,17 @@ impl fmt::Display for ChosenDevice {
     }
 }
 
+/// A device that could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// `--device wgpu` and wgpu found no adapter (the reason is wgpu's).
+    #[error("no wgpu adapter: {0}")]
+    NoAdapter(String),
+}
+
 /// Resolves a [`DeviceChoice`]. `Auto` only takes a hardware GPU; `Wgpu` fails with a message
 /// when wgpu finds no adapter at all.
-pub fn choose_device(choice: DeviceChoice) -> Result<ChosenDevice, String> {
+pub fn choose_device(choice: DeviceChoice) -> Result<ChosenDevice, DeviceError> {
     let cpu = || ChosenDevice {
         device: Device::flex(),
         description: "cpu (burn flex backend)".into(),
@@ -57,7 +65,7 @@ pub fn choose_device(choice: DeviceChoice) -> Result<ChosenDevice, String> {
     };
     match choice {
         DeviceChoice::Cpu => Ok(cpu()),
-        DeviceChoice::Wgpu => try_wgpu(DeviceKind::DefaultDevice).map_err(|e| format!("no wgpu adapter: {e}")),
+        DeviceChoice::Wgpu => try_wgpu(DeviceKind::DefaultDevice).map_err(DeviceError::NoAdapter),
         DeviceChoice::Auto => Ok(try_wgpu(DeviceKind::DiscreteGpu(0))
             .or_else(|_| try_wgpu(DeviceKind::IntegratedGpu(0)))
             .ok()

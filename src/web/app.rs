@@ -5,9 +5,8 @@ use super::engine::Engine;
 use super::forward_panel::ForwardPanel;
 use super::math_panel::MathPanel;
 use super::reverse_panel::ReversePanel;
+use super::state::PageState;
 use crate::data::bytes_to_unit;
-use crate::diffusion::sampler::StepCoefs;
-use crate::diffusion::schedule::NoiseSchedule;
 use crate::view_state::ViewState;
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
@@ -67,34 +66,16 @@ pub fn Explorer(
     let digits: Vec<Vec<f32>> = (0..engine.digits.len())
         .map(|i| bytes_to_unit(engine.digits.image(i)))
         .collect();
-    let digit = RwSignal::new(initial.digit.min(digits.len().saturating_sub(1)));
-    let x0 = RwSignal::new(
-        digits
-            .get(digit.get_untracked())
-            .cloned()
-            .unwrap_or_else(|| vec![-1.0; 784]),
-    );
-    let t = RwSignal::new(initial.t);
-    let schedule_kind = RwSignal::new(initial.schedule);
-    let schedule =
-        Memo::new(move |_| NoiseSchedule::new(schedule_kind.get(), timesteps).expect("T ≥ 1 from config.json"));
-    let seed = RwSignal::new(initial.seed);
-    let noise_seed = RwSignal::new(initial.seed);
-    let sampler = RwSignal::new(initial.sampler);
-    let step = RwSignal::new(None::<StepCoefs>);
+    let initial = ViewState {
+        digit: initial.digit.min(digits.len().saturating_sub(1)),
+        ..initial
+    };
+    let x0 = digits.get(initial.digit).cloned().unwrap_or_else(|| vec![-1.0; 784]);
+    let state = PageState::new(&initial, timesteps, x0);
+    provide_context(state);
 
     // Keep the URL in step with the view, so it can be shared and replayed.
-    Effect::new(move |_| {
-        let state = ViewState {
-            schedule: schedule_kind.get(),
-            t: t.get(),
-            digit: digit.get(),
-            seed: seed.get(),
-            sampler: sampler.get(),
-            backend: initial.backend,
-        };
-        set_page_query(&state.to_query());
-    });
+    Effect::new(move |_| set_page_query(&state.view(initial.backend).to_query()));
 
     let backend = engine.backend.clone();
     let trained_with = format!(
@@ -116,9 +97,9 @@ pub fn Explorer(
         </p>
         <p class="model-info">{trained_with}</p>
         <main>
-            <ForwardPanel digits=digits digit=digit x0=x0 t=t schedule_kind=schedule_kind schedule=schedule noise_seed=noise_seed />
-            <MathPanel schedule=schedule t=t step=step />
-            <ReversePanel engine=engine sampler=sampler seed=seed x0=x0 t=t noise_seed=noise_seed step=step />
+            <ForwardPanel digits=digits />
+            <MathPanel />
+            <ReversePanel engine=engine />
         </main>
     }
 }

@@ -2,6 +2,7 @@
 
 use super::canvas::PictureCanvas;
 use super::schedule_plot::SchedulePlot;
+use super::state::PageState;
 use crate::diffusion::forward::q_sample_pixels;
 use crate::diffusion::schedule::{NoiseSchedule, ScheduleKind};
 use crate::image::GrayImage;
@@ -151,19 +152,16 @@ pub fn TimestepSlider(
 pub fn ForwardPanel(
     /// Real digits to pick x_0 from.
     digits: Vec<Vec<f32>>,
-    /// Which digit is selected.
-    digit: RwSignal<usize>,
-    /// x_0.
-    x0: RwSignal<Vec<f32>>,
-    /// The timestep.
-    t: RwSignal<usize>,
-    /// Which schedule is shown.
-    schedule_kind: RwSignal<ScheduleKind>,
-    /// The schedule itself.
-    schedule: Memo<NoiseSchedule>,
-    /// Seed of ε.
-    noise_seed: RwSignal<u64>,
 ) -> impl IntoView {
+    let PageState {
+        digit,
+        x0,
+        t,
+        schedule_kind,
+        schedule,
+        noise_seed,
+        ..
+    } = PageState::expect();
     let eps = Memo::new(move |_| forward_noise(noise_seed.get()));
     let x_t = Signal::derive(move || {
         let t = t.get();

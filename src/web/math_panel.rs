@@ -1,8 +1,8 @@
 //! The mathematics beside the pictures: the forward process's numbers at the slider's t and the
 //! coefficients of the reverse step being taken.
 
+use super::state::PageState;
 use crate::diffusion::sampler::StepCoefs;
-use crate::diffusion::schedule::NoiseSchedule;
 use leptos::prelude::*;
 
 fn fmt(v: f64) -> String {
@@ -34,14 +34,8 @@ fn Quantity(
 
 /// The forward-process numbers at `t` and, while a chain runs, the current reverse step's.
 #[component]
-pub fn MathPanel(
-    /// The schedule shown.
-    schedule: Memo<NoiseSchedule>,
-    /// The forward panel's timestep.
-    t: RwSignal<usize>,
-    /// The reverse step being taken, if any.
-    step: RwSignal<Option<StepCoefs>>,
-) -> impl IntoView {
+pub fn MathPanel() -> impl IntoView {
+    let PageState { schedule, t, step, .. } = PageState::expect();
     let row = move || schedule.with(|s| s.row(t.get().min(s.timesteps() - 1)).expect("t clamped"));
     let q = move |f: fn(&crate::diffusion::schedule::ScheduleRow) -> f64| Signal::derive(move || fmt(f(&row())));
     let r =

@@ -8,6 +8,7 @@ pub mod forward_panel;
 pub mod math_panel;
 pub mod reverse_panel;
 pub mod schedule_plot;
+pub mod state;
 
 use wasm_bindgen::prelude::wasm_bindgen;
 

@@ -4,6 +4,7 @@
 use super::canvas::{PictureCanvas, now_ms, yield_to_browser};
 use super::engine::Engine;
 use super::forward_panel::{SIZE, forward_noise};
+use super::state::PageState;
 use crate::diffusion::sampler::{DEFAULT_DDIM_STEPS, ReverseChain, SamplerConfig, StepCoefs, VarianceKind};
 use crate::image::GrayImage;
 use crate::rng::NoiseRng;
@@ -69,26 +70,21 @@ enum Start {
 pub fn ReversePanel(
     /// The model.
     engine: SendWrapper<Rc<Engine>>,
-    /// The sampler settings.
-    sampler: RwSignal<SamplerConfig>,
-    /// Seed of x_T and z.
-    seed: RwSignal<u64>,
-    /// x_0 for SDEdit.
-    x0: RwSignal<Vec<f32>>,
-    /// The slider's t, where SDEdit starts.
-    t: RwSignal<usize>,
-    /// Seed of the forward panel's ε: SDEdit's first image starts from the very x_t shown there.
-    noise_seed: RwSignal<u64>,
-    /// The current step's coefficients, for the math panel.
-    step: RwSignal<Option<StepCoefs>>,
 ) -> impl IntoView {
+    let state = PageState::expect();
+    let PageState {
+        sampler, seed, t, step, ..
+    } = state;
+    let chain_view = ChainView::new();
+    let ChainView {
+        stop,
+        progress,
+        step_ms,
+        frames,
+        shown,
+    } = chain_view;
     let running = RwSignal::new(false);
-    let stop = RwSignal::new(false);
-    let progress = RwSignal::new((0usize, 0usize));
-    let step_ms = RwSignal::new(0.0f64);
     let error = RwSignal::new(None::<String>);
-    let frames = RwSignal::new(Vec::<Frame>::new());
-    let shown = RwSignal::new(0usize);
     let timesteps = engine.config.timesteps;
 
     let run = move |start: Start| {
@@ -100,11 +96,7 @@ pub fn ReversePanel(
             running.set(true);
             stop.set(false);
             error.set(None);
-            if let Err(e) = run_chain(
-                &engine, start, sampler, seed, x0, t, noise_seed, progress, step_ms, frames, shown, step, stop,
-            )
-            .await
-            {
+            if let Err(e) = run_chain(&engine, start, state, chain_view).await {
                 error.set(Some(e));
             }
             running.set(false);
@@ -229,23 +221,51 @@ pub fn ReversePanel(
     }
 }
 
-/// Runs one chain to the end (or until `stop`), recording and showing every step.
-#[allow(clippy::too_many_arguments)]
-async fn run_chain(
-    engine: &Engine,
-    start: Start,
-    sampler: RwSignal<SamplerConfig>,
-    seed: RwSignal<u64>,
-    x0: RwSignal<Vec<f32>>,
-    t: RwSignal<usize>,
-    noise_seed: RwSignal<u64>,
-    progress: RwSignal<(usize, usize)>,
-    step_ms: RwSignal<f64>,
-    frames: RwSignal<Vec<Frame>>,
-    shown: RwSignal<usize>,
-    step: RwSignal<Option<StepCoefs>>,
+/// The reverse panel's own signals: what a running chain reports and the panel shows.
+#[derive(Clone, Copy)]
+struct ChainView {
+    /// Set to end the chain after the current step.
     stop: RwSignal<bool>,
-) -> Result<(), String> {
+    /// Steps done and in all.
+    progress: RwSignal<(usize, usize)>,
+    /// The last step's time.
+    step_ms: RwSignal<f64>,
+    /// Every step's pictures, x_T first.
+    frames: RwSignal<Vec<Frame>>,
+    /// The frame on screen (the replay slider moves it).
+    shown: RwSignal<usize>,
+}
+
+impl ChainView {
+    fn new() -> Self {
+        Self {
+            stop: RwSignal::new(false),
+            progress: RwSignal::new((0, 0)),
+            step_ms: RwSignal::new(0.0),
+            frames: RwSignal::new(Vec::new()),
+            shown: RwSignal::new(0),
+        }
+    }
+}
+
+/// Runs one chain to the end (or until `stop`), recording and showing every step.
+async fn run_chain(engine: &Engine, start: Start, state: PageState, view: ChainView) -> Result<(), String> {
+    let PageState {
+        sampler,
+        seed,
+        x0,
+        t,
+        noise_seed,
+        step,
+        ..
+    } = state;
+    let ChainView {
+        stop,
+        progress,
+        step_ms,
+        frames,
+        shown,
+    } = view;
     let schedule = engine.config.noise_schedule().map_err(|e| e.to_string())?;
     let seed = seed.get_untracked();
     let shape = [BATCH, 1, SIZE, SIZE];

@@ -55,8 +55,7 @@ pub(crate) fn run(a: ClassifierArgs) -> Result<()> {
                 started.elapsed().as_secs_f64()
             )
         },
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     eprintln!(
         "wrote {} : test accuracy {:.2} % on {} digits",
         a.out.display(),

@@ -101,14 +101,12 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
     let device = burn::tensor::Device::flex();
     let (config, unet) =
         load_model(&a.weights, &device).with_context(|| format!("loading weights from '{}'", a.weights.display()))?;
-    let (record, classifier) = load_classifier(&a.classifier, &device)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| {
-            format!(
-                "loading the classifier (make one with `ddpm classifier --out {}`)",
-                a.classifier.display()
-            )
-        })?;
+    let (record, classifier) = load_classifier(&a.classifier, &device).with_context(|| {
+        format!(
+            "loading the classifier (make one with `ddpm classifier --out {}`)",
+            a.classifier.display()
+        )
+    })?;
     let train = ImageDataset::load(&a.data, Split::Train).context("loading the training split")?;
     let test = ImageDataset::load(&a.data, Split::Test).context("loading the held-out split")?;
     let schedule = config.noise_schedule()?;

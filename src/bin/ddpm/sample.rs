@@ -106,7 +106,7 @@ pub(crate) fn run(a: SampleArgs) -> Result<()> {
     if a.out.is_none() && a.out_dir.is_none() && a.chain.is_none() {
         bail!("nothing to write: pass --out FILE.png, --out-dir DIR or --chain FILE.png");
     }
-    let chosen = choose_device(a.device).map_err(anyhow::Error::msg)?;
+    let chosen = choose_device(a.device)?;
     let (config, unet) = load_model(&a.weights, &chosen.device)
         .with_context(|| format!("loading weights from '{}'", a.weights.display()))?;
     let schedule = config.noise_schedule()?;

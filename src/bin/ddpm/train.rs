@@ -133,7 +133,7 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
     };
     let steps = config.steps;
     config.validate()?;
-    let chosen = choose_device(a.device).map_err(anyhow::Error::msg)?;
+    let chosen = choose_device(a.device)?;
     eprintln!(
         "training on {} images ({}×{}) on {chosen}: {steps} steps of batch {}, {} parameters",
         data.len(),

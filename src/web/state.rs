@@ -1,0 +1,67 @@
+//! The page's state: one set of signals that every panel reads from Leptos' context, as leptos'
+//! own examples share state, instead of threading half a dozen signals through each panel.
+
+use crate::diffusion::sampler::{SamplerConfig, StepCoefs};
+use crate::diffusion::schedule::{NoiseSchedule, ScheduleKind};
+use crate::view_state::ViewState;
+use leptos::prelude::*;
+
+/// Everything the panels share. `Copy`: signals are handles.
+#[derive(Clone, Copy)]
+pub struct PageState {
+    /// Index of the chosen real digit.
+    pub digit: RwSignal<usize>,
+    /// x_0 (a real digit or a drawing), 784 values in [−1, 1].
+    pub x0: RwSignal<Vec<f32>>,
+    /// The forward panel's timestep (SDEdit starts there).
+    pub t: RwSignal<usize>,
+    /// Which schedule is shown.
+    pub schedule_kind: RwSignal<ScheduleKind>,
+    /// The schedule itself.
+    pub schedule: Memo<NoiseSchedule>,
+    /// Seed of the reverse chain.
+    pub seed: RwSignal<u64>,
+    /// Seed of the forward panel's ε.
+    pub noise_seed: RwSignal<u64>,
+    /// The reverse sampler.
+    pub sampler: RwSignal<SamplerConfig>,
+    /// The reverse step being shown, for the math panel.
+    pub step: RwSignal<Option<StepCoefs>>,
+}
+
+impl PageState {
+    /// The state a page opens with: `view` (already clamped to the model's `timesteps`) and `x0`.
+    pub fn new(view: &ViewState, timesteps: usize, x0: Vec<f32>) -> Self {
+        let schedule_kind = RwSignal::new(view.schedule);
+        Self {
+            digit: RwSignal::new(view.digit),
+            x0: RwSignal::new(x0),
+            t: RwSignal::new(view.t),
+            schedule_kind,
+            schedule: Memo::new(move |_| {
+                NoiseSchedule::new(schedule_kind.get(), timesteps).expect("T ≥ 1 from config.json")
+            }),
+            seed: RwSignal::new(view.seed),
+            noise_seed: RwSignal::new(view.seed),
+            sampler: RwSignal::new(view.sampler),
+            step: RwSignal::new(None),
+        }
+    }
+
+    /// The view as a URL would say it (`backend` is kept as the page was opened with).
+    pub fn view(&self, backend: crate::view_state::BackendPreference) -> ViewState {
+        ViewState {
+            schedule: self.schedule_kind.get(),
+            t: self.t.get(),
+            digit: self.digit.get(),
+            seed: self.seed.get(),
+            sampler: self.sampler.get(),
+            backend,
+        }
+    }
+
+    /// The state provided by the page (or a test) above the calling component.
+    pub fn expect() -> Self {
+        expect_context::<PageState>()
+    }
+}
