@@ -4,6 +4,9 @@
 pub mod classifier;
 pub mod metrics;
 
+use crate::diffusion::sampler::{EpsModel, ReverseChain, SamplerConfig, SamplerError};
+use crate::diffusion::schedule::NoiseSchedule;
+use crate::rng::NoiseRng;
 use classifier::{Described, DigitClassifier};
 use serde::Serialize;
 
@@ -50,6 +53,43 @@ pub fn quality(
         class_entropy_bits: metrics::class_entropy_bits(&predictions, classes),
         class_counts,
     }
+}
+
+/// How many images [`sample_images`] makes, in batches of what, of what shape, from which seed.
+#[derive(Clone, Copy, Debug)]
+pub struct SampleBatches {
+    /// Images in all.
+    pub n: usize,
+    /// Images per chain.
+    pub batch: usize,
+    /// `[channels, height, width]` of one image.
+    pub image: [usize; 3],
+    /// Seed of the set: batch k runs from the stream seed (seed, k).
+    pub seed: u64,
+}
+
+/// `batches.n` samples from `model` with `sampler`, as flat pixels; `on_step` is called after
+/// every reverse step of every batch (for a progress bar).
+pub fn sample_images<M: EpsModel>(
+    model: &M,
+    sampler: &SamplerConfig,
+    schedule: &NoiseSchedule,
+    batches: SampleBatches,
+    device: &burn::tensor::Device,
+    mut on_step: impl FnMut(),
+) -> Result<Vec<f32>, SamplerError> {
+    let [c, h, w] = batches.image;
+    let mut images = Vec::with_capacity(batches.n * c * h * w);
+    for (k, from) in (0..batches.n).step_by(batches.batch.max(1)).enumerate() {
+        let count = batches.batch.min(batches.n - from);
+        let chain_seed = NoiseRng::stream_seed(batches.seed, k as u64);
+        let mut chain = ReverseChain::from_noise(model, sampler.build(schedule)?, [count, c, h, w], chain_seed, device);
+        while chain.step().is_some() {
+            on_step();
+        }
+        images.extend_from_slice(chain.current().into_data().as_slice::<f32>().expect("f32 samples"));
+    }
+    Ok(images)
 }
 
 /// A figure measured several times (with other seeds, or over images): its mean and the standard

@@ -3,7 +3,6 @@
 use super::blocks::{AttentionBlock, AttentionBlockConfig, Downsample, ResBlock, ResBlockConfig, Upsample, group_norm};
 use super::embedding::{TimeEmbedding, TimeEmbeddingConfig};
 use super::norm_silu::norm_silu;
-use crate::diffusion::sampler::EpsModel;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -238,11 +237,5 @@ impl UNet {
         }
         let h = norm_silu(&self.norm_out, h); // [b, c0, s, s]
         self.conv_out.forward(h) // [b, image_channels, s, s]
-    }
-}
-
-impl EpsModel for UNet {
-    fn predict_eps(&self, x_t: Tensor<4>, t: &[usize]) -> Tensor<4> {
-        self.forward(x_t, t)
     }
 }

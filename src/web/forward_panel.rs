@@ -13,9 +13,12 @@ use leptos::prelude::*;
 /// Side of the images, in pixels.
 pub const SIZE: usize = 28;
 
+/// The random stream of the forward panel's ε (see [`NoiseRng::stream_seed`]).
+const FORWARD_EPS_STREAM: u64 = 1;
+
 /// ε for the forward panel: fixed by its seed until the user resamples.
 pub fn forward_noise(seed: u64) -> Vec<f32> {
-    NoiseRng::new(seed ^ 0xF0F0_F0F0).normal_vec(SIZE * SIZE)
+    NoiseRng::new(NoiseRng::stream_seed(seed, FORWARD_EPS_STREAM)).normal_vec(SIZE * SIZE)
 }
 
 /// A canvas showing a 28×28 image in [−1, 1], redrawn whenever `pixels` changes.

@@ -56,6 +56,9 @@ pub async fn read_back_all<const N: usize>(tensors: [Tensor<4>; N]) -> Result<[V
         .map_err(|d: Vec<Vec<f32>>| format!("the transaction returned {} tensors, not {N}", d.len()))
 }
 
+/// The random stream of SDEdit's noise for all but the first image (see [`NoiseRng::stream_seed`]).
+const SDEDIT_NOISE_STREAM: u64 = 2;
+
 /// What starts a chain.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Start {
@@ -282,7 +285,9 @@ async fn run_chain(engine: &Engine, start: Start, state: PageState, view: ChainV
             // The first image gets the forward panel's ε (its x_t is the one on screen), the others
             // fresh draws, so the grid shows how many digits one sketch can become.
             let mut noise = forward_noise(noise_seed.get_untracked());
-            noise.extend(NoiseRng::new(seed ^ 0x5DED17).normal_vec((BATCH - 1) * SIZE * SIZE));
+            noise.extend(
+                NoiseRng::new(NoiseRng::stream_seed(seed, SDEDIT_NOISE_STREAM)).normal_vec((BATCH - 1) * SIZE * SIZE),
+            );
             let noise = Tensor::<4>::from_data(TensorData::new(noise, shape), device);
             let config = sampler.get_untracked();
             ReverseChain::sdedit(&engine.unet, &config, &schedule, x0, start_t, noise, seed)

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ddpm_explorer::data::{ImageDataset, Split};
-use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig, VarianceKind};
+use ddpm_explorer::diffusion::sampler::{SamplerConfig, VarianceKind};
 use ddpm_explorer::model::weights::load_model;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -85,7 +85,7 @@ fn parse_sample_set(name: &str) -> Result<(String, SamplerConfig)> {
 pub(crate) fn run(a: EvalArgs) -> Result<()> {
     use ddpm_explorer::diffusion::vlb::estimate_bits_per_dim_for;
     use ddpm_explorer::eval::classifier::load_classifier;
-    use ddpm_explorer::eval::{EvalReport, NllSummary, SetSummary, quality};
+    use ddpm_explorer::eval::{EvalReport, NllSummary, SampleBatches, SetSummary, quality, sample_images};
     use ddpm_explorer::rng::NoiseRng;
     if a.n < 2 {
         bail!("--n must be at least 2 (a covariance needs two images)");
@@ -163,17 +163,13 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
         let started = std::time::Instant::now();
         let mut runs = Vec::new();
         for &seed in &seeds {
-            let mut images = Vec::with_capacity(a.n * size * size);
-            for (k, from) in (0..a.n).step_by(a.batch).enumerate() {
-                let count = a.batch.min(a.n - from);
-                let sampler = sampler_config.build(&schedule)?;
-                let chain_seed = NoiseRng::stream_seed(seed, k as u64);
-                let mut chain = ReverseChain::from_noise(&unet, sampler, [count, 1, size, size], chain_seed, &device);
-                while chain.step().is_some() {
-                    bar.inc(1);
-                }
-                images.extend_from_slice(chain.current().into_data().as_slice::<f32>().expect("f32 samples"));
-            }
+            let batches = SampleBatches {
+                n: a.n,
+                batch: a.batch,
+                image: [1, size, size],
+                seed,
+            };
+            let images = sample_images(&unet, sampler_config, &schedule, batches, &device, || bar.inc(1))?;
             runs.push(quality(label, &classifier, &images, &reference, &device));
         }
         bar.finish_and_clear();

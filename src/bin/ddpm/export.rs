@@ -20,7 +20,7 @@ pub(crate) struct ExportArgs {
 
 pub(crate) fn run(a: ExportArgs) -> Result<()> {
     use ddpm_explorer::model::weights::{CONFIG_FILE, WEIGHTS_FILE, unet_to_bytes, unet_to_half_bytes};
-    use ddpm_explorer::native::io::write_atomic;
+    use ddpm_explorer::native::train::export_model;
     let device = burn::tensor::Device::flex();
     let (config, unet) =
         load_model(&a.weights, &device).with_context(|| format!("loading weights from '{}'", a.weights.display()))?;
@@ -38,9 +38,7 @@ pub(crate) fn run(a: ExportArgs) -> Result<()> {
         .abs()
         .max()
         .into_scalar::<f32>();
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating '{}'", a.out.display()))?;
-    write_atomic(&a.out.join(WEIGHTS_FILE), &bytes).context("writing the weights")?;
-    write_atomic(&a.out.join(CONFIG_FILE), config.to_json().as_bytes()).context("writing config.json")?;
+    export_model(&a.out, &config, &bytes).with_context(|| format!("writing '{}'", a.out.display()))?;
     eprintln!(
         "wrote {} ({} bytes, {}) and {}; largest change of ε̂ on 8 test inputs: {diff:.2e}",
         a.out.join(WEIGHTS_FILE).display(),

@@ -116,11 +116,11 @@ pub(super) fn save_checkpoint(
     Ok(())
 }
 
-/// Exports the EMA weights and `config.json` to `dir`, each file written atomically.
-pub fn export_model(dir: &Path, config: &DiffusionConfig, unet: &UNet) -> Result<(), TrainError> {
+/// Writes a model folder — burnpack `weights` and `config.json` — to `dir`, each file atomically:
+/// what a run exports, `ddpm export` copies and the web app loads.
+pub fn export_model(dir: &Path, config: &DiffusionConfig, weights: &[u8]) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
-    write_atomic(&dir.join(WEIGHTS_FILE), &unet_to_bytes(unet.clone())?)
-        .map_err(io_err("writing the exported weights"))?;
+    write_atomic(&dir.join(WEIGHTS_FILE), weights).map_err(io_err("writing the exported weights"))?;
     write_atomic(&dir.join(CONFIG_FILE), config.to_json().as_bytes()).map_err(io_err("writing config.json"))?;
     Ok(())
 }

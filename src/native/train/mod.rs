@@ -22,7 +22,7 @@ use crate::diffusion::sampler::{ReverseChain, SamplerConfig};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::image::GrayImage;
 use crate::model::UNet;
-use crate::model::weights::WeightsError;
+use crate::model::weights::{WeightsError, unet_to_bytes};
 use crate::native::io::{write_atomic, write_png};
 use crate::rng::NoiseRng;
 use burn::module::Module;
@@ -255,7 +255,7 @@ pub fn train(
                 config: config.clone(),
             };
             save_checkpoint(&run, &model, &ema, &optim, &state)?;
-            export_model(&run.export(), &diffusion, &ema)?;
+            export_model(&run.export(), &diffusion, &unet_to_bytes(ema.clone())?)?;
             write_loss_plot(&run)?;
         }
     }
