@@ -60,6 +60,19 @@ impl GrayImage {
         out
     }
 
+    /// The image `factor` times larger, each pixel a `factor × factor` block (nearest neighbour:
+    /// the pixels stay visible, as in the app's canvases).
+    pub fn scaled(&self, factor: usize) -> Self {
+        let factor = factor.max(1);
+        let mut out = Self::new(self.width * factor, self.height * factor);
+        for y in 0..out.height {
+            for x in 0..out.width {
+                out.pixels[y * out.width + x] = self.pixels[(y / factor) * self.width + x / factor];
+            }
+        }
+        out
+    }
+
     /// RGBA bytes (gray replicated, opaque), as a canvas `ImageData` wants them.
     pub fn to_rgba(&self) -> Vec<u8> {
         self.pixels.iter().flat_map(|&g| [g, g, g, 255]).collect()
@@ -89,6 +102,13 @@ mod tests {
         assert_eq!(g.pixels[7 + 4], 0); // (4, 1): second image
         assert_eq!(g.pixels[4 * 7 + 1], 255); // (1, 4): third image
         assert_eq!(g.pixels[0], 0); // padding
+        // ×2: pixel (1, 1) becomes the block (2..4, 2..4); the 7 × 7 picture 14 × 14.
+        let big = g.scaled(2);
+        assert_eq!((big.width, big.height), (14, 14));
+        assert_eq!(
+            [big.pixels[2 * 14 + 2], big.pixels[3 * 14 + 3], big.pixels[14 + 1]],
+            [255, 255, 0]
+        );
         let s = GrayImage::stack_vertical(&[g.clone(), g]);
         assert_eq!((s.width, s.height), (7, 14));
         assert_eq!(s.to_rgba()[..8], [0, 0, 0, 255, 0, 0, 0, 255]);

@@ -49,6 +49,9 @@ pub(crate) struct SampleArgs {
     /// Frames in the chain strip after x_T (evenly spread over the steps, the last is x_0).
     #[arg(long, default_value_t = 10)]
     chain_frames: usize,
+    /// Enlarge the written pictures this many times (nearest neighbour), e.g. 3 for a README.
+    #[arg(long, default_value_t = 1)]
+    scale: usize,
     /// Latent walk: write to --out a strip of --n digits decoded (DDIM, η = 0) from x_T's spherically
     /// interpolated between --seed's and this seed's; its ends are the two seeds' own samples.
     #[arg(long, value_name = "SEED")]
@@ -89,7 +92,7 @@ fn write_latent_walk(
     ); // [n, c, s, s]
     let data = strip.into_data();
     let image = GrayImage::grid(data.as_slice::<f32>().expect("f32 samples"), size, a.n, 2);
-    write_png(path, &image).with_context(|| format!("writing '{}'", path.display()))?;
+    write_png(path, &image.scaled(a.scale)).with_context(|| format!("writing '{}'", path.display()))?;
     eprintln!(
         "wrote the latent walk from seed {} to seed {other} ({} digits) to {}",
         a.seed,
@@ -161,7 +164,7 @@ pub(crate) fn run(a: SampleArgs) -> Result<()> {
     eprintln!("sampled {} images with {total} {} steps on {chosen}", a.n, a.sampler);
     if let Some(path) = &a.out {
         let grid = GrayImage::grid(pixels, size, (a.n as f64).sqrt().ceil() as usize, 2);
-        write_png(path, &grid).with_context(|| format!("writing '{}'", path.display()))?;
+        write_png(path, &grid.scaled(a.scale)).with_context(|| format!("writing '{}'", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(dir) = &a.out_dir {
@@ -179,7 +182,7 @@ pub(crate) fn run(a: SampleArgs) -> Result<()> {
             GrayImage::grid(&xt_frames, size, frames, 2),
             GrayImage::grid(&x0_frames, size, frames, 2),
         ]);
-        write_png(path, &strip).with_context(|| format!("writing '{}'", path.display()))?;
+        write_png(path, &strip.scaled(a.scale)).with_context(|| format!("writing '{}'", path.display()))?;
         eprintln!(
             "wrote the chain (top: x_t, bottom: predicted x_0) to {}",
             path.display()
