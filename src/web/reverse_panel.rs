@@ -262,13 +262,6 @@ async fn run_chain(engine: &Engine, start: Start, state: PageState, view: ChainV
         step,
         ..
     } = state;
-    let ChainView {
-        stop,
-        progress,
-        step_ms,
-        frames,
-        shown,
-    } = view;
     let schedule = engine.config.noise_schedule().map_err(|e| e.to_string())?;
     let seed = seed.get_untracked();
     let shape = [BATCH, 1, SIZE, SIZE];
@@ -295,22 +288,22 @@ async fn run_chain(engine: &Engine, start: Start, state: PageState, view: ChainV
         }
     };
     let (done, total) = chain.progress();
-    progress.set((0, total - done));
+    view.progress.set((0, total - done));
     let first = Frame {
         coefs: None,
         x_t: grid(&read_back(chain.current()).await?),
         pred_x0: grid(&vec![-1.0; BATCH * SIZE * SIZE]),
         eps: grid(&vec![0.0; BATCH * SIZE * SIZE]),
     };
-    frames.set(vec![first]);
-    shown.set(0);
+    view.frames.set(vec![first]);
+    view.shown.set(0);
     let offset = done;
-    while !stop.get_untracked() {
+    while !view.stop.get_untracked() {
         let started = now_ms();
         let Some(s) = chain.step() else { break };
         let [x_t, pred_x0, eps] = read_back_all([s.x_prev, s.pred_x0, s.eps.div_scalar(3.0)]).await?;
-        step_ms.set(now_ms() - started);
-        frames.update(|f| {
+        view.step_ms.set(now_ms() - started);
+        view.frames.update(|f| {
             f.push(Frame {
                 coefs: Some(s.coefs),
                 x_t: grid(&x_t),
@@ -318,8 +311,8 @@ async fn run_chain(engine: &Engine, start: Start, state: PageState, view: ChainV
                 eps: grid(&eps),
             })
         });
-        shown.set(s.index + 1 - offset);
-        progress.set((s.index + 1 - offset, total - offset));
+        view.shown.set(s.index + 1 - offset);
+        view.progress.set((s.index + 1 - offset, total - offset));
         step.set(Some(s.coefs));
         yield_to_browser().await;
     }
