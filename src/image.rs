@@ -45,6 +45,38 @@ impl GrayImage {
         out
     }
 
+    /// Cuts image `k` back out of a picture laid out by [`Self::grid`] with the same `size`,
+    /// `columns` and `pad`; a blank image when `k` is past the picture's last cell.
+    pub fn grid_cell(&self, k: usize, size: usize, columns: usize, pad: usize) -> Self {
+        let (x0, y0) = (pad + (k % columns) * (size + pad), pad + (k / columns) * (size + pad));
+        let mut out = Self::new(size, size);
+        if x0 + size <= self.width && y0 + size <= self.height {
+            for y in 0..size {
+                let row = (y0 + y) * self.width + x0;
+                out.pixels[y * size..(y + 1) * size].copy_from_slice(&self.pixels[row..row + size]);
+            }
+        }
+        out
+    }
+
+    /// Lays out pictures of one size in `columns` columns with `pad` pixels of border, as
+    /// [`Self::grid`] does for floats (e.g. a chain figure: one row per sample, one column per step).
+    pub fn arrange(parts: &[GrayImage], columns: usize, pad: usize) -> Self {
+        let (w, h) = parts.first().map_or((0, 0), |p| (p.width, p.height));
+        let columns = columns.clamp(1, parts.len().max(1));
+        let rows = parts.len().div_ceil(columns);
+        let mut out = Self::new(columns * (w + pad) + pad, rows * (h + pad) + pad);
+        for (k, part) in parts.iter().enumerate() {
+            let (x0, y0) = (pad + (k % columns) * (w + pad), pad + (k / columns) * (h + pad));
+            for y in 0..h.min(part.height) {
+                let src = &part.pixels[y * part.width..y * part.width + w.min(part.width)];
+                let at = (y0 + y) * out.width + x0;
+                out.pixels[at..at + src.len()].copy_from_slice(src);
+            }
+        }
+        out
+    }
+
     /// Stacks images vertically (e.g. the x_t row above the x̂_0 row of a chain strip).
     pub fn stack_vertical(parts: &[GrayImage]) -> Self {
         let width = parts.iter().map(|p| p.width).max().unwrap_or(0);
@@ -112,5 +144,26 @@ mod tests {
         let s = GrayImage::stack_vertical(&[g.clone(), g]);
         assert_eq!((s.width, s.height), (7, 14));
         assert_eq!(s.to_rgba()[..8], [0, 0, 0, 255, 0, 0, 0, 255]);
+    }
+
+    #[test]
+    fn grid_cells_come_back_out_and_arrange_lays_pictures_out() {
+        // Five 2×2 images with distinct values, 2 columns, 1 px padding.
+        let values = [-1.0f32, -0.5, 0.0, 0.5, 1.0];
+        let imgs: Vec<f32> = values.iter().flat_map(|&v| [v; 4]).collect();
+        let g = GrayImage::grid(&imgs, 2, 2, 1);
+        for (k, &v) in values.iter().enumerate() {
+            assert_eq!(g.grid_cell(k, 2, 2, 1).pixels, vec![unit_to_byte(v); 4], "cell {k}");
+        }
+        // Past the last cell: blank.
+        assert_eq!(g.grid_cell(7, 2, 2, 1).pixels, vec![0; 4]);
+        // The cells arranged again in the same layout give the same picture back.
+        let cells: Vec<_> = (0..5).map(|k| g.grid_cell(k, 2, 2, 1)).collect();
+        assert_eq!(GrayImage::arrange(&cells, 2, 1), g);
+        // One row of three: 3·(2+1)+1 = 10 wide, 4 high; the third cell starts at x = 7.
+        let row = GrayImage::arrange(&cells[..3], 3, 1);
+        assert_eq!((row.width, row.height), (10, 4));
+        assert_eq!(row.pixels[10 + 7], unit_to_byte(0.0));
+        assert_eq!(row.pixels[10 + 6], 0);
     }
 }

@@ -33,6 +33,9 @@ pub struct ViewState {
     pub sampler: SamplerConfig,
     /// The backend asked for (read once, when the page opens; kept in the URL as it was).
     pub backend: BackendPreference,
+    /// The reverse chain's step on screen (`&replay=k`): a link with it regenerates the chain from
+    /// x_T (same seed and sampler) and shows step k.
+    pub replay: Option<usize>,
 }
 
 impl Default for ViewState {
@@ -44,6 +47,7 @@ impl Default for ViewState {
             seed: 1,
             sampler: SamplerConfig::default(),
             backend: BackendPreference::Auto,
+            replay: None,
         }
     }
 }
@@ -82,6 +86,7 @@ impl ViewState {
                 "steps" => steps = v.parse().unwrap_or(steps),
                 "eta" => eta = v.parse().unwrap_or(eta),
                 "variance" => variance = v.parse().unwrap_or(variance),
+                "replay" => s.replay = v.parse().ok(),
                 "backend" => {
                     s.backend = match v {
                         "cpu" => BackendPreference::Cpu,
@@ -118,8 +123,9 @@ impl ViewState {
             BackendPreference::WebGpu => "&backend=webgpu",
             BackendPreference::Cpu => "&backend=cpu",
         };
+        let replay = self.replay.map(|k| format!("&replay={k}")).unwrap_or_default();
         format!(
-            "?schedule={}&t={}&digit={}&seed={}&{sampler}{backend}",
+            "?schedule={}&t={}&digit={}&seed={}&{sampler}{replay}{backend}",
             self.schedule, self.t, self.digit, self.seed
         )
     }
@@ -141,15 +147,17 @@ mod tests {
                 clip_x0: true,
             },
             backend: BackendPreference::Cpu,
+            replay: Some(17),
         };
         assert_eq!(
             s.to_query(),
-            "?schedule=cosine&t=999&digit=3&seed=42&sampler=ddpm&variance=beta&backend=cpu"
+            "?schedule=cosine&t=999&digit=3&seed=42&sampler=ddpm&variance=beta&replay=17&backend=cpu"
         );
         assert_eq!(ViewState::from_query(&s.to_query(), 1000), s);
         let d = ViewState::from_query("?t=5000&eta=7&steps=0&bogus=1&seed=x", 1000);
         assert_eq!(d.t, 999);
         assert_eq!(d.seed, 1);
+        assert_eq!(d.replay, None);
         assert_eq!(
             d.sampler,
             SamplerConfig::Ddim {

@@ -8,17 +8,21 @@ mod common;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
-use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig, StepCoefs};
+use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig, StepCoefs, VarianceKind};
 use ddpm_explorer::diffusion::schedule::{NoiseSchedule, ScheduleKind};
-use ddpm_explorer::image::unit_to_byte;
+use ddpm_explorer::image::{GrayImage, unit_to_byte};
 use ddpm_explorer::model::UNet;
 use ddpm_explorer::rng::NoiseRng;
 use ddpm_explorer::view_state::ViewState;
+use ddpm_explorer::web::article::{forward_equation, step_equation};
 use ddpm_explorer::web::canvas::read_gray;
+use ddpm_explorer::web::compare_panel::rms_difference;
 use ddpm_explorer::web::engine::{cpu_fallback, parse_digits};
 use ddpm_explorer::web::forward_panel::{ForwardPanel, forward_noise};
 use ddpm_explorer::web::math_panel::MathPanel;
-use ddpm_explorer::web::reverse_panel::{read_back, read_back_all};
+use ddpm_explorer::web::reverse_panel::{
+    BATCH, Frame, chain_figure, evenly_spaced, format_duration, read_back, read_back_all, time_left,
+};
 use ddpm_explorer::web::state::PageState;
 use leptos::mount::mount_to;
 use leptos::prelude::*;
@@ -271,4 +275,153 @@ async fn one_transaction_reads_back_every_picture_of_a_step() {
     let filled = |v: f32| Tensor::<4>::full([1, 1, 2, 2], v, &gpu);
     let [a, b, c] = read_back_all([filled(1.0), filled(-2.0), filled(0.5)]).await.unwrap();
     assert_eq!((a, b, c), (vec![1.0; 4], vec![-2.0; 4], vec![0.5; 4]));
+}
+
+/// The numbers (`<mn>`) of the MathML in `root`'s `.equation` elements.
+fn equation_numbers(root: &web_sys::Element) -> Vec<f64> {
+    let numbers = root.query_selector_all(".equation mn").unwrap();
+    let values: Vec<f64> = (0..numbers.length())
+        .filter_map(|i| numbers.item(i)?.text_content()?.parse().ok())
+        .collect();
+    assert!(!values.is_empty(), "no MathML numbers in {}", root.inner_html());
+    values
+}
+
+/// True when some number in `values` is `expected` to four significant figures.
+fn shows(values: &[f64], expected: f64) -> bool {
+    values.iter().any(|v| (v - expected).abs() <= 5e-4 * expected.abs())
+}
+
+#[wasm_bindgen_test]
+async fn the_equations_carry_the_live_numbers_in_mathml() {
+    let root = container();
+    let view = ViewState {
+        t: 487,
+        ..ViewState::default()
+    };
+    let state = PageState::new(&view, 1000, test_digit());
+    let _handle = mount_to(root.clone(), move || {
+        provide_context(state);
+        view! { <MathPanel /> }
+    });
+    tick().await;
+    assert!(
+        root.query_selector(".equation math").unwrap().is_some(),
+        "MathML, not text"
+    );
+    // Ho et al. eq. 7 at t = 487, from the βs written out here.
+    let (ab, ab_prev) = (linear_alpha_bar(487), linear_alpha_bar(486));
+    let beta = 1e-4 + (0.02 - 1e-4) * 487.0 / 999.0;
+    let numbers = equation_numbers(&root);
+    assert!(
+        shows(&numbers, ab_prev.sqrt() * beta / (1.0 - ab)),
+        "coef1 in {numbers:?}"
+    );
+    assert!(
+        shows(&numbers, (1.0 - beta).sqrt() * (1.0 - ab_prev) / (1.0 - ab)),
+        "coef2"
+    );
+    assert!(
+        shows(&numbers, (1.0 - ab_prev) / (1.0 - ab) * beta),
+        "β̃ (diffusers: 0.00979)"
+    );
+    // Moving t rewrites them.
+    state.t.set(100);
+    tick().await;
+    let beta = 1e-4 + (0.02 - 1e-4) * 100.0 / 999.0;
+    let numbers = equation_numbers(&root);
+    assert!(shows(
+        &numbers,
+        (1.0 - linear_alpha_bar(99)) / (1.0 - linear_alpha_bar(100)) * beta
+    ));
+}
+
+#[wasm_bindgen_test]
+fn the_step_equations_substitute_the_papers_coefficients() {
+    let schedule = NoiseSchedule::linear(1000).unwrap();
+    let in_page = |mathml: String| {
+        let root = container();
+        root.set_inner_html(&format!("<div class=\"equation\">{mathml}</div>"));
+        equation_numbers(&root)
+    };
+    // Eq. 4 at t = 250: √ᾱ_t and 1 − ᾱ_t.
+    let numbers = in_page(forward_equation(&schedule.row(250).unwrap()));
+    assert!(shows(&numbers, linear_alpha_bar(250).sqrt()) && shows(&numbers, 1.0 - linear_alpha_bar(250)));
+    // Eq. 11 (DDPM, σ² = β̃) at t = 500: 1/√α_t, β_t/√(1 − ᾱ_t) and σ_t = √β̃_t.
+    let ddpm = SamplerConfig::Ddpm {
+        variance: VarianceKind::BetaTilde,
+        clip_x0: true,
+    }
+    .build(&schedule)
+    .unwrap();
+    let c = ddpm.coefs(999 - 500);
+    assert_eq!(c.t, 500);
+    let beta: f64 = 1e-4 + (0.02 - 1e-4) * 500.0 / 999.0;
+    let (ab, ab_prev) = (linear_alpha_bar(500), linear_alpha_bar(499));
+    let numbers = in_page(step_equation(&c));
+    assert!(shows(&numbers, 1.0 / (1.0 - beta).sqrt()), "1/√α_t in {numbers:?}");
+    assert!(shows(&numbers, beta / (1.0 - ab).sqrt()), "β_t/√(1−ᾱ_t)");
+    assert!(shows(&numbers, ((1.0 - ab_prev) / (1.0 - ab) * beta).sqrt()), "σ_t");
+    // DDIM eq. 12 (η = 0), 10 steps, first step 999 → 899: √ᾱ_899 and √(1 − ᾱ_899).
+    let ddim = SamplerConfig::Ddim {
+        steps: 10,
+        eta: 0.0,
+        clip_x0: true,
+    }
+    .build(&schedule)
+    .unwrap();
+    let c = ddim.coefs(0);
+    assert_eq!((c.t, c.prev_t), (999, Some(899)));
+    let numbers = in_page(step_equation(&c));
+    assert!(shows(&numbers, linear_alpha_bar(899).sqrt()), "√ᾱ_prev in {numbers:?}");
+    assert!(shows(&numbers, (1.0 - linear_alpha_bar(899)).sqrt()), "√(1 − ᾱ_prev)");
+}
+
+#[wasm_bindgen_test]
+fn the_chain_figure_has_a_row_per_sample_and_a_column_per_shown_step() {
+    assert_eq!(evenly_spaced(11, 3), [0, 5, 10]);
+    assert_eq!(evenly_spaced(3, 10), [0, 1, 2]);
+    assert_eq!(evenly_spaced(1, 10), [0]);
+    assert!(evenly_spaced(0, 10).is_empty());
+    let spread = evenly_spaced(101, 10);
+    assert_eq!((spread.len(), spread[0], spread[9]), (10, 0, 100));
+    // 21 frames; frame k has every pixel of every sample at byte value 10·k (k = 0..20).
+    let frames: Vec<Frame> = (0..21)
+        .map(|k| {
+            let v = (10 * k) as f32 / 127.5 - 1.0;
+            let pixels = vec![v; BATCH * 784];
+            let grid = GrayImage::grid(&pixels, 28, 4, 1);
+            Frame {
+                coefs: None,
+                x_t: grid.clone(),
+                pred_x0: grid.clone(),
+                eps: grid,
+            }
+        })
+        .collect();
+    let figure = chain_figure(&frames, 5);
+    // 5 columns (frames 0, 5, 10, 15, 20) of 28 + 1 px, 16 rows.
+    assert_eq!((figure.width, figure.height), (5 * 29 + 1, BATCH * 29 + 1));
+    for (column, frame) in [0usize, 5, 10, 15, 20].into_iter().enumerate() {
+        for row in [0, 7, BATCH - 1] {
+            let (x, y) = (1 + column * 29 + 14, 1 + row * 29 + 14);
+            assert_eq!(
+                figure.pixels[y * figure.width + x] as usize,
+                10 * frame,
+                "row {row} column {column}"
+            );
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+fn time_left_and_differences_read_as_expected() {
+    assert_eq!(format_duration(300.0), "under a second");
+    assert_eq!(format_duration(12_300.0), "12 s");
+    assert_eq!(format_duration(185_000.0), "3 min 05 s");
+    assert_eq!(time_left((3, 10), 1000.0), " · about 7 s left");
+    assert_eq!(time_left((10, 10), 1000.0), "");
+    assert_eq!(time_left((0, 10), 0.0), "");
+    // √((3² + 4²) / 2).
+    assert!((rms_difference(&[0.0, 0.0], &[3.0, 4.0]) - 12.5f64.sqrt()).abs() < 1e-12);
 }

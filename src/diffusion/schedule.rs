@@ -262,6 +262,21 @@ impl NoiseSchedule {
         self.alpha_bar[t] / (1.0 - self.alpha_bar[t])
     }
 
+    /// The timestep whose ᾱ_t is nearest to `alpha_bar`. x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε depends on t
+    /// only through ᾱ_t, so this maps a noise level of another schedule onto this one: the x_t a
+    /// cosine schedule makes at t is the x_t this (say linear) schedule makes at `nearest_t(ᾱ)`,
+    /// up to the gap between neighbouring ᾱs.
+    pub fn nearest_t(&self, alpha_bar: f64) -> usize {
+        // ᾱ_t falls strictly with t: the first t at or below the target, or the one before it.
+        let after = self.alpha_bar.partition_point(|&a| a > alpha_bar);
+        match after {
+            0 => 0,
+            t if t == self.timesteps() => t - 1,
+            t if (self.alpha_bar[t - 1] - alpha_bar) <= (alpha_bar - self.alpha_bar[t]) => t - 1,
+            t => t,
+        }
+    }
+
     /// Everything about timestep `t` in one row.
     pub fn row(&self, t: usize) -> Result<ScheduleRow, ScheduleError> {
         self.check_t(t)?;
@@ -288,6 +303,31 @@ mod tests {
 
     fn close(a: f64, b: f64, tol: f64) -> bool {
         (a - b).abs() <= tol
+    }
+
+    #[test]
+    fn nearest_t_maps_a_noise_level_across_schedules() {
+        let linear = NoiseSchedule::linear(1000).unwrap();
+        // On its own schedule every t maps to itself.
+        assert!((0..1000).all(|t| linear.nearest_t(linear.alpha_bar[t]) == t));
+        // Ends: above ᾱ_0 is t = 0, below ᾱ_999 is t = 999.
+        assert_eq!(linear.nearest_t(1.0), 0);
+        assert_eq!(linear.nearest_t(0.0), 999);
+        // Cosine at t/T = 0.5 has ᾱ = cos²(π/2 · 0.508/1.008) / cos²(π/2 · 0.008/1.008) ≈ 0.4938
+        // (Nichol & Dhariwal eq. 17); the linear ᾱ_t = ∏(1 − β_i), written out here, is nearest to it
+        // at t = 260 (0.4950): the cosine schedule keeps more signal for longer.
+        let cos = |u: f64| (std::f64::consts::FRAC_PI_2 * (u + 0.008) / 1.008).cos().powi(2);
+        let target = cos(500.0 / 1000.0) / cos(0.0);
+        let linear_ab = |t: usize| {
+            (0..=t)
+                .map(|i| 1.0 - (1e-4 + (0.02 - 1e-4) * i as f64 / 999.0))
+                .product::<f64>()
+        };
+        let expected = (0..1000)
+            .min_by(|&a, &b| (linear_ab(a) - target).abs().total_cmp(&(linear_ab(b) - target).abs()))
+            .unwrap();
+        assert_eq!(expected, 260);
+        assert_eq!(linear.nearest_t(target), expected);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The U-Net's building blocks: residual blocks with time injection, self-attention, and the
 //! resampling layers.
 
+use super::conv3x3::conv_forward;
 use super::norm_silu::norm_silu;
 use burn::config::Config;
 use burn::module::Module;
@@ -88,12 +89,12 @@ impl ResBlock {
     /// - `x`: `[batch, channels_in, h, w]`, `emb`: `[batch, embed_dim]`
     /// - output: `[batch, channels_out, h, w]`
     pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
-        let h = self.conv1.forward(norm_silu(&self.norm1, x.clone())); // [b, out, h, w]
+        let h = conv_forward(&self.conv1, norm_silu(&self.norm1, x.clone())); // [b, out, h, w]
         let [b, c, _, _] = h.dims();
         let t = self.time_proj.forward(silu(emb)).reshape([b, c, 1, 1]); // [b, out, 1, 1]
         let h = h + t; // [b, out, h, w]
         let h = self.dropout.forward(norm_silu(&self.norm2, h)); // [b, out, h, w]
-        let h = self.conv2.forward(h); // [b, out, h, w]
+        let h = conv_forward(&self.conv2, h); // [b, out, h, w]
         let skip = match &self.skip {
             Some(conv) => conv.forward(x), // [b, out, h, w]
             None => x,
@@ -196,6 +197,6 @@ impl Upsample {
         let [b, c, h, w] = x.dims();
         let x = x.reshape([b, c, h, 1, w, 1]).expand([b, c, h, 2, w, 2]); // [b, c, h, 2, w, 2]
         let x = x.reshape([b, c, 2 * h, 2 * w]); // [b, c, 2h, 2w]
-        self.conv.forward(x) // [b, c, 2h, 2w]
+        conv_forward(&self.conv, x) // [b, c, 2h, 2w]
     }
 }

@@ -1,6 +1,7 @@
 //! The ε-prediction network: timestep embedding, building blocks, the U-Net and its weights format.
 
 pub mod blocks;
+pub mod conv3x3;
 pub mod embedding;
 pub mod norm_silu;
 pub mod unet;

@@ -1,6 +1,7 @@
 //! The ε-predicting U-Net (Ho et al. 2020, Appendix B, scaled down for 28×28 digits).
 
 use super::blocks::{AttentionBlock, AttentionBlockConfig, Downsample, ResBlock, ResBlockConfig, Upsample, group_norm};
+use super::conv3x3::conv_forward;
 use super::embedding::{TimeEmbedding, TimeEmbeddingConfig};
 use super::norm_silu::norm_silu;
 use burn::config::Config;
@@ -203,7 +204,7 @@ impl UNet {
     pub fn forward(&self, x_t: Tensor<4>, t: &[usize]) -> Tensor<4> {
         let device = x_t.device();
         let emb = self.time_embed.forward(t, &device); // [b, embed_dim]
-        let mut h = self.conv_in.forward(x_t); // [b, c0, s, s]
+        let mut h = conv_forward(&self.conv_in, x_t); // [b, c0, s, s]
         let mut skips = Vec::with_capacity(self.down.len());
         for level in &self.down {
             for block in &level.res {
@@ -236,6 +237,6 @@ impl UNet {
             }
         }
         let h = norm_silu(&self.norm_out, h); // [b, c0, s, s]
-        self.conv_out.forward(h) // [b, image_channels, s, s]
+        conv_forward(&self.conv_out, h) // [b, image_channels, s, s]
     }
 }

@@ -1,8 +1,10 @@
 //! The page: loads the engine (device, weights, digits), then lays out the panels around shared,
 //! URL-backed state.
 
+use super::compare_panel::ComparePanel;
 use super::engine::Engine;
 use super::forward_panel::ForwardPanel;
+use super::latent_walk::LatentWalk;
 use super::math_panel::MathPanel;
 use super::reverse_panel::ReversePanel;
 use super::state::PageState;
@@ -99,7 +101,9 @@ pub fn Explorer(
         <main>
             <ForwardPanel digits=digits />
             <MathPanel />
-            <ReversePanel engine=engine />
+            <ReversePanel engine=engine.clone() />
+            <ComparePanel engine=engine.clone() />
+            <LatentWalk engine=engine />
         </main>
     }
 }

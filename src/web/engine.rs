@@ -6,12 +6,16 @@ use crate::model::UNet;
 use crate::model::weights::{CONFIG_FILE, DiffusionConfig, WEIGHTS_FILE};
 use crate::view_state::BackendPreference;
 use burn::tensor::Device;
-use js_sys::{Reflect, Uint8Array};
+use js_sys::Reflect;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 /// Where the app's files are served from, relative to the page.
 pub const ASSETS: &str = "assets";
+/// The real digits the forward panel starts from (IDX format, as MNIST ships).
+pub const DIGIT_IMAGES: &str = "digits-images-idx3-ubyte";
+/// Their labels.
+pub const DIGIT_LABELS: &str = "digits-labels-idx1-ubyte";
 
 /// Which backend runs the model, in words for the badge.
 #[derive(Clone, Debug, PartialEq)]
@@ -147,19 +151,17 @@ pub fn cpu_fallback(reason: String) -> (Device, BackendInfo) {
 
 /// Fetches a file from the page's origin.
 pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
-    let window = web_sys::window().ok_or("no window")?;
-    let response: web_sys::Response = JsFuture::from(window.fetch_with_str(url))
+    let response = gloo_net::http::Request::get(url)
+        .send()
         .await
-        .map_err(|_| format!("could not fetch {url}"))?
-        .dyn_into()
-        .map_err(|_| format!("{url}: not a response"))?;
+        .map_err(|e| format!("could not fetch {url}: {e}"))?;
     if !response.ok() {
-        return Err(format!("{url}: HTTP {}", response.status()));
+        return Err(format!("{url}: HTTP {} {}", response.status(), response.status_text()));
     }
-    let buffer = JsFuture::from(response.array_buffer().map_err(|_| format!("{url}: no body"))?)
+    response
+        .binary()
         .await
-        .map_err(|_| format!("{url}: reading the body failed"))?;
-    Ok(Uint8Array::new(&buffer).to_vec())
+        .map_err(|e| format!("{url}: reading the body failed: {e}"))
 }
 
 /// Parses the shipped digits.
@@ -172,18 +174,26 @@ pub fn parse_digits(images: &[u8], labels: &[u8]) -> Result<ImageDataset, String
 impl Engine {
     /// Loads everything: the device (as `preference` asks), `config.json`, the weights and the digits.
     pub async fn load(preference: BackendPreference) -> Result<Engine, String> {
-        let (device, backend) = select_device(preference).await;
-        let config_bytes = fetch_bytes(&format!("{ASSETS}/{CONFIG_FILE}")).await?;
+        // The device opens while the four files download, all at once.
+        let urls = [CONFIG_FILE, WEIGHTS_FILE, DIGIT_IMAGES, DIGIT_LABELS].map(|f| format!("{ASSETS}/{f}"));
+        let [config_url, weights_url, images_url, labels_url] = &urls;
+        let ((device, backend), files) = futures::future::join(
+            select_device(preference),
+            futures::future::try_join4(
+                fetch_bytes(config_url),
+                fetch_bytes(weights_url),
+                fetch_bytes(images_url),
+                fetch_bytes(labels_url),
+            ),
+        )
+        .await;
+        let (config_bytes, weights, images, labels) = files?;
         let config = DiffusionConfig::from_json(&String::from_utf8_lossy(&config_bytes))
-            .map_err(|e| format!("{ASSETS}/{CONFIG_FILE}: {e}"))?;
-        let weights = fetch_bytes(&format!("{ASSETS}/{WEIGHTS_FILE}")).await?;
+            .map_err(|e| format!("{config_url}: {e}"))?;
         let unet = config
             .load_unet(weights, &device)
-            .map_err(|e| format!("{ASSETS}/{WEIGHTS_FILE}: {e}"))?;
-        let digits = parse_digits(
-            &fetch_bytes(&format!("{ASSETS}/digits-images-idx3-ubyte")).await?,
-            &fetch_bytes(&format!("{ASSETS}/digits-labels-idx1-ubyte")).await?,
-        )?;
+            .map_err(|e| format!("{weights_url}: {e}"))?;
+        let digits = parse_digits(&images, &labels)?;
         Ok(Engine {
             device,
             backend,

@@ -1,6 +1,8 @@
 //! The forward process q(x_t | x_0): choose or draw x_0, drag t, watch x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε.
 
+use super::article::{DDPM_PAPER, Equation, forward_equation};
 use super::canvas::PictureCanvas;
+use super::controls::PlayButton;
 use super::schedule_plot::SchedulePlot;
 use super::state::PageState;
 use crate::diffusion::forward::q_sample_pixels;
@@ -170,9 +172,27 @@ pub fn ForwardPanel(
         let t = t.get();
         schedule.with(|s| x0.with(|x| eps.with(|e| q_sample_pixels(s, x, t.min(s.timesteps() - 1), e))))
     });
+    let equation = Signal::derive(move || {
+        schedule.with(|s| forward_equation(&s.row(t.get().min(s.timesteps() - 1)).expect("t clamped")))
+    });
+    let explain = move || {
+        schedule.with(|s| {
+            let (signal, noise) = s.q_sample_coefs(t.get().min(s.timesteps() - 1));
+            format!(
+                "At t = {} the image keeps √ᾱ_t = {signal:.3} of its contrast and carries Gaussian noise of standard deviation √(1−ᾱ_t) = {noise:.3}.",
+                t.get()
+            )
+        })
+    };
     view! {
         <section class="forward" aria-label="forward process">
             <h2>"Forward process q(x_t | x_0)"</h2>
+            <p class="explain">
+                "Diffusion destroys an image by adding a little Gaussian noise at each of T steps, β_t at step t. "
+                "The steps compose into one: x_t can be drawn from x_0 directly ("<a href=DDPM_PAPER>"Ho et al. 2020"</a>", eq. 4), "
+                "which is what makes training cheap. " {explain}
+            </p>
+            <Equation mathml=equation />
             <DigitStrip digits=digits selected=digit x0=x0 />
             <div class="pair">
                 <figure><DrawPad x0=x0 /><figcaption>"x_0"</figcaption></figure>
@@ -181,7 +201,17 @@ pub fn ForwardPanel(
                     <figcaption>"x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε"</figcaption>
                 </figure>
             </div>
-            <TimestepSlider t=t schedule=schedule />
+            <div class="slider-row">
+                <PlayButton what="the timestep" every_ms=40
+                    advance=move || {
+                        let last = schedule.with_untracked(|s| s.timesteps() - 1);
+                        // From the end, start over; one sweep takes about 100 frames (4 s).
+                        let next = if t.get_untracked() >= last { 0 } else { (t.get_untracked() + last.div_ceil(100)).min(last) };
+                        t.set(next);
+                        next < last
+                    } />
+                <TimestepSlider t=t schedule=schedule />
+            </div>
             <div class="controls">
                 <label>"Schedule "
                     <select on:change=move |ev| {

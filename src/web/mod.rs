@@ -2,9 +2,13 @@
 //! Only DOM and device edges live here; every formula comes from the core modules.
 
 pub mod app;
+pub mod article;
 pub mod canvas;
+pub mod compare_panel;
+pub mod controls;
 pub mod engine;
 pub mod forward_panel;
+pub mod latent_walk;
 pub mod math_panel;
 pub mod reverse_panel;
 pub mod schedule_plot;

@@ -1,11 +1,13 @@
 //! The reverse process x_T → x_0: run a chain on the model's device, show x_t and x̂_0 side by
 //! side as it goes, stop it, and replay any step afterwards.
 
+use super::article::{DDIM_PAPER, DDPM_CODE, DDPM_PAPER, Equation, SDEDIT_PAPER, step_equation};
 use super::canvas::{PictureCanvas, now_ms, yield_to_browser};
+use super::controls::{DownloadButton, PlayButton, SamplerControls};
 use super::engine::Engine;
 use super::forward_panel::{SIZE, forward_noise};
 use super::state::PageState;
-use crate::diffusion::sampler::{DEFAULT_DDIM_STEPS, ReverseChain, SamplerConfig, StepCoefs, VarianceKind};
+use crate::diffusion::sampler::{ReverseChain, StepCoefs};
 use crate::image::GrayImage;
 use crate::rng::NoiseRng;
 use burn::tensor::{Tensor, TensorData};
@@ -30,8 +32,12 @@ pub struct Frame {
     pub eps: GrayImage,
 }
 
+/// Columns and padding of the sample grids.
+const GRID_COLUMNS: usize = 4;
+const GRID_PAD: usize = 1;
+
 fn grid(pixels: &[f32]) -> GrayImage {
-    GrayImage::grid(pixels, SIZE, 4, 1)
+    GrayImage::grid(pixels, SIZE, GRID_COLUMNS, GRID_PAD)
 }
 
 /// Reads a batch back (asynchronously: the browser forbids blocking reads) as host floats.
@@ -76,7 +82,14 @@ pub fn ReversePanel(
 ) -> impl IntoView {
     let state = PageState::expect();
     let PageState {
-        sampler, seed, t, step, ..
+        sampler,
+        seed,
+        t,
+        step,
+        schedule,
+        replay,
+        busy,
+        ..
     } = state;
     let chain_view = ChainView::new();
     let ChainView {
@@ -89,95 +102,89 @@ pub fn ReversePanel(
     let running = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
     let timesteps = engine.config.timesteps;
+    let model_schedule = engine
+        .config
+        .noise_schedule()
+        .expect("config.json was validated when loaded");
+    let model_kind = model_schedule.kind;
 
-    let run = move |start: Start| {
-        if running.get_untracked() {
+    // `then_show`: the frame to show once the chain is done (a shared link's replay position).
+    let run = move |start: Start, then_show: Option<usize>| {
+        if busy.get_untracked() {
             return;
         }
         let engine: Rc<Engine> = Rc::clone(&engine);
         spawn_local(async move {
             running.set(true);
+            busy.set(true);
             stop.set(false);
             error.set(None);
             if let Err(e) = run_chain(&engine, start, state, chain_view).await {
                 error.set(Some(e));
             }
+            if let Some(k) = then_show {
+                let k = k.min(frames.with_untracked(|f| f.len().saturating_sub(1)));
+                shown.set(k);
+                step.set(frames.with_untracked(|f| f.get(k).and_then(|f| f.coefs)));
+            }
+            busy.set(false);
             running.set(false);
         });
     };
+    // A link with `&replay=k` regenerates its chain and shows step k.
+    if let Some(k) = replay.get_untracked() {
+        run(Start::Noise, Some(k));
+    }
+    Effect::new(move |_| {
+        let has_frames = frames.with(|f| !f.is_empty());
+        replay.set(has_frames.then(|| shown.get()));
+    });
     let run_noise = run.clone();
     let current = move || frames.with(|f| f.get(shown.get()).cloned());
     let x_t_img = Signal::derive(move || current().map(|f| f.x_t));
     let x0_img = Signal::derive(move || current().map(|f| f.pred_x0));
     let eps_img = Signal::derive(move || current().map(|f| f.eps));
-    let is_ddim = move || matches!(sampler.get(), SamplerConfig::Ddim { .. });
-    // Each sampler keeps its own settings while the other is chosen (switching back restores them).
-    let initial = sampler.get_untracked();
-    let last_ddim = RwSignal::new(match initial {
-        SamplerConfig::Ddim { .. } => initial,
-        _ => SamplerConfig::default(),
-    });
-    let last_ddpm = RwSignal::new(match initial {
-        SamplerConfig::Ddpm { .. } => initial,
-        _ => SamplerConfig::Ddpm {
-            variance: VarianceKind::default(),
-            clip_x0: true,
-        },
-    });
-    Effect::new(move |_| match sampler.get() {
-        ddim @ SamplerConfig::Ddim { .. } => last_ddim.set(ddim),
-        ddpm => last_ddpm.set(ddpm),
-    });
+    // SDEdit noises x_0 to the model's own schedule at the noise level (ᾱ) the forward panel shows.
+    let sdedit_t = {
+        let model_schedule = model_schedule.clone();
+        move || schedule.with(|s| model_schedule.nearest_t(s.alpha_bar[t.get().min(s.timesteps() - 1)]))
+    };
+    let sdedit_label = {
+        let sdedit_t = sdedit_t.clone();
+        move || {
+            let shown_kind = schedule.with(|s| s.kind);
+            if shown_kind == model_kind {
+                format!("Start from x_0 at t = {}", t.get())
+            } else {
+                format!(
+                    "Start from x_0 at {shown_kind} t = {} (the model's {model_kind} t = {})",
+                    t.get(),
+                    sdedit_t()
+                )
+            }
+        }
+    };
+    let eta_text = move || {
+        if running.get() {
+            time_left(progress.get(), step_ms.get())
+        } else {
+            String::new()
+        }
+    };
+    let last_frame = move || frames.with(|f| f.len().saturating_sub(1));
+    let step_equation = Signal::derive(move || step.get().map(|c| step_equation(&c)).unwrap_or_default());
     view! {
         <section class="reverse" aria-label="reverse process">
             <h2>"Reverse process x_T → x_0"</h2>
+            <p class="explain">
+                "The U-Net predicts the noise ε̂ in x_t; from it follow x̂_0 (eq. 4 solved for x_0) and a step to x_{t−1}. "
+                <b>"DDPM"</b>" (Ho et al. Algorithm 2) visits all " {timesteps} " steps and adds fresh noise σ_t z with σ_t² = β̃_t (the true posterior's variance when x_0 is one point) or β_t (its upper bound). "
+                <b>"DDIM"</b>" (Song et al. eq. 12) skips along a sub-sequence; η scales its noise, from 0 (deterministic: one x_T, one digit) to 1 (DDPM's β̃). "
+                <b>"SDEdit"</b>" (Meng et al.) starts from your x_0 noised to the slider's t instead of from pure noise: the less noise, the more of your drawing survives. "
+                "The chain runs the model's " {model_kind.name()} " schedule, T = " {timesteps} "."
+            </p>
             <div class="controls">
-                <label>"Sampler "
-                    <select prop:value=move || if is_ddim() { "ddim" } else { "ddpm" }
-                        on:change=move |ev| sampler.set(if event_target_value(&ev) == "ddpm" {
-                            last_ddpm.get_untracked()
-                        } else {
-                            last_ddim.get_untracked()
-                        })>
-                        <option value="ddim">"DDIM"</option>
-                        <option value="ddpm">"DDPM (all steps)"</option>
-                    </select>
-                </label>
-                <Show when=is_ddim fallback=move || view! {
-                    <label>"σ_t² "
-                        <select prop:value=move || match sampler.get() {
-                                SamplerConfig::Ddpm { variance, .. } => variance.name(),
-                                _ => VarianceKind::default().name(),
-                            }
-                            on:change=move |ev| {
-                            if let Ok(v) = event_target_value(&ev).parse::<VarianceKind>() {
-                                sampler.set(SamplerConfig::Ddpm { variance: v, clip_x0: true })
-                            }
-                        }>
-                            <option value="beta-tilde">"β̃_t"</option>
-                            <option value="beta">"β_t"</option>
-                        </select>
-                    </label>
-                }>
-                    <label>"steps "
-                        <input type="number" min="1" max=timesteps.to_string() class="steps"
-                            prop:value=move || match sampler.get() { SamplerConfig::Ddim { steps, .. } => steps, _ => DEFAULT_DDIM_STEPS }.to_string()
-                            on:change=move |ev| {
-                                if let (Ok(v), SamplerConfig::Ddim { eta, clip_x0, .. }) = (event_target_value(&ev).parse::<usize>(), sampler.get_untracked()) {
-                                    sampler.set(SamplerConfig::Ddim { steps: v.clamp(1, timesteps), eta, clip_x0 })
-                                }
-                            } />
-                    </label>
-                    <label>"η "
-                        <input type="number" min="0" max="1" step="0.1" class="eta"
-                            prop:value=move || match sampler.get() { SamplerConfig::Ddim { eta, .. } => eta, _ => 0.0 }.to_string()
-                            on:change=move |ev| {
-                                if let (Ok(v), SamplerConfig::Ddim { steps, clip_x0, .. }) = (event_target_value(&ev).parse::<f64>(), sampler.get_untracked()) {
-                                    sampler.set(SamplerConfig::Ddim { steps, eta: v.clamp(0.0, 1.0), clip_x0 })
-                                }
-                            } />
-                    </label>
-                </Show>
+                <SamplerControls sampler=sampler timesteps=timesteps />
                 <label>"seed "
                     <input type="number" min="0" class="seed" prop:value=move || seed.get().to_string()
                         on:change=move |ev| {
@@ -186,20 +193,19 @@ pub fn ReversePanel(
                             }
                         } />
                 </label>
-                <button class="random-seed" title="a new random seed" disabled=move || running.get()
+                <button class="random-seed" title="a new random seed" disabled=move || busy.get()
                     on:click=move |_| seed.set((js_sys::Math::random() * 1e9) as u64)>"Random seed"</button>
             </div>
             <div class="controls">
-                <button class="generate" disabled=move || running.get() on:click=move |_| run_noise(Start::Noise)>"Generate"</button>
-                <button class="sdedit" disabled=move || running.get() on:click=move |_| run(Start::FromX0)>
-                    "Start from x_0 at t = " {move || t.get()}
-                </button>
+                <button class="generate" disabled=move || busy.get() on:click=move |_| run_noise(Start::Noise, None)>"Generate"</button>
+                <button class="sdedit" disabled=move || busy.get() on:click=move |_| run(Start::FromX0, None)>{sdedit_label}</button>
                 <button class="stop" disabled=move || !running.get() on:click=move |_| stop.set(true)>"Stop"</button>
             </div>
             <div class="status" role="status">
                 <progress max=move || progress.get().1.max(1) value=move || progress.get().0></progress>
                 {move || { let (d, n) = progress.get(); format!(" step {d} of {n}") }}
                 {move || if step_ms.get() > 0.0 { format!(" · {:.1} ms/step", step_ms.get()) } else { String::new() }}
+                <span class="eta">{eta_text}</span>
             </div>
             {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
             <div class="pair">
@@ -207,20 +213,95 @@ pub fn ReversePanel(
                 <figure><PictureCanvas picture=x0_img label="predicted x_0 for 16 samples" class="grid" /><figcaption>"x̂_0 (predicted)"</figcaption></figure>
                 <figure><PictureCanvas picture=eps_img label="predicted noise for 16 samples" class="grid" /><figcaption>"ε̂ (÷3: ±3σ is black to white)"</figcaption></figure>
             </div>
-            <label class="slider">
-                <span>"Replay step"</span>
-                <input type="range" class="scrubber" min="0" max=move || frames.with(|f| f.len().saturating_sub(1)).to_string()
-                    disabled=move || running.get() || frames.with(|f| f.len() < 2)
-                    prop:value=move || shown.get().to_string()
-                    aria-valuetext=move || current().and_then(|f| f.coefs).map(|c| format!("step at t = {}", c.t)).unwrap_or("x_T".into())
-                    on:input=move |ev| {
-                        if let Ok(v) = event_target_value(&ev).parse::<usize>() {
-                            shown.set(v);
-                            step.set(frames.with_untracked(|f| f.get(v).and_then(|f| f.coefs)));
-                        }
-                    } />
-            </label>
+            <div class="slider">
+                <label for="replay">"Replay step"</label>
+                <div class="slider-row">
+                    <PlayButton what="the replay" every_ms=60 disabled=Signal::derive(move || running.get() || frames.with(|f| f.len() < 2))
+                        advance=move || {
+                            let (now, last) = (shown.get_untracked(), last_frame());
+                            // From the end, start over; a long chain plays in about 100 frames.
+                            let next = if now >= last { 0 } else { (now + last.div_ceil(100)).min(last) };
+                            shown.set(next);
+                            step.set(frames.with_untracked(|f| f.get(next).and_then(|f| f.coefs)));
+                            next < last
+                        } />
+                    <input type="range" id="replay" class="scrubber" min="0" max=move || last_frame().to_string()
+                        disabled=move || running.get() || frames.with(|f| f.len() < 2)
+                        prop:value=move || shown.get().to_string()
+                        aria-valuetext=move || current().and_then(|f| f.coefs).map(|c| format!("step at t = {}", c.t)).unwrap_or("x_T".into())
+                        on:input=move |ev| {
+                            if let Ok(v) = event_target_value(&ev).parse::<usize>() {
+                                shown.set(v);
+                                step.set(frames.with_untracked(|f| f.get(v).and_then(|f| f.coefs)));
+                            }
+                        } />
+                </div>
+            </div>
+            <div class="controls">
+                <DownloadButton label="Save samples (PNG)" filename="ddpm-samples.png" scale=4
+                    ready=Signal::derive(move || frames.with(|f| !f.is_empty()))
+                    picture=move || current().map(|f| f.x_t) />
+                <DownloadButton label="Save chain (PNG)" filename="ddpm-chain.png" scale=3
+                    ready=Signal::derive(move || frames.with(|f| f.len() > 1))
+                    picture=move || frames.with(|f| (f.len() > 1).then(|| chain_figure(f, CHAIN_FIGURE_STEPS))) />
+            </div>
+            <Equation mathml=step_equation />
+            <p class="sources">
+                "Sources: " <a href=DDPM_PAPER>"Ho et al. 2020"</a> " (eqs. 4, 7, 11; Algorithm 2), "
+                <a href=DDIM_PAPER>"Song et al. 2021"</a> " (eq. 12), " <a href=SDEDIT_PAPER>"Meng et al. 2022"</a>
+                " (SDEdit); the authors' code: " <a href=DDPM_CODE>"hojonathanho/diffusion"</a>
+                "; here: " <code>"src/diffusion/sampler/"</code> "."
+            </p>
         </section>
+    }
+}
+
+/// Columns of the chain figure: x_T, evenly spaced steps, x_0.
+pub const CHAIN_FIGURE_STEPS: usize = 10;
+
+/// `k` indices evenly spread over `0..len`, first and last included (fewer when `len < k`).
+pub fn evenly_spaced(len: usize, k: usize) -> Vec<usize> {
+    match (len, k) {
+        (0, _) | (_, 0) => Vec::new(),
+        (1, _) | (_, 1) => vec![len - 1],
+        _ => {
+            let k = k.min(len);
+            (0..k).map(|i| (i * (len - 1) + (k - 1) / 2) / (k - 1)).collect()
+        }
+    }
+}
+
+/// The chain as one figure: a row per sample, a column per shown step (x_T on the left, x_0 on the
+/// right), cut from the recorded x_t grids.
+pub fn chain_figure(frames: &[Frame], columns: usize) -> GrayImage {
+    let steps = evenly_spaced(frames.len(), columns);
+    let cells: Vec<GrayImage> = (0..BATCH)
+        .flat_map(|sample| {
+            steps
+                .iter()
+                .map(move |&k| frames[k].x_t.grid_cell(sample, SIZE, GRID_COLUMNS, GRID_PAD))
+        })
+        .collect();
+    GrayImage::arrange(&cells, steps.len(), GRID_PAD)
+}
+
+/// " · about 12 s left" for `(done, total)` steps at `ms_per_step`; empty when that is unknown or
+/// nothing is left.
+pub fn time_left((done, total): (usize, usize), ms_per_step: f64) -> String {
+    if ms_per_step > 0.0 && done < total {
+        format!(" · about {} left", format_duration(ms_per_step * (total - done) as f64))
+    } else {
+        String::new()
+    }
+}
+
+/// "12 s", "3 min 05 s": how long the rest of a chain will take.
+pub fn format_duration(ms: f64) -> String {
+    let s = (ms / 1000.0).round() as u64;
+    match s {
+        0 => "under a second".into(),
+        1..60 => format!("{s} s"),
+        _ => format!("{} min {:02} s", s / 60, s % 60),
     }
 }
 
@@ -260,6 +341,7 @@ async fn run_chain(engine: &Engine, start: Start, state: PageState, view: ChainV
         t,
         noise_seed,
         step,
+        schedule: shown_schedule,
         ..
     } = state;
     let schedule = engine.config.noise_schedule().map_err(|e| e.to_string())?;
@@ -272,7 +354,10 @@ async fn run_chain(engine: &Engine, start: Start, state: PageState, view: ChainV
             ReverseChain::from_noise(&engine.unet, sampler, shape, seed, device)
         }
         Start::FromX0 => {
-            let start_t = t.get_untracked().min(schedule.timesteps() - 1);
+            // The noise level the forward panel shows, on the model's schedule (the same t when the
+            // panel shows the model's schedule).
+            let start_t = shown_schedule
+                .with_untracked(|s| schedule.nearest_t(s.alpha_bar[t.get_untracked().min(s.timesteps() - 1)]));
             let x0: Vec<f32> = x0.with_untracked(|x| x.iter().cycle().take(BATCH * SIZE * SIZE).copied().collect());
             let x0 = Tensor::<4>::from_data(TensorData::new(x0, shape), device);
             // The first image gets the forward panel's ε (its x_t is the one on screen), the others

@@ -27,6 +27,10 @@ pub struct PageState {
     pub sampler: RwSignal<SamplerConfig>,
     /// The reverse step being shown, for the math panel.
     pub step: RwSignal<Option<StepCoefs>>,
+    /// The reverse chain's frame on screen (0 is x_T; `None` before the first chain), for the URL.
+    pub replay: RwSignal<Option<usize>>,
+    /// True while any panel runs the model: one chain at a time shares the device.
+    pub busy: RwSignal<bool>,
 }
 
 impl PageState {
@@ -45,6 +49,8 @@ impl PageState {
             noise_seed: RwSignal::new(view.seed),
             sampler: RwSignal::new(view.sampler),
             step: RwSignal::new(None),
+            replay: RwSignal::new(view.replay),
+            busy: RwSignal::new(false),
         }
     }
 
@@ -57,6 +63,7 @@ impl PageState {
             seed: self.seed.get(),
             sampler: self.sampler.get(),
             backend,
+            replay: self.replay.get(),
         }
     }
 

@@ -6,7 +6,7 @@
 //   node --test tests/e2e/
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { launchChromium, serveDist } from './browser.mjs';
 
 const SHOTS = 'target/e2e';
@@ -47,11 +47,21 @@ async function setSlider(page, t) {
   }, t);
 }
 
-async function waitForSteps(page, n) {
-  await page.waitForFunction((k) => document.querySelector('.reverse .status')?.textContent.includes(`step ${k} of ${k}`), n, {
+async function waitForStatus(page, section, text) {
+  await page.waitForFunction(([s, t]) => document.querySelector(`${s} .status`)?.textContent.includes(t), [section, text], {
     timeout: 300_000,
     polling: 100,
   });
+}
+
+async function waitForSteps(page, n) {
+  await waitForStatus(page, '.reverse', `step ${n} of ${n}`);
+}
+
+/** Sets a number input the way a person does: type, then leave the field. */
+async function setNumber(page, selector, value) {
+  await page.fill(selector, String(value));
+  await page.dispatchEvent(selector, 'change');
 }
 
 test('load, slide, generate, SDEdit: from its own origin, without errors', async () => {
@@ -89,15 +99,15 @@ test('the sampler controls show what the URL says and keep what the user set', a
   assert.equal(await page.locator('.reverse select').nth(1).inputValue(), 'beta');
   // DDIM with 7 steps and η = 0.5, over to DDPM and back: both settings survive.
   await samplerSelect.selectOption('ddim');
-  await page.fill('input.steps', '7');
-  await page.dispatchEvent('input.steps', 'change');
-  await page.fill('input.eta', '0.5');
-  await page.dispatchEvent('input.eta', 'change');
+  await page.fill('.reverse input.steps', '7');
+  await page.dispatchEvent('.reverse input.steps', 'change');
+  await page.fill('.reverse input.eta', '0.5');
+  await page.dispatchEvent('.reverse input.eta', 'change');
   await samplerSelect.selectOption('ddpm');
   assert.equal(await page.locator('.reverse select').nth(1).inputValue(), 'beta');
   await samplerSelect.selectOption('ddim');
-  assert.equal(await page.inputValue('input.steps'), '7');
-  assert.equal(await page.inputValue('input.eta'), '0.5');
+  assert.equal(await page.inputValue('.reverse input.steps'), '7');
+  assert.equal(await page.inputValue('.reverse input.eta'), '0.5');
   // The URL keeps the backend it was opened with, beside the view.
   assert.match(page.url(), /sampler=ddim&steps=7&eta=0\.5&backend=cpu/);
   assert.deepEqual(problems, []);
@@ -121,6 +131,80 @@ test('a stroke on the draw pad becomes x_0', async () => {
   await page.mouse.move(box.x + box.width * 0.7, box.y + box.height * 0.5, { steps: 8 });
   await page.mouse.up();
   assert.ok((await ink()) > 20, 'the stroke lit pixels');
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test('two samplers side by side, the latent walk, play and PNG downloads', async () => {
+  const { page, problems } = await open({ width: 1280, height: 900 });
+  // Side by side: DDIM-3 (η = 0) against DDIM-6 (η = 1) from one x_T. Lockstep visits the union of
+  // their timesteps: 999, 832, 666, 499, 332, 166 — six rounds.
+  await page.click('.compare summary');
+  const sides = page.locator('.compare .side');
+  await setNumber(page, '.compare .side >> nth=0 >> input.steps', 3);
+  await sides.nth(1).locator('select.sampler').selectOption('ddim');
+  await setNumber(page, '.compare .side >> nth=1 >> input.steps', 6);
+  await setNumber(page, '.compare .side >> nth=1 >> input.eta', 1);
+  assert.match(await sides.nth(0).locator('h3').textContent(), /DDIM-3, η = 0/);
+  assert.match(await sides.nth(1).locator('h3').textContent(), /DDIM-6, η = 1/);
+  await page.click('button.run-compare');
+  await waitForStatus(page, '.compare', 'round 6 of 6');
+  assert.match(await page.textContent('.compare .difference'), /after t = 166: RMS difference of x̂_0 \d\.\d{3}, of x_t \d\.\d{3}/);
+  assert.ok((await page.getAttribute('.difference-plot polyline', 'points')).split(' ').length >= 6, 'a point per round');
+  await page.locator('.compare').screenshot({ path: `${SHOTS}/compare.png` });
+
+  // The latent walk: ten digits, DDIM-20.
+  await page.click('.walk summary');
+  await page.click('button.run-walk');
+  await waitForStatus(page, '.walk', 'step 20 of 20');
+  assert.equal(await page.$eval('canvas.strip', (c) => c.width), 10 * 29 + 1);
+  await page.locator('.walk').screenshot({ path: `${SHOTS}/latent-walk.png` });
+  const walk = page.waitForEvent('download');
+  await page.click('.walk button.download');
+  assert.equal((await walk).suggestedFilename(), 'ddpm-latent-walk.png');
+
+  // Play moves the forward slider by itself; pause stops it.
+  await setSlider(page, 0);
+  await page.click('.forward button.play');
+  await page.waitForFunction(() => Number(document.querySelector('#t-slider').value) > 50, null, { timeout: 20_000 });
+  await page.click('.forward button.play');
+  const paused = await page.inputValue('#t-slider');
+  await page.waitForTimeout(300);
+  assert.equal(await page.inputValue('#t-slider'), paused, 'paused');
+
+  // A chain, then its samples and the chain figure as PNG files (PNG signature checked).
+  await page.click('button.generate');
+  await waitForSteps(page, 3);
+  for (const [label, name] of [['Save samples (PNG)', 'ddpm-samples.png'], ['Save chain (PNG)', 'ddpm-chain.png']]) {
+    const download = page.waitForEvent('download');
+    await page.click(`text=${label}`);
+    const file = await download;
+    assert.equal(file.suggestedFilename(), name);
+    const bytes = await readFile(await file.path());
+    assert.deepEqual([...bytes.subarray(0, 8)], [137, 80, 78, 71, 13, 10, 26, 10]);
+  }
+  // The URL keeps the replay position; a link with it regenerates the chain and shows that step.
+  assert.match(page.url(), /replay=3/);
+  assert.deepEqual(problems, []);
+  await page.close();
+
+  const shared = await open({ width: 1280, height: 900 }, 'sampler=ddim&steps=3&eta=0&seed=0&replay=1');
+  await waitForSteps(shared.page, 3);
+  await shared.page.waitForFunction(() => document.querySelector('input.scrubber').value === '1');
+  assert.match(shared.page.url(), /replay=1/);
+  assert.deepEqual(shared.problems, []);
+  await shared.page.close();
+});
+
+test('a cosine noise level starts SDEdit at the same ᾱ on the model\'s linear schedule', async () => {
+  const { page, problems } = await open({ width: 1280, height: 900 });
+  await page.selectOption('.forward select', 'cosine');
+  await setSlider(page, 500);
+  // ᾱ of the cosine schedule at t = 500 is nearest the linear ᾱ at t = 260 (computed in the unit tests).
+  assert.match(await page.textContent('button.sdedit'), /cosine t = 500 \(the model's linear t = 26\d\)/);
+  await page.click('button.sdedit');
+  await waitForStatus(page, '.reverse', 'step 1 of 1');
+  assert.match(await page.textContent('.math'), /t = 26\d → x_0/);
   assert.deepEqual(problems, []);
   await page.close();
 });

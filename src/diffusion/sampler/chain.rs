@@ -147,11 +147,47 @@ impl<'m, M: EpsModel> ReverseChain<'m, M> {
     }
 }
 
+/// Which of several chains take their next step, so that chains shown side by side stay at the
+/// same noise level: those whose next timestep is the largest (DDPM-1000 beside DDIM-10 steps ten
+/// times for each DDIM step, and both step together at DDIM's timesteps). `next_t[i]` is chain i's
+/// next timestep, `None` once it has finished.
+pub fn lockstep(next_t: &[Option<usize>]) -> Vec<bool> {
+    let highest = next_t.iter().flatten().max();
+    next_t.iter().map(|t| t.is_some() && t.as_ref() == highest).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::diffusion::sampler::{SamplerPlan, VarianceKind};
     use burn::tensor::TensorData;
+
+    #[test]
+    fn lockstep_keeps_chains_at_the_same_noise_level() {
+        assert_eq!(lockstep(&[Some(999), Some(999)]), [true, true]);
+        assert_eq!(lockstep(&[Some(998), Some(899)]), [true, false]);
+        assert_eq!(lockstep(&[None, Some(5)]), [false, true]);
+        assert_eq!(lockstep(&[None, None]), [false, false]);
+        // DDPM (every t) beside DDIM-4 on T = 12 (timesteps 11, 8, 5, 2): twelve rounds; DDIM steps
+        // in the rounds where DDPM is at its timesteps.
+        let ddpm: Vec<usize> = (0..12).rev().collect();
+        let ddim = [11usize, 8, 5, 2];
+        let (mut i, mut j, mut ddim_rounds) = (0, 0, Vec::new());
+        for round in 0.. {
+            let go = lockstep(&[ddpm.get(i).copied(), ddim.get(j).copied()]);
+            if go == [false, false] {
+                assert_eq!(round, 12);
+                break;
+            }
+            if go[1] {
+                assert!(go[0], "DDIM never runs ahead of DDPM");
+                ddim_rounds.push(ddpm[i]);
+                j += 1;
+            }
+            i += usize::from(go[0]);
+        }
+        assert_eq!(ddim_rounds, ddim);
+    }
 
     /// The exact ε-predictor for data x_0 ~ N(0, s² I): x_t ~ N(0, v_t), v_t = ᾱ_t s² + 1 − ᾱ_t,
     /// and E[ε | x_t] = √(1 − ᾱ_t) x_t / v_t (Gaussian conditioning).

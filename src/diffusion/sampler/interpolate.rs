@@ -47,6 +47,16 @@ pub fn interpolate_seeds<M: EpsModel>(
     frames: usize,
     device: &Device,
 ) -> Tensor<4> {
+    let x_t = interpolation_latents(image, (a, b), frames, device); // [frames, c, h, w]
+    ReverseChain::from_latent(model, sampler, x_t, a).run()
+}
+
+/// The `frames` latents of [`interpolate_seeds`], for a caller that runs the chain itself (the page
+/// steps it, drawing as it goes).
+///
+/// # Shapes
+/// - `image`: `[channels, height, width]` of one sample; returns `[frames, channels, height, width]`
+pub fn interpolation_latents(image: [usize; 3], (a, b): (u64, u64), frames: usize, device: &Device) -> Tensor<4> {
     let per_image = image.iter().product();
     let (za, zb) = (latent_of_seed(a, per_image), latent_of_seed(b, per_image));
     let steps = frames.max(2) - 1;
@@ -54,8 +64,7 @@ pub fn interpolate_seeds<M: EpsModel>(
         .flat_map(|k| slerp(&za, &zb, k as f64 / steps as f64))
         .collect();
     let shape = [frames, image[0], image[1], image[2]];
-    let x_t = Tensor::<4>::from_data(TensorData::new(latents, shape), device); // [frames, c, h, w]
-    ReverseChain::from_latent(model, sampler, x_t, a).run()
+    Tensor::<4>::from_data(TensorData::new(latents, shape), device) // [frames, c, h, w]
 }
 
 #[cfg(test)]

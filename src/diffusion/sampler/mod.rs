@@ -26,7 +26,7 @@ pub mod ddpm;
 pub mod fused;
 pub mod interpolate;
 
-pub use chain::{ChainStep, EpsModel, ReverseChain};
+pub use chain::{ChainStep, EpsModel, ReverseChain, lockstep};
 pub use ddpm::VarianceKind;
 
 use crate::diffusion::schedule::NoiseSchedule;
@@ -249,10 +249,53 @@ impl SamplerConfig {
     }
 }
 
+impl std::fmt::Display for SamplerConfig {
+    /// In the papers' words: "DDPM, σ² = β̃", "DDIM-50, η = 0" (clipping is on by default and only
+    /// named when off).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let clip_x0 = match *self {
+            SamplerConfig::Ddpm { variance, clip_x0 } => {
+                let symbol = match variance {
+                    VarianceKind::Beta => "β",
+                    VarianceKind::BetaTilde => "β̃",
+                };
+                write!(f, "DDPM, σ² = {symbol}")?;
+                clip_x0
+            }
+            SamplerConfig::Ddim { steps, eta, clip_x0 } => {
+                write!(f, "DDIM-{steps}, η = {eta}")?;
+                clip_x0
+            }
+        };
+        if clip_x0 {
+            Ok(())
+        } else {
+            f.write_str(", x̂₀ unclipped")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::tensor::{Device, TensorData};
+
+    #[test]
+    fn sampler_names_read_as_in_the_papers() {
+        let ddpm = |variance| SamplerConfig::Ddpm {
+            variance,
+            clip_x0: true,
+        };
+        assert_eq!(ddpm(VarianceKind::BetaTilde).to_string(), "DDPM, σ² = β̃");
+        assert_eq!(ddpm(VarianceKind::Beta).to_string(), "DDPM, σ² = β");
+        let ddim = SamplerConfig::Ddim {
+            steps: 50,
+            eta: 0.5,
+            clip_x0: false,
+        };
+        assert_eq!(ddim.to_string(), "DDIM-50, η = 0.5, x̂₀ unclipped");
+        assert_eq!(SamplerConfig::default().to_string(), "DDIM-50, η = 0");
+    }
 
     #[test]
     fn apply_step_is_the_documented_linear_form() {

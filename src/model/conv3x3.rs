@@ -1,0 +1,285 @@
+//! The U-Net's 3×3 "same" convolution (stride 1, padding 1) as one backend operation without an
+//! im2col buffer.
+//!
+//! burn's CPU backend (flex) runs every 2-D convolution as a 3-D one: it converts the input to
+//! NHWC, then copies nine shifted windows of it into an im2col matrix nine times the input's size
+//! before one matrix product. [`Conv3x3Backend`] on flex pads each image once into planes of width
+//! W + 2 and runs nine matrix products straight on them: in a padded plane flattened row by row, the
+//! kernel tap (ky, kx) is the same plane shifted by ky·(W + 2) + kx, so the product of the tap's
+//! weights `[out, in]` with the shifted planes `[in, H·(W + 2)]` adds that tap to every output
+//! pixel at once. Each output row then carries two columns of wrap-around, cut off at the end. Other
+//! backends use their own `conv2d`. Inference only: [`conv3x3`] uses burn's module whenever
+//! gradients are being recorded.
+
+use burn::backend::ops::ModuleOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Flex, backend_extension};
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Tensor, TensorData};
+
+/// Backends that can run a 3×3, stride-1, padding-1 convolution as one operation.
+#[backend_extension(Flex, Cube: cfg(any(feature = "native", target_family = "wasm")))]
+pub trait Conv3x3Backend: Backend {
+    /// The convolution of `x` with `weight` plus `bias`, zero padding 1, stride 1.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, channels_in, height, width]` → `[batch, channels_out, height, width]`
+    /// - `weight`: `[channels_out, channels_in, 3, 3]`, `bias`: `[channels_out]`
+    fn conv3x3_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, Some(bias), ConvOptions::new([1, 1], [1, 1], [1, 1], 1))
+    }
+}
+
+/// The padded plane of one channel: a zero border of one pixel, and one spare row below so the
+/// last taps' reads past the bottom-right corner stay inside the plane (they land in the discarded
+/// wrap-around columns).
+fn padded_plane_len(height: usize, width: usize) -> usize {
+    (height + 3) * (width + 2)
+}
+
+/// One image: `input` `[c_in, h, w]` → `output` `[c_out, h, w]`, with `scratch` for the padded
+/// input (`c_in` padded planes) and `rows` for the wide output (`[c_out, h·(w + 2)]`).
+#[allow(clippy::too_many_arguments)]
+fn conv_image(
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    (c_in, c_out, height, width): (usize, usize, usize, usize),
+    scratch: &mut [f32],
+    rows: &mut [f32],
+    output: &mut [f32],
+    parallelism: gemm::Parallelism,
+) {
+    let wide = width + 2;
+    let plane = padded_plane_len(height, width);
+    scratch.fill(0.0);
+    for (channel, padded) in input.chunks_exact(height * width).zip(scratch.chunks_exact_mut(plane)) {
+        for (y, row) in channel.chunks_exact(width).enumerate() {
+            let at = (y + 1) * wide + 1;
+            padded[at..at + width].copy_from_slice(row);
+        }
+    }
+    let n = height * wide;
+    for (co, out_row) in rows.chunks_exact_mut(n).enumerate() {
+        out_row.fill(bias[co]);
+    }
+    for tap in 0..9 {
+        let shift = (tap / 3) * wide + tap % 3;
+        // rows[co, p] += Σ_ci weight[co, ci, tap] · scratch[ci, p + shift]
+        // SAFETY: the weights are read at co·9·c_in + ci·9 + tap < weight.len(); the inputs at
+        // ci·plane + p + shift ≤ (c_in − 1)·plane + (h·wide − 1) + 2·wide + 2 < c_in·plane, as a plane
+        // is (h + 3)·wide long; the output covers exactly rows' c_out·n values.
+        unsafe {
+            gemm::gemm(
+                c_out,
+                n,
+                c_in,
+                rows.as_mut_ptr(),
+                1,
+                n as isize,
+                true,
+                weight.as_ptr().add(tap),
+                9,
+                (9 * c_in) as isize,
+                scratch.as_ptr().add(shift),
+                1,
+                plane as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+    }
+    for (out_channel, wide_channel) in output.chunks_exact_mut(height * width).zip(rows.chunks_exact(n)) {
+        for (out_row, wide_row) in out_channel.chunks_exact_mut(width).zip(wide_channel.chunks_exact(wide)) {
+            out_row.copy_from_slice(&wide_row[..width]);
+        }
+    }
+}
+
+impl Conv3x3Backend for Flex {
+    fn conv3x3_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        if [&x, &weight, &bias].iter().any(|t| t.dtype() != DType::F32) {
+            return Self::conv2d(x, weight, Some(bias), ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+        }
+        let (x_shape, w_shape) = (x.layout().shape().clone(), weight.layout().shape().clone());
+        let (batch, c_in, height, width) = (x_shape[0], x_shape[1], x_shape[2], x_shape[3]);
+        let c_out = w_shape[0];
+        let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
+        let (x, weight, bias) = (
+            x.as_slice::<f32>().expect("contiguous f32"),
+            weight.as_slice::<f32>().expect("contiguous f32"),
+            bias.as_slice::<f32>().expect("contiguous f32"),
+        );
+        let dims = (c_in, c_out, height, width);
+        let (in_len, out_len) = (c_in * height * width, c_out * height * width);
+        let (scratch_len, rows_len) = (c_in * padded_plane_len(height, width), c_out * height * (width + 2));
+        let mut out = vec![0.0f32; batch * out_len];
+        // One image after another, each with `parallelism` inside its matrix products.
+        let one_by_one = |out: &mut [f32], parallelism: gemm::Parallelism| {
+            let (mut scratch, mut rows) = (vec![0.0f32; scratch_len], vec![0.0f32; rows_len]);
+            for (input, output) in x.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)) {
+                conv_image(input, weight, bias, dims, &mut scratch, &mut rows, output, parallelism);
+            }
+        };
+        #[cfg(feature = "native")]
+        {
+            use rayon::prelude::*;
+            if batch >= rayon::current_num_threads() {
+                // Images in parallel, each matrix product on one thread.
+                x.par_chunks_exact(in_len)
+                    .zip(out.par_chunks_exact_mut(out_len))
+                    .for_each_init(
+                        || (vec![0.0f32; scratch_len], vec![0.0f32; rows_len]),
+                        |(scratch, rows), (input, output)| {
+                            conv_image(
+                                input,
+                                weight,
+                                bias,
+                                dims,
+                                scratch,
+                                rows,
+                                output,
+                                gemm::Parallelism::None,
+                            )
+                        },
+                    );
+            } else {
+                // Fewer images than threads: the matrix products use every thread.
+                one_by_one(&mut out, gemm::Parallelism::Rayon(0));
+            }
+        }
+        #[cfg(not(feature = "native"))]
+        one_by_one(&mut out, gemm::Parallelism::None);
+        burn::backend::flex::FlexTensor::from_data(TensorData::new(out, [batch, c_out, height, width]))
+    }
+}
+
+#[cfg(any(feature = "native", target_family = "wasm"))]
+impl Conv3x3Backend for burn::backend::wgpu::CubeBackend {}
+
+/// True when `conv` is a 3×3, stride-1, padding-1, undilated, ungrouped convolution with a bias.
+fn is_same_3x3(conv: &Conv2d) -> bool {
+    conv.kernel_size == [3, 3]
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+        && conv.bias.is_some()
+        && matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1))
+}
+
+/// `conv` applied to `x`: the one-operation convolution for a 3×3 "same" convolution when no
+/// gradient is being recorded, burn's module otherwise.
+///
+/// # Shapes
+/// - `x`: `[batch, channels_in, height, width]` → `[batch, channels_out, height, width]`
+pub fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let Some(bias) = conv.bias.as_ref().filter(|_| is_same_3x3(conv)) else {
+        return conv.forward(x);
+    };
+    if x.device().is_autodiff() {
+        return conv.forward(x);
+    }
+    let y = burn::backend::Dispatch::conv3x3_same(
+        x.into_dispatch(),
+        conv.weight.val().into_dispatch(),
+        bias.val().into_dispatch(),
+    );
+    Tensor::from_dispatch(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::NoiseRng;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::Device;
+
+    /// The convolution written out as its definition, in f64: out[b, o, y, x] = bias[o] +
+    /// Σ_{i, dy, dx} w[o, i, dy, dx] · in[b, i, y + dy − 1, x + dx − 1], zero outside the image.
+    fn by_definition(x: &[f32], w: &[f32], bias: &[f32], [b, ci, h, wd]: [usize; 4], co: usize) -> Vec<f64> {
+        let mut out = vec![0.0f64; b * co * h * wd];
+        for n in 0..b {
+            for o in 0..co {
+                for y in 0..h {
+                    for xx in 0..wd {
+                        let mut acc = bias[o] as f64;
+                        for i in 0..ci {
+                            for dy in 0..3 {
+                                for dx in 0..3 {
+                                    let (yy, xs) = (y as isize + dy as isize - 1, xx as isize + dx as isize - 1);
+                                    if yy >= 0 && xs >= 0 && (yy as usize) < h && (xs as usize) < wd {
+                                        acc += w[((o * ci + i) * 3 + dy) * 3 + dx] as f64
+                                            * x[((n * ci + i) * h + yy as usize) * wd + xs as usize] as f64;
+                                    }
+                                }
+                            }
+                        }
+                        out[((n * co + o) * h + y) * wd + xx] = acc;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_one_operation_convolution_equals_the_definition_and_burns_module() {
+        let device = Device::flex();
+        let mut rng = NoiseRng::new(11);
+        // Odd sizes, more and fewer output channels than input, a batch larger and smaller than
+        // the thread pool.
+        for (batch, ci, co, h, w) in [
+            (3usize, 5usize, 7usize, 6usize, 5usize),
+            (1, 8, 3, 7, 7),
+            (9, 2, 4, 4, 9),
+        ] {
+            let conv = Conv2dConfig::new([ci, co], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(&device);
+            assert!(is_same_3x3(&conv));
+            let x: Vec<f32> = rng.normal_vec(batch * ci * h * w);
+            let input = Tensor::<4>::from_data(TensorData::new(x.clone(), [batch, ci, h, w]), &device);
+            let ours = conv_forward(&conv, input.clone());
+            assert_eq!(ours.dims(), [batch, co, h, w]);
+            let ours = ours.into_data();
+            let burns = conv.forward(input).into_data();
+            let weight = conv.weight.val().into_data();
+            let bias = conv.bias.as_ref().unwrap().val().into_data();
+            let reference = by_definition(
+                &x,
+                weight.as_slice::<f32>().unwrap(),
+                bias.as_slice::<f32>().unwrap(),
+                [batch, ci, h, w],
+                co,
+            );
+            for ((o, b), r) in ours
+                .as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .zip(burns.as_slice::<f32>().unwrap())
+                .zip(&reference)
+            {
+                assert!((*o as f64 - r).abs() <= 1e-5 * (1.0 + r.abs()), "{o} vs definition {r}");
+                assert!((o - b).abs() <= 1e-5 * (1.0 + b.abs()), "{o} vs burn {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn other_convolutions_keep_burns_module() {
+        let device = Device::flex();
+        let strided = Conv2dConfig::new([2, 2], [3, 3])
+            .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&device);
+        let pointwise = Conv2dConfig::new([2, 2], [1, 1]).init(&device);
+        let unpadded = Conv2dConfig::new([2, 2], [3, 3]).init(&device);
+        assert!(![strided, pointwise, unpadded].iter().any(is_same_3x3));
+    }
+}

@@ -1,0 +1,101 @@
+//! A walk through the latent space: the x_T of two seeds, spherically interpolated and decoded by
+//! deterministic DDIM into a strip of digits that morph from one seed's sample into the other's.
+
+use super::canvas::{PictureCanvas, yield_to_browser};
+use super::controls::DownloadButton;
+use super::engine::Engine;
+use super::forward_panel::SIZE;
+use super::reverse_panel::read_back;
+use super::state::PageState;
+use crate::diffusion::sampler::interpolate::interpolation_latents;
+use crate::diffusion::sampler::{ReverseChain, SamplerPlan};
+use crate::image::GrayImage;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use send_wrapper::SendWrapper;
+use std::rc::Rc;
+
+/// Digits in the strip, the two seeds' own samples at its ends.
+pub const WALK_FRAMES: usize = 10;
+/// DDIM steps of the walk (η = 0: the map from x_T to x_0 is a fixed function).
+pub const WALK_STEPS: usize = 20;
+
+/// The latent walk, folded away until opened.
+#[component]
+pub fn LatentWalk(
+    /// The model.
+    engine: SendWrapper<Rc<Engine>>,
+) -> impl IntoView {
+    let PageState { seed, busy, .. } = PageState::expect();
+    let seed_b = RwSignal::new(seed.get_untracked().wrapping_add(1));
+    let strip = RwSignal::new(None::<GrayImage>);
+    let progress = RwSignal::new((0usize, WALK_STEPS));
+    let error = RwSignal::new(None::<String>);
+    let walk = move |_| {
+        if busy.get_untracked() {
+            return;
+        }
+        let engine = Rc::clone(&engine);
+        spawn_local(async move {
+            busy.set(true);
+            error.set(None);
+            if let Err(e) = run_walk(&engine, (seed.get_untracked(), seed_b.get_untracked()), strip, progress).await {
+                error.set(Some(e));
+            }
+            busy.set(false);
+        });
+    };
+    view! {
+        <section class="walk" aria-label="latent walk">
+            <details>
+                <summary><h2>"Walk between two seeds"</h2></summary>
+                <p class="explain">
+                    "With η = 0, DDIM turns each x_T into one digit, always the same. Walking x_T along the great circle "
+                    "from one seed's noise to another's (spherical interpolation keeps the norm of Gaussian noise, which a "
+                    "straight line would shrink by up to 1/√2) and decoding every point shows how the model's digits "
+                    "are laid out in its latent space: the ends are the two seeds' own samples. "
+                    {format!("{WALK_FRAMES} digits, DDIM-{WALK_STEPS}.")}
+                </p>
+                <div class="controls">
+                    <label>"from seed " <input type="number" min="0" class="seed-a" prop:value=move || seed.get().to_string()
+                        on:change=move |ev| { if let Ok(v) = event_target_value(&ev).parse::<u64>() { seed.set(v) } } /></label>
+                    <label>"to seed " <input type="number" min="0" class="seed-b" prop:value=move || seed_b.get().to_string()
+                        on:change=move |ev| { if let Ok(v) = event_target_value(&ev).parse::<u64>() { seed_b.set(v) } } /></label>
+                    <button class="run-walk" disabled=move || busy.get() on:click=walk>"Walk"</button>
+                    <DownloadButton label="Save strip (PNG)" filename="ddpm-latent-walk.png" scale=4
+                        ready=Signal::derive(move || strip.with(|s| s.is_some())) picture=move || strip.get() />
+                </div>
+                <div class="status" role="status">
+                    <progress max=WALK_STEPS value=move || progress.get().0></progress>
+                    {move || { let (d, n) = progress.get(); format!(" step {d} of {n}") }}
+                </div>
+                {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+                <PictureCanvas picture=strip label="digits along the walk from one seed to the other" class="strip" />
+            </details>
+        </section>
+    }
+}
+
+/// Decodes the walk from seed `a` to seed `b`, showing x_t of every digit after each step.
+async fn run_walk(
+    engine: &Engine,
+    seeds: (u64, u64),
+    strip: RwSignal<Option<GrayImage>>,
+    progress: RwSignal<(usize, usize)>,
+) -> Result<(), String> {
+    let schedule = engine.config.noise_schedule().map_err(|e| e.to_string())?;
+    let plan =
+        SamplerPlan::ddim(&schedule, WALK_STEPS.min(schedule.timesteps()), 0.0, true).map_err(|e| e.to_string())?;
+    let total = plan.timesteps().len();
+    let latents = interpolation_latents([1, SIZE, SIZE], seeds, WALK_FRAMES, &engine.device); // [frames, 1, 28, 28]
+    let mut chain = ReverseChain::from_latent(&engine.unet, plan, latents, seeds.0);
+    let show = |pixels: &[f32]| GrayImage::grid(pixels, SIZE, WALK_FRAMES, 1);
+    strip.set(Some(show(&read_back(chain.current()).await?)));
+    progress.set((0, total));
+    while let Some(s) = chain.step() {
+        strip.set(Some(show(&read_back(s.x_prev).await?)));
+        progress.set((s.index + 1, total));
+        yield_to_browser().await;
+    }
+    Ok(())
+}
