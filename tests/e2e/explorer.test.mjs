@@ -85,6 +85,9 @@ test('load, slide, generate, SDEdit: from its own origin, without errors', async
 
 test('at 360 px wide nothing overflows sideways', async () => {
   const { page, problems } = await open({ width: 360, height: 780 });
+  // With the comparison and the walk opened too.
+  await page.click('.compare summary');
+  await page.click('.walk summary');
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   await page.screenshot({ path: `${SHOTS}/explorer-360.png`, fullPage: true });
   assert.ok(overflow <= 0, `the page is ${overflow} px wider than the screen`);
