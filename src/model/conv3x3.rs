@@ -219,6 +219,7 @@ mod tests {
         // the thread pool.
         for (batch, ci, co, h, w) in [
             (3usize, 5usize, 7usize, 6usize, 5usize),
+            (2, 64, 64, 7, 7),
             (1, 8, 3, 7, 7),
             (9, 2, 4, 4, 9),
         ] {
