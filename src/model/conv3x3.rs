@@ -7,9 +7,11 @@
 //! W + 2 and runs nine matrix products straight on them: in a padded plane flattened row by row, the
 //! kernel tap (ky, kx) is the same plane shifted by ky·(W + 2) + kx, so the product of the tap's
 //! weights `[out, in]` with the shifted planes `[in, H·(W + 2)]` adds that tap to every output
-//! pixel at once. Each output row then carries two columns of wrap-around, cut off at the end. Other
-//! backends use their own `conv2d`. Inference only: [`conv3x3`] uses burn's module whenever
-//! gradients are being recorded.
+//! pixel at once. Each output row then carries two columns of wrap-around, cut off at the end. The
+//! gradients take the same route: ∂L/∂x is this convolution of the output gradient with the kernel
+//! flipped and its channels swapped, ∂L/∂w nine matrix products of the output gradient (in wide
+//! rows, zero in the wrap-around columns) with the shifted planes. Under autodiff (natively) the
+//! forward records a backward step that calls them. Other backends use their own `conv2d`.
 
 use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
@@ -19,8 +21,15 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor, TensorData};
 
-/// Backends that can run a 3×3, stride-1, padding-1 convolution as one operation.
-#[backend_extension(Flex, Cube: cfg(any(feature = "native", target_family = "wasm")))]
+/// The options of burn's `conv2d` that [`Conv3x3Backend`] covers.
+fn same_options() -> ConvOptions<2> {
+    ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
+}
+
+/// Backends that can run a 3×3, stride-1, padding-1 convolution (and its gradients) as one
+/// operation each. Under autodiff (natively) the forward records a backward step that calls the two
+/// gradient operations below.
+#[backend_extension(Flex, Cube: cfg(any(feature = "native", target_family = "wasm")), Autodiff: cfg(feature = "native"))]
 pub trait Conv3x3Backend: Backend {
     /// The convolution of `x` with `weight` plus `bias`, zero padding 1, stride 1.
     ///
@@ -28,7 +37,33 @@ pub trait Conv3x3Backend: Backend {
     /// - `x`: `[batch, channels_in, height, width]` → `[batch, channels_out, height, width]`
     /// - `weight`: `[channels_out, channels_in, 3, 3]`, `bias`: `[channels_out]`
     fn conv3x3_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::conv2d(x, weight, Some(bias), ConvOptions::new([1, 1], [1, 1], [1, 1], 1))
+        Self::conv2d(x, weight, Some(bias), same_options())
+    }
+
+    /// ∂L/∂x of the convolution, given `grad` = ∂L/∂output.
+    ///
+    /// # Shapes
+    /// - `x` and the output: `[batch, channels_in, height, width]`; `grad`: `[batch, channels_out,
+    ///   height, width]`; `weight`: `[channels_out, channels_in, 3, 3]`
+    fn conv3x3_same_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, grad, same_options())
+    }
+
+    /// ∂L/∂weight of the convolution, given `grad` = ∂L/∂output.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, channels_in, height, width]`; `grad`: `[batch, channels_out, height, width]`;
+    ///   `weight` and the output: `[channels_out, channels_in, 3, 3]`
+    fn conv3x3_same_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_weight_backward(x, weight, grad, same_options())
     }
 }
 
@@ -37,6 +72,71 @@ pub trait Conv3x3Backend: Backend {
 /// wrap-around columns).
 fn padded_plane_len(height: usize, width: usize) -> usize {
     (height + 3) * (width + 2)
+}
+
+/// Copies the channels of `input` (`[c, h, w]`) into zero-bordered padded planes in `scratch`.
+fn pad_planes(input: &[f32], height: usize, width: usize, scratch: &mut [f32]) {
+    let (wide, plane) = (width + 2, padded_plane_len(height, width));
+    scratch.fill(0.0);
+    for (channel, padded) in input.chunks_exact(height * width).zip(scratch.chunks_exact_mut(plane)) {
+        for (y, row) in channel.chunks_exact(width).enumerate() {
+            let at = (y + 1) * wide + 1;
+            padded[at..at + width].copy_from_slice(row);
+        }
+    }
+}
+
+/// One image's share of ∂L/∂weight, added to `sum` (`[c_out, c_in, 3, 3]`): for each tap, the
+/// product of the output gradient in wide rows (`[c_out, h·(w + 2)]`, zero in the two wrap-around
+/// columns) with the input's padded planes shifted by the tap (`[h·(w + 2), c_in]`, read
+/// transposed in place).
+fn weight_gradient_image(
+    input: &[f32],
+    grad: &[f32],
+    (c_in, c_out, height, width): (usize, usize, usize, usize),
+    scratch: &mut [f32],
+    rows: &mut [f32],
+    sum: &mut [f32],
+) {
+    let wide = width + 2;
+    let plane = padded_plane_len(height, width);
+    pad_planes(input, height, width, scratch);
+    let n = height * wide;
+    rows.fill(0.0);
+    for (wide_channel, channel) in rows.chunks_exact_mut(n).zip(grad.chunks_exact(height * width)) {
+        for (wide_row, row) in wide_channel.chunks_exact_mut(wide).zip(channel.chunks_exact(width)) {
+            wide_row[..width].copy_from_slice(row);
+        }
+    }
+    for tap in 0..9 {
+        let shift = (tap / 3) * wide + tap % 3;
+        // sum[co, ci, tap] += Σ_p rows[co, p] · scratch[ci, p + shift]
+        // SAFETY: sum is written at co·9·c_in + ci·9 + tap < c_out·c_in·9; rows read within
+        // c_out·n; scratch read at ci·plane + p + shift < c_in·plane, as in `conv_image`.
+        unsafe {
+            gemm::gemm(
+                c_out,
+                c_in,
+                n,
+                sum.as_mut_ptr().add(tap),
+                9,
+                (9 * c_in) as isize,
+                true,
+                rows.as_ptr(),
+                1,
+                n as isize,
+                scratch.as_ptr().add(shift),
+                plane as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
 }
 
 /// One image: `input` `[c_in, h, w]` → `output` `[c_out, h, w]`, with `scratch` for the padded
@@ -52,13 +152,7 @@ fn conv_image(
 ) {
     let wide = width + 2;
     let plane = padded_plane_len(height, width);
-    scratch.fill(0.0);
-    for (channel, padded) in input.chunks_exact(height * width).zip(scratch.chunks_exact_mut(plane)) {
-        for (y, row) in channel.chunks_exact(width).enumerate() {
-            let at = (y + 1) * wide + 1;
-            padded[at..at + width].copy_from_slice(row);
-        }
-    }
+    pad_planes(input, height, width, scratch);
     let n = height * wide;
     for (co, out_row) in rows.chunks_exact_mut(n).enumerate() {
         out_row.fill(bias[co]);
@@ -103,7 +197,7 @@ fn conv_image(
 impl Conv3x3Backend for Flex {
     fn conv3x3_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         if [&x, &weight, &bias].iter().any(|t| t.dtype() != DType::F32) {
-            return Self::conv2d(x, weight, Some(bias), ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+            return Self::conv2d(x, weight, Some(bias), same_options());
         }
         let (x_shape, w_shape) = (x.layout().shape().clone(), weight.layout().shape().clone());
         let (batch, c_in, height, width) = (x_shape[0], x_shape[1], x_shape[2], x_shape[3]);
@@ -141,10 +235,153 @@ impl Conv3x3Backend for Flex {
         }
         burn::backend::flex::FlexTensor::from_data(TensorData::new(out, [batch, c_out, height, width]))
     }
+
+    fn conv3x3_same_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if [&x, &weight, &grad].iter().any(|t| t.dtype() != DType::F32) {
+            return Self::conv2d_x_backward(x, weight, grad, same_options());
+        }
+        // ∂L/∂x[i, y, x] = Σ_{o, ky, kx} w[o, i, ky, kx] · grad[o, y + 1 − ky, x + 1 − kx]: the same
+        // convolution of grad with the kernel flipped and its channels swapped, and no bias.
+        let w_shape = weight.layout().shape().clone();
+        let (c_out, c_in) = (w_shape[0], w_shape[1]);
+        let weight = weight.to_contiguous();
+        let w = weight.as_slice::<f32>().expect("contiguous f32");
+        let mut flipped = vec![0.0f32; c_in * c_out * 9];
+        for (oi, taps) in w.chunks_exact(9).enumerate() {
+            let (o, i) = (oi / c_in, oi % c_in);
+            for (tap, &value) in taps.iter().enumerate() {
+                flipped[(i * c_out + o) * 9 + 8 - tap] = value;
+            }
+        }
+        let flipped = burn::backend::flex::FlexTensor::from_data(TensorData::new(flipped, [c_in, c_out, 3, 3]));
+        let zero = burn::backend::flex::FlexTensor::from_data(TensorData::new(vec![0.0f32; c_in], [c_in]));
+        Self::conv3x3_same(grad, flipped, zero)
+    }
+
+    fn conv3x3_same_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if [&x, &weight, &grad].iter().any(|t| t.dtype() != DType::F32) {
+            return Self::conv2d_weight_backward(x, weight, grad, same_options());
+        }
+        let (x_shape, w_shape) = (x.layout().shape().clone(), weight.layout().shape().clone());
+        let (c_in, height, width) = (x_shape[1], x_shape[2], x_shape[3]);
+        let c_out = w_shape[0];
+        let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
+        let (x, grad) = (
+            x.as_slice::<f32>().expect("contiguous f32"),
+            grad.as_slice::<f32>().expect("contiguous f32"),
+        );
+        let dims = (c_in, c_out, height, width);
+        let (in_len, out_len) = (c_in * height * width, c_out * height * width);
+        let (scratch_len, rows_len) = (c_in * padded_plane_len(height, width), c_out * height * (width + 2));
+        let weight_len = c_out * c_in * 9;
+        // Each thread sums its images' contributions; the partial sums are added at the end.
+        let init = || {
+            (
+                vec![0.0f32; scratch_len],
+                vec![0.0f32; rows_len],
+                vec![0.0f32; weight_len],
+            )
+        };
+        let image = |(scratch, rows, sum): &mut (Vec<f32>, Vec<f32>, Vec<f32>), (input, grad): (&[f32], &[f32])| {
+            weight_gradient_image(input, grad, dims, scratch, rows, sum)
+        };
+        #[cfg(feature = "native")]
+        let sum = {
+            use rayon::prelude::*;
+            x.par_chunks_exact(in_len)
+                .zip(grad.par_chunks_exact(out_len))
+                .fold(init, |mut buffers, pair| {
+                    image(&mut buffers, pair);
+                    buffers
+                })
+                .map(|(_, _, sum)| sum)
+                .reduce(
+                    || vec![0.0f32; weight_len],
+                    |mut a, b| {
+                        a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                        a
+                    },
+                )
+        };
+        #[cfg(not(feature = "native"))]
+        let sum = {
+            let mut buffers = init();
+            x.chunks_exact(in_len)
+                .zip(grad.chunks_exact(out_len))
+                .for_each(|pair| image(&mut buffers, pair));
+            buffers.2
+        };
+        burn::backend::flex::FlexTensor::from_data(TensorData::new(sum, [c_out, c_in, 3, 3]))
+    }
 }
 
 #[cfg(any(feature = "native", target_family = "wasm"))]
 impl Conv3x3Backend for burn::backend::wgpu::CubeBackend {}
+
+/// Under autodiff: the forward on the inner backend, recording a backward step that calls its two
+/// gradient operations (and burn's bias gradient, a sum).
+#[cfg(feature = "native")]
+impl<B: Conv3x3Backend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy> Conv3x3Backend
+    for burn::backend::Autodiff<B, C>
+{
+    fn conv3x3_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        use burn::backend::autodiff::NodeId;
+        use burn::backend::autodiff::checkpoint::base::Checkpointer;
+        use burn::backend::autodiff::grads::Gradients;
+        use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+
+        #[derive(Debug)]
+        struct Conv3x3Backward;
+
+        impl<B: Conv3x3Backend> Backward<B, 3> for Conv3x3Backward {
+            type State = (NodeId, NodeId, NodeId);
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+                let [node_x, node_weight, node_bias] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (x, weight, bias) = ops.state;
+                let x: FloatTensor<B> = checkpointer.retrieve_node_output(x);
+                let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight);
+                let bias: FloatTensor<B> = checkpointer.retrieve_node_output(bias);
+                if let Some(node) = node_x {
+                    let dx = B::conv3x3_same_x_backward(x.clone(), weight.clone(), grad.clone());
+                    grads.register::<B>(node.id, dx);
+                }
+                if let Some(node) = node_weight {
+                    let dw = B::conv3x3_same_weight_backward(x.clone(), weight, grad.clone());
+                    grads.register::<B>(node.id, dw);
+                }
+                if let Some(node) = node_bias {
+                    grads.register::<B>(node.id, B::conv2d_bias_backward(x, bias, grad));
+                }
+            }
+        }
+
+        match Conv3x3Backward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&weight), prep.checkpoint(&bias));
+                let (x, weight, bias) = (x.into_parts().0, weight.into_parts().0, bias.into_parts().0);
+                prep.finish(state, B::conv3x3_same(x, weight, bias))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (x, weight, bias) = (x.into_parts().0, weight.into_parts().0, bias.into_parts().0);
+                prep.finish(B::conv3x3_same(x, weight, bias))
+            }
+        }
+    }
+}
 
 /// True when `conv` is a 3×3, stride-1, padding-1, undilated, ungrouped convolution with a bias.
 fn is_same_3x3(conv: &Conv2d) -> bool {
@@ -165,9 +402,6 @@ pub fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let Some(bias) = conv.bias.as_ref().filter(|_| is_same_3x3(conv)) else {
         return conv.forward(x);
     };
-    if x.device().is_autodiff() {
-        return conv.forward(x);
-    }
     let y = burn::backend::Dispatch::conv3x3_same(
         x.into_dispatch(),
         conv.weight.val().into_dispatch(),
@@ -251,6 +485,48 @@ mod tests {
             {
                 assert!((*o as f64 - r).abs() <= 1e-5 * (1.0 + r.abs()), "{o} vs definition {r}");
                 assert!((o - b).abs() <= 1e-5 * (1.0 + b.abs()), "{o} vs burn {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_gradients_equal_those_of_burns_module() {
+        let device = Device::flex().autodiff();
+        let mut rng = NoiseRng::new(5);
+        for (batch, ci, co, h, w) in [(3usize, 4usize, 6usize, 5usize, 7usize), (1, 2, 3, 4, 4)] {
+            let conv = Conv2dConfig::new([ci, co], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(&device);
+            let x = Tensor::<4>::from_data(
+                TensorData::new(rng.normal_vec(batch * ci * h * w), [batch, ci, h, w]),
+                &device,
+            )
+            .require_grad();
+            // L = Σ r ⊙ conv(x) with a random r, so every output's gradient differs.
+            let r = Tensor::<4>::from_data(
+                TensorData::new(rng.normal_vec(batch * co * h * w), [batch, co, h, w]),
+                &device,
+            );
+            let gradients = |ours: bool| {
+                let y = if ours {
+                    conv_forward(&conv, x.clone())
+                } else {
+                    conv.forward(x.clone())
+                };
+                let grads = (y * r.clone()).sum().backward();
+                [
+                    x.grad(&grads).unwrap().into_data(),
+                    conv.weight.grad(&grads).unwrap().into_data(),
+                    conv.bias.as_ref().unwrap().grad(&grads).unwrap().into_data(),
+                ]
+            };
+            let (ours, burns) = (gradients(true), gradients(false));
+            for (name, (o, b)) in ["x", "weight", "bias"].iter().zip(ours.iter().zip(&burns)) {
+                let (o, b) = (o.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+                assert_eq!(o.len(), b.len());
+                for (o, b) in o.iter().zip(b) {
+                    assert!((o - b).abs() <= 1e-4 * (1.0 + b.abs()), "∂L/∂{name}: {o} vs burn {b}");
+                }
             }
         }
     }
