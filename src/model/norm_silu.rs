@@ -6,8 +6,9 @@
 //! each allocating its result, and the sigmoid calls the scalar `expf`. On burn's CPU backend
 //! (flex) [`NormSiluBackend`] does it in two passes per group: one for the statistics, one that
 //! writes the activation through a branch-free exponential the compiler vectorises (SSE/AVX
-//! natively, simd128 in the browser). Other backends compose the same arithmetic from tensor ops.
-//! Inference only: [`norm_silu`] composes burn's own modules whenever gradients are being recorded.
+//! natively, simd128 in the browser). Its backward (∂x, ∂γ, ∂β) is two passes per group too, and
+//! under autodiff (natively) the forward records it. Other backends compose the same arithmetic
+//! from tensor ops ([`composed`], [`composed_backward`]).
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, Scalar, TensorMetadata, backend_extension};
@@ -16,7 +17,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::{DType, Tensor, TensorData};
 
 /// Backends that can run GroupNorm + SiLU as one operation.
-#[backend_extension(Flex, Cube: cfg(any(feature = "native", target_family = "wasm")))]
+#[backend_extension(Flex, Cube: cfg(any(feature = "native", target_family = "wasm")), Autodiff: cfg(feature = "native"))]
 pub trait NormSiluBackend: Backend {
     /// silu(GroupNorm(x)) with `groups` groups, per-channel `gamma` and `beta`, and `epsilon`.
     ///
@@ -31,6 +32,22 @@ pub trait NormSiluBackend: Backend {
         epsilon: f64,
     ) -> FloatTensor<Self> {
         composed::<Self>(x, gamma, beta, groups, epsilon)
+    }
+
+    /// The gradients (∂L/∂x, ∂L/∂γ, ∂L/∂β) of [`Self::group_norm_silu`], given `grad` = ∂L/∂output.
+    ///
+    /// # Shapes
+    /// - `x`, `grad` and ∂L/∂x: `[batch, channels, height, width]`
+    /// - `gamma`, `beta`, ∂L/∂γ and ∂L/∂β: `[channels]`
+    fn group_norm_silu_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        groups: usize,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        composed_backward::<Self>(x, gamma, beta, grad, groups, epsilon)
     }
 }
 
@@ -55,6 +72,50 @@ pub fn composed<B: Backend>(
     let beta = B::float_reshape(beta, [1, channels, 1, 1].into()); // [1, c, 1, 1]
     let y = B::float_add(B::float_mul(normalised, gamma), beta); // [b, c, h, w]
     B::float_mul(y.clone(), B::sigmoid(y)) // [b, c, h, w]
+}
+
+/// The gradients of [`composed`] from a backend's tensor ops. With x̂ = (x − μ)/σ per group,
+/// y = γ x̂ + β and out = y·s(y) (s the logistic sigmoid):
+/// ∂L/∂y = g·(s + y·s·(1 − s)); ∂L/∂γ = Σ ∂L/∂y·x̂ and ∂L/∂β = Σ ∂L/∂y over batch and pixels;
+/// with d = γ·∂L/∂y, ∂L/∂x = (d − mean_group(d) − x̂·mean_group(d·x̂))/σ.
+pub fn composed_backward<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    groups: usize,
+    epsilon: f64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let shape = x.shape();
+    let (batch, channels) = (shape[0], shape[1]);
+    let per_group = shape.num_elements() / (batch * groups);
+    let grouped = [batch, groups, per_group];
+    let x = B::float_reshape(x, grouped.into()); // [b, g, n]
+    let mean = B::float_mean_dim(x.clone(), 2); // [b, g, 1]
+    let centred = B::float_sub(x, mean); // [b, g, n]
+    let var = B::float_mean_dim(B::float_mul(centred.clone(), centred.clone()), 2); // [b, g, 1]
+    let std = B::float_sqrt(B::float_add_scalar(var, Scalar::from(epsilon))); // [b, g, 1]
+    let x_hat = B::float_div(centred, std.clone()); // [b, g, n]
+    let x_hat_image = B::float_reshape(x_hat.clone(), shape.clone()); // [b, c, h, w]
+    let gamma = B::float_reshape(gamma, [1, channels, 1, 1].into()); // [1, c, 1, 1]
+    let beta = B::float_reshape(beta, [1, channels, 1, 1].into()); // [1, c, 1, 1]
+    let y = B::float_add(B::float_mul(x_hat_image.clone(), gamma.clone()), beta); // [b, c, h, w]
+    let s = B::sigmoid(y.clone()); // [b, c, h, w]
+    let one_minus_s = B::float_add_scalar(B::float_neg(s.clone()), Scalar::from(1.0)); // [b, c, h, w]
+    let slope = B::float_add(s.clone(), B::float_mul(y, B::float_mul(s, one_minus_s))); // [b, c, h, w]
+    let dy = B::float_mul(grad, slope); // [b, c, h, w]
+    let per_channel = |t: FloatTensor<B>| {
+        let t = B::float_sum_dim(B::float_sum_dim(B::float_sum_dim(t, 0), 2), 3); // [1, c, 1, 1]
+        B::float_reshape(t, [channels].into()) // [c]
+    };
+    let d_gamma = per_channel(B::float_mul(dy.clone(), x_hat_image)); // [c]
+    let d_beta = per_channel(dy.clone()); // [c]
+    let d = B::float_reshape(B::float_mul(dy, gamma), grouped.into()); // [b, g, n]
+    let mean_d = B::float_mean_dim(d.clone(), 2); // [b, g, 1]
+    let mean_dx = B::float_mean_dim(B::float_mul(d.clone(), x_hat.clone()), 2); // [b, g, 1]
+    let dx = B::float_sub(B::float_sub(d, mean_d), B::float_mul(x_hat, mean_dx)); // [b, g, n]
+    let dx = B::float_reshape(B::float_div(dx, std), shape); // [b, c, h, w]
+    (dx, d_gamma, d_beta)
 }
 
 /// e^x for x ≤ 0 without branches or library calls, so loops over it vectorise: x = n ln 2 + r with
@@ -83,9 +144,14 @@ fn exp_nonpositive(x: f32) -> f32 {
 /// exponential only ever sees y ≤ 0 and cannot overflow.
 #[inline(always)]
 fn silu_f32(y: f32) -> f32 {
+    y * sigmoid_f32(y)
+}
+
+/// σ(y) = 1/(1 + e^−y) for y ≥ 0 and e^y/(1 + e^y) below (the exponential sees y ≤ 0 only).
+#[inline(always)]
+fn sigmoid_f32(y: f32) -> f32 {
     let e = exp_nonpositive(-y.abs());
-    let sigmoid = if y >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
-    y * sigmoid
+    if y >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) }
 }
 
 /// Σ f(v) over `values`, in eight interleaved partial sums so the compiler can vectorise it (one
@@ -112,7 +178,109 @@ struct Group<'a> {
     epsilon: f64,
 }
 
+/// One group's input, output gradient and input gradient, as the backward pass walks them.
+type GroupSlices<'a> = ((&'a [f32], &'a [f32]), &'a mut [f32]);
+
+/// What one group's backward pass gives: its share of ∂L/∂γ and ∂L/∂β, one value per channel of
+/// the group.
+struct GroupGradients {
+    gamma: Vec<f64>,
+    beta: Vec<f64>,
+}
+
 impl Group<'_> {
+    /// μ and 1/σ of the group, in f64.
+    #[inline(always)]
+    fn statistics(&self) -> (f64, f64) {
+        let n = self.input.len() as f64;
+        let mean = lane_sum(self.input, |v| v as f64) / n;
+        let var = lane_sum(self.input, |v| (v as f64 - mean).powi(2)) / n;
+        (mean, 1.0 / (var + self.epsilon).sqrt())
+    }
+
+    /// Writes ∂L/∂x of the group into `dx` given `grad` = ∂L/∂output (see [`composed_backward`]),
+    /// and returns the group's share of ∂L/∂γ and ∂L/∂β; with the widest vectors the CPU has.
+    fn backward(&self, grad: &[f32], dx: &mut [f32]) -> GroupGradients {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA, checked just above.
+            return unsafe { self.backward_avx2(grad, dx) };
+        }
+        self.backward_portable(grad, dx)
+    }
+
+    /// [`Self::backward_portable`] compiled for AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn backward_avx2(&self, grad: &[f32], dx: &mut [f32]) -> GroupGradients {
+        self.backward_portable(grad, dx)
+    }
+
+    #[inline(always)]
+    fn backward_portable(&self, grad: &[f32], dx: &mut [f32]) -> GroupGradients {
+        let (mean, inv_std) = self.statistics();
+        let channels = self.gamma.len();
+        let (mut d_gamma, mut d_beta) = (vec![0.0f64; channels], vec![0.0f64; channels]);
+        let (mut sum_d, mut sum_d_x_hat) = (0.0f64, 0.0f64);
+        let (scale, shift) = (inv_std as f32, (-mean * inv_std) as f32);
+        // First pass: d = γ·∂L/∂y into dx, the per-channel sums and the group's two sums, in eight
+        // lanes so the loop vectorises (see `lane_sum`).
+        for (c, ((input, grad), d)) in self
+            .input
+            .chunks_exact(self.per_channel)
+            .zip(grad.chunks_exact(self.per_channel))
+            .zip(dx.chunks_exact_mut(self.per_channel))
+            .enumerate()
+        {
+            let (gamma, beta) = (self.gamma[c], self.beta[c]);
+            // (∂L/∂y·x̂, ∂L/∂y, d, d·x̂) of one element, writing d.
+            let element = |v: f32, g: f32, d: &mut f32| {
+                let x_hat = v * scale + shift;
+                let y = gamma * x_hat + beta;
+                let s = sigmoid_f32(y);
+                let dy = g * (s + y * s * (1.0 - s));
+                *d = gamma * dy;
+                [dy * x_hat, dy, *d, *d * x_hat]
+            };
+            let mut lanes = [[0.0f32; 8]; 4];
+            let mut chunks = input
+                .chunks_exact(8)
+                .zip(grad.chunks_exact(8))
+                .zip(d.chunks_exact_mut(8));
+            for ((v8, g8), d8) in &mut chunks {
+                for lane in 0..8 {
+                    let terms = element(v8[lane], g8[lane], &mut d8[lane]);
+                    for (sum, term) in lanes.iter_mut().zip(terms) {
+                        sum[lane] += term;
+                    }
+                }
+            }
+            let rest = input.len() - input.len() % 8;
+            let mut totals = lanes.map(|l| l.iter().map(|&v| v as f64).sum::<f64>());
+            for ((&v, &g), d) in input[rest..].iter().zip(&grad[rest..]).zip(&mut d[rest..]) {
+                for (total, term) in totals.iter_mut().zip(element(v, g, d)) {
+                    *total += term as f64;
+                }
+            }
+            d_gamma[c] = totals[0];
+            d_beta[c] = totals[1];
+            sum_d += totals[2];
+            sum_d_x_hat += totals[3];
+        }
+        let n = self.input.len() as f64;
+        let (mean_d, mean_d_x_hat) = ((sum_d / n) as f32, (sum_d_x_hat / n) as f32);
+        let inv_std32 = inv_std as f32;
+        // Second pass: ∂L/∂x = (d − mean(d) − x̂·mean(d·x̂))/σ.
+        for (d, &v) in dx.iter_mut().zip(self.input) {
+            let x_hat = v * scale + shift;
+            *d = (*d - mean_d - x_hat * mean_d_x_hat) * inv_std32;
+        }
+        GroupGradients {
+            gamma: d_gamma,
+            beta: d_beta,
+        }
+    }
+
     /// Writes silu(γ (x − μ)/σ + β) of the group into `output`, with the widest vectors the CPU has.
     fn normalise_silu(&self, output: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
@@ -132,11 +300,8 @@ impl Group<'_> {
 
     #[inline(always)]
     fn normalise_silu_portable(&self, output: &mut [f32]) {
-        let n = self.input.len() as f64;
         // Statistics in f64: two passes, mean then the mean squared deviation.
-        let mean = lane_sum(self.input, |v| v as f64) / n;
-        let var = lane_sum(self.input, |v| (v as f64 - mean).powi(2)) / n;
-        let inv_std = 1.0 / (var + self.epsilon).sqrt();
+        let (mean, inv_std) = self.statistics();
         for (c, (input, output)) in self
             .input
             .chunks_exact(self.per_channel)
@@ -204,10 +369,155 @@ impl NormSiluBackend for Flex {
             .for_each(normalise);
         burn::backend::flex::FlexTensor::from_data(TensorData::new(out, shape))
     }
+
+    fn group_norm_silu_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        groups: usize,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        if [&x, &gamma, &beta, &grad].iter().any(|t| t.dtype() != DType::F32) {
+            return composed_backward::<Self>(x, gamma, beta, grad, groups, epsilon);
+        }
+        let shape = x.layout().shape().clone();
+        let (x, gamma, beta, grad) = (
+            x.to_contiguous(),
+            gamma.to_contiguous(),
+            beta.to_contiguous(),
+            grad.to_contiguous(),
+        );
+        let (x, gamma, beta, grad) = (
+            x.as_slice::<f32>().expect("contiguous f32"),
+            gamma.as_slice::<f32>().expect("contiguous f32"),
+            beta.as_slice::<f32>().expect("contiguous f32"),
+            grad.as_slice::<f32>().expect("contiguous f32"),
+        );
+        let channels = shape[1];
+        let per_channel = shape.num_elements() / (shape[0] * channels);
+        let channels_per_group = channels / groups;
+        let group_len = channels_per_group * per_channel;
+        let mut dx = vec![0.0f32; x.len()];
+        let group_backward = |(index, ((input, grad), dx)): (usize, GroupSlices)| {
+            let first_channel = (index % groups) * channels_per_group;
+            let channels = first_channel..first_channel + channels_per_group;
+            let group = Group {
+                input,
+                gamma: &gamma[channels.clone()],
+                beta: &beta[channels],
+                per_channel,
+                epsilon,
+            };
+            group.backward(grad, dx)
+        };
+        #[cfg(feature = "native")]
+        let parts: Vec<GroupGradients> = {
+            use rayon::prelude::*;
+            x.par_chunks_exact(group_len)
+                .zip(grad.par_chunks_exact(group_len))
+                .zip(dx.par_chunks_exact_mut(group_len))
+                .enumerate()
+                .map(group_backward)
+                .collect()
+        };
+        #[cfg(not(feature = "native"))]
+        let parts: Vec<GroupGradients> = x
+            .chunks_exact(group_len)
+            .zip(grad.chunks_exact(group_len))
+            .zip(dx.chunks_exact_mut(group_len))
+            .enumerate()
+            .map(group_backward)
+            .collect();
+        // Each channel's ∂L/∂γ and ∂L/∂β: the sum of its group's shares over the batch.
+        let (mut d_gamma, mut d_beta) = (vec![0.0f64; channels], vec![0.0f64; channels]);
+        for (index, part) in parts.iter().enumerate() {
+            let first_channel = (index % groups) * channels_per_group;
+            for k in 0..channels_per_group {
+                d_gamma[first_channel + k] += part.gamma[k];
+                d_beta[first_channel + k] += part.beta[k];
+            }
+        }
+        let vector = |v: Vec<f64>| {
+            burn::backend::flex::FlexTensor::from_data(TensorData::new(
+                v.into_iter().map(|x| x as f32).collect::<Vec<_>>(),
+                [channels],
+            ))
+        };
+        (
+            burn::backend::flex::FlexTensor::from_data(TensorData::new(dx, shape)),
+            vector(d_gamma),
+            vector(d_beta),
+        )
+    }
 }
 
 #[cfg(any(feature = "native", target_family = "wasm"))]
 impl NormSiluBackend for burn::backend::wgpu::CubeBackend {}
+
+/// Under autodiff: the forward on the inner backend, recording a backward step that calls its
+/// [`NormSiluBackend::group_norm_silu_backward`].
+#[cfg(feature = "native")]
+impl<B: NormSiluBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy> NormSiluBackend
+    for burn::backend::Autodiff<B, C>
+{
+    fn group_norm_silu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        use burn::backend::autodiff::NodeId;
+        use burn::backend::autodiff::checkpoint::base::Checkpointer;
+        use burn::backend::autodiff::grads::Gradients;
+        use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+
+        #[derive(Debug)]
+        struct NormSiluBackward;
+
+        impl<B: NormSiluBackend> Backward<B, 3> for NormSiluBackward {
+            type State = (NodeId, NodeId, NodeId, usize, f64);
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+                let [node_x, node_gamma, node_beta] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (x, gamma, beta, groups, epsilon) = ops.state;
+                let x: FloatTensor<B> = checkpointer.retrieve_node_output(x);
+                let gamma: FloatTensor<B> = checkpointer.retrieve_node_output(gamma);
+                let beta: FloatTensor<B> = checkpointer.retrieve_node_output(beta);
+                let (dx, d_gamma, d_beta) = B::group_norm_silu_backward(x, gamma, beta, grad, groups, epsilon);
+                for (node, gradient) in [(node_x, dx), (node_gamma, d_gamma), (node_beta, d_beta)] {
+                    if let Some(node) = node {
+                        grads.register::<B>(node.id, gradient);
+                    }
+                }
+            }
+        }
+
+        match NormSiluBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (
+                    prep.checkpoint(&x),
+                    prep.checkpoint(&gamma),
+                    prep.checkpoint(&beta),
+                    groups,
+                    epsilon,
+                );
+                let (x, gamma, beta) = (x.into_parts().0, gamma.into_parts().0, beta.into_parts().0);
+                prep.finish(state, B::group_norm_silu(x, gamma, beta, groups, epsilon))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (x, gamma, beta) = (x.into_parts().0, gamma.into_parts().0, beta.into_parts().0);
+                prep.finish(B::group_norm_silu(x, gamma, beta, groups, epsilon))
+            }
+        }
+    }
+}
 
 /// silu(norm(x)): the fused operation when no gradient is being recorded, burn's modules otherwise.
 ///
@@ -217,9 +527,6 @@ pub fn norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
     let (Some(gamma), Some(beta)) = (&norm.gamma, &norm.beta) else {
         return silu(norm.forward(x));
     };
-    if x.device().is_autodiff() {
-        return silu(norm.forward(x));
-    }
     let y = burn::backend::Dispatch::group_norm_silu(
         x.into_dispatch(),
         gamma.val().into_dispatch(),
@@ -247,6 +554,79 @@ mod tests {
             assert!((got - want).abs() <= 4e-7 * want, "e^{x}: {got} vs {want}");
         }
         assert!(exp_nonpositive(-1000.0) < 1e-37);
+    }
+
+    #[test]
+    fn the_gradients_equal_those_of_group_norm_then_silu() {
+        let device = Device::flex().autodiff();
+        let mut rng = NoiseRng::new(9);
+        let (channels, groups, shape) = (12usize, 4usize, [3usize, 12usize, 5usize, 4usize]);
+        let values = |rng: &mut NoiseRng, n: usize, scale: f64, offset: f64| {
+            (0..n)
+                .map(|_| (rng.normal() * scale + offset) as f32)
+                .collect::<Vec<_>>()
+        };
+        let mut norm = group_norm(groups, channels, &device);
+        norm.gamma = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(values(&mut rng, channels, 0.5, 1.0), [channels]),
+            &device,
+        )));
+        norm.beta = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(values(&mut rng, channels, 0.5, 0.0), [channels]),
+            &device,
+        )));
+        let n = shape.iter().product();
+        let x = Tensor::<4>::from_data(TensorData::new(values(&mut rng, n, 2.0, 0.5), shape), &device).require_grad();
+        // L = Σ r ⊙ out with a random r, so every output's gradient differs.
+        let r = Tensor::<4>::from_data(TensorData::new(values(&mut rng, n, 1.0, 0.0), shape), &device);
+        let gradients = |fused: bool| {
+            let out = if fused {
+                norm_silu(&norm, x.clone())
+            } else {
+                silu(norm.forward(x.clone()))
+            };
+            let grads = (out * r.clone()).sum().backward();
+            [
+                x.grad(&grads).unwrap().into_data(),
+                norm.gamma.as_ref().unwrap().grad(&grads).unwrap().into_data(),
+                norm.beta.as_ref().unwrap().grad(&grads).unwrap().into_data(),
+            ]
+        };
+        let (fused, reference) = (gradients(true), gradients(false));
+        // The tensor-op backward (what GPU backends run) against the same reference, on plain tensors.
+        let plain = Device::flex();
+        let inner = |t: &Tensor<4>| Tensor::<4>::from_data(t.to_data(), &plain).into_dispatch();
+        let param = |p: &Option<Param<Tensor<1>>>| {
+            Tensor::<1>::from_data(p.as_ref().unwrap().val().to_data(), &plain).into_dispatch()
+        };
+        let (dx, d_gamma, d_beta) = composed_backward::<burn::backend::Dispatch>(
+            inner(&x),
+            param(&norm.gamma),
+            param(&norm.beta),
+            inner(&r),
+            groups,
+            norm.epsilon,
+        );
+        let composed = [
+            Tensor::<4>::from_dispatch(dx).into_data(),
+            Tensor::<1>::from_dispatch(d_gamma).into_data(),
+            Tensor::<1>::from_dispatch(d_beta).into_data(),
+        ];
+        for (name, ((f, c), r)) in ["x", "γ", "β"].iter().zip(fused.iter().zip(&composed).zip(&reference)) {
+            let (f, c, r) = (
+                f.as_slice::<f32>().unwrap(),
+                c.as_slice::<f32>().unwrap(),
+                r.as_slice::<f32>().unwrap(),
+            );
+            assert_eq!((f.len(), c.len()), (r.len(), r.len()));
+            for ((f, c), r) in f.iter().zip(c).zip(r) {
+                assert!((f - r).abs() <= 2e-5 * (1.0 + r.abs()), "∂L/∂{name}: fused {f} vs {r}");
+                assert!(
+                    (c - r).abs() <= 2e-5 * (1.0 + r.abs()),
+                    "∂L/∂{name}: composed {c} vs {r}"
+                );
+            }
+        }
     }
 
     #[test]
