@@ -2,6 +2,7 @@
 //! resampling layers.
 
 use super::conv3x3::conv_forward;
+use super::dropout::dropout;
 use super::norm_silu::norm_silu;
 use burn::config::Config;
 use burn::module::Module;
@@ -93,7 +94,7 @@ impl ResBlock {
         let [b, c, _, _] = h.dims();
         let t = self.time_proj.forward(silu(emb)).reshape([b, c, 1, 1]); // [b, out, 1, 1]
         let h = h + t; // [b, out, h, w]
-        let h = self.dropout.forward(norm_silu(&self.norm2, h)); // [b, out, h, w]
+        let h = dropout(&self.dropout, norm_silu(&self.norm2, h)); // [b, out, h, w]
         let h = conv_forward(&self.conv2, h); // [b, out, h, w]
         let skip = match &self.skip {
             Some(conv) => conv.forward(x), // [b, out, h, w]

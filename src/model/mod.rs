@@ -2,6 +2,7 @@
 
 pub mod blocks;
 pub mod conv3x3;
+pub mod dropout;
 pub mod embedding;
 pub mod norm_silu;
 pub mod unet;
