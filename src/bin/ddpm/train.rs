@@ -118,6 +118,13 @@ impl TrainArgs {
 }
 
 pub(crate) fn run(a: TrainArgs) -> Result<()> {
+    if a.device == DeviceChoice::Cpu && std::env::var_os("BURN_DEVICE").is_none() {
+        // burn loads an optimiser's saved state onto its default device (the first GPU backend
+        // compiled in) and moves it on the next step; on `--device cpu` that would open a GPU (or
+        // its software driver) only to leave it. The default device follows `BURN_DEVICE`.
+        // SAFETY: nothing else runs yet: no thread has been started when the command begins.
+        unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+    }
     let data = ImageDataset::load(&a.data, Split::Train).context("loading the training data")?;
     // A resumed run starts from its own recipe, so continuing needs no repeated flags; a flag that
     // changes the recipe is then refused by `train` with the reason.
