@@ -102,12 +102,12 @@ pub fn PlayButton(
 ) -> impl IntoView {
     let playing = RwSignal::new(false);
     let handle = StoredValue::new(None::<IntervalHandle>);
+    // `try_…`: on unmount the cleanup may run after the signals are gone; the timer must stop anyway.
     let pause = move || {
-        if let Some(h) = handle.get_value() {
+        if let Some(h) = handle.try_update_value(Option::take).flatten() {
             h.clear();
         }
-        handle.set_value(None);
-        playing.set(false);
+        playing.try_set(false);
     };
     on_cleanup(pause);
     let toggle = move |_| {
