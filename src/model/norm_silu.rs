@@ -169,6 +169,52 @@ fn lane_sum(values: &[f32], f: impl Fn(f32) -> f64) -> f64 {
     lanes.iter().sum::<f64>() + rest
 }
 
+/// How a `[batch, channels, height, width]` tensor falls into GroupNorm's groups (each image's
+/// groups one after another, each group its channels' values in a row), with the affine γ and β.
+struct GroupLayout<'a> {
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    groups: usize,
+    channels_per_group: usize,
+    per_channel: usize,
+    epsilon: f64,
+}
+
+impl<'a> GroupLayout<'a> {
+    fn new(shape: &burn::tensor::Shape, gamma: &'a [f32], beta: &'a [f32], groups: usize, epsilon: f64) -> Self {
+        let channels = shape[1];
+        Self {
+            gamma,
+            beta,
+            groups,
+            channels_per_group: channels / groups,
+            per_channel: shape.num_elements() / (shape[0] * channels),
+            epsilon,
+        }
+    }
+
+    /// Values in one group.
+    fn group_len(&self) -> usize {
+        self.channels_per_group * self.per_channel
+    }
+
+    /// Group `index` of the batch, whose values are `input`.
+    fn group<'b>(&self, index: usize, input: &'b [f32]) -> Group<'b>
+    where
+        'a: 'b,
+    {
+        let first = (index % self.groups) * self.channels_per_group;
+        let channels = first..first + self.channels_per_group;
+        Group {
+            input,
+            gamma: &self.gamma[channels.clone()],
+            beta: &self.beta[channels],
+            per_channel: self.per_channel,
+            epsilon: self.epsilon,
+        }
+    }
+}
+
 /// One group of one image: its values, channel after channel, and those channels' γ and β.
 struct Group<'a> {
     input: &'a [f32],
@@ -336,22 +382,12 @@ impl NormSiluBackend for Flex {
             gamma.as_slice::<f32>().expect("contiguous f32"),
             beta.as_slice::<f32>().expect("contiguous f32"),
         );
-        let channels = shape[1];
-        let per_channel = shape.num_elements() / (shape[0] * channels);
-        let channels_per_group = channels / groups;
-        let group_len = channels_per_group * per_channel;
+        let layout = GroupLayout::new(&shape, gamma, beta, groups, epsilon);
+        let group_len = layout.group_len();
         let mut out = vec![0.0f32; x.len()];
         // Group `index` of the batch (groups of every image, one after another).
         let normalise = |(index, (input, output)): (usize, (&[f32], &mut [f32]))| {
-            let first_channel = (index % groups) * channels_per_group;
-            let channels = first_channel..first_channel + channels_per_group;
-            let group = Group {
-                input,
-                gamma: &gamma[channels.clone()],
-                beta: &beta[channels],
-                per_channel,
-                epsilon,
-            };
+            let group = layout.group(index, input);
             group.normalise_silu(output);
         };
         #[cfg(feature = "native")]
@@ -394,21 +430,11 @@ impl NormSiluBackend for Flex {
             beta.as_slice::<f32>().expect("contiguous f32"),
             grad.as_slice::<f32>().expect("contiguous f32"),
         );
-        let channels = shape[1];
-        let per_channel = shape.num_elements() / (shape[0] * channels);
-        let channels_per_group = channels / groups;
-        let group_len = channels_per_group * per_channel;
+        let layout = GroupLayout::new(&shape, gamma, beta, groups, epsilon);
+        let (channels, channels_per_group, group_len) = (shape[1], layout.channels_per_group, layout.group_len());
         let mut dx = vec![0.0f32; x.len()];
         let group_backward = |(index, ((input, grad), dx)): (usize, GroupSlices)| {
-            let first_channel = (index % groups) * channels_per_group;
-            let channels = first_channel..first_channel + channels_per_group;
-            let group = Group {
-                input,
-                gamma: &gamma[channels.clone()],
-                beta: &beta[channels],
-                per_channel,
-                epsilon,
-            };
+            let group = layout.group(index, input);
             group.backward(grad, dx)
         };
         #[cfg(feature = "native")]
