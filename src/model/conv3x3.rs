@@ -76,11 +76,17 @@ fn padded_plane_len(height: usize, width: usize) -> usize {
 
 /// Copies the channels of `input` (`[c, h, w]`) into zero-bordered padded planes in `scratch`.
 fn pad_planes(input: &[f32], height: usize, width: usize, scratch: &mut [f32]) {
+    pad_planes_shifted(input, height, width, 0, scratch)
+}
+
+/// [`pad_planes`] with every plane moved `left` positions towards its start (pixel (y, x) at
+/// (y + 1)·(w + 2) + 1 + x − left): the kernel column kx = `left` read in place.
+fn pad_planes_shifted(input: &[f32], height: usize, width: usize, left: usize, scratch: &mut [f32]) {
     let (wide, plane) = (width + 2, padded_plane_len(height, width));
     scratch.fill(0.0);
     for (channel, padded) in input.chunks_exact(height * width).zip(scratch.chunks_exact_mut(plane)) {
         for (y, row) in channel.chunks_exact(width).enumerate() {
-            let at = (y + 1) * wide + 1;
+            let at = (y + 1) * wide + 1 - left;
             padded[at..at + width].copy_from_slice(row);
         }
     }
@@ -169,18 +175,8 @@ fn conv_image(
 ) {
     let wide = width + 2;
     let plane = padded_plane_len(height, width);
-    triple.fill(0.0);
-    for kx in 0..3 {
-        for (channel, padded) in input
-            .chunks_exact(height * width)
-            .zip(triple[kx * c_in * plane..].chunks_exact_mut(plane))
-        {
-            for (y, row) in channel.chunks_exact(width).enumerate() {
-                // Pixel (y, x) sits at (y + 1)·wide + 1 + x in the padded plane, kx further left here.
-                let at = (y + 1) * wide + 1 - kx;
-                padded[at..at + width].copy_from_slice(row);
-            }
-        }
+    for (kx, copy) in triple.chunks_exact_mut(c_in * plane).enumerate() {
+        pad_planes_shifted(input, height, width, kx, copy);
     }
     let n = height * wide;
     for (co, out_row) in rows.chunks_exact_mut(n).enumerate() {
