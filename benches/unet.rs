@@ -14,6 +14,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig, VarianceKind, apply_step};
 use ddpm_explorer::diffusion::schedule::NoiseSchedule;
 use ddpm_explorer::model::UNetConfig;
+use ddpm_explorer::native::allocator::keep_freed_buffers;
 use ddpm_explorer::native::train::ema_update;
 use ddpm_explorer::rng::NoiseRng;
 use std::hint::black_box;
@@ -22,9 +23,13 @@ use std::hint::black_box;
 fn device() -> Device {
     static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
     DEVICE
-        .get_or_init(|| match std::env::var("DDPM_BENCH_DEVICE").as_deref() {
-            Ok("wgpu") => Device::wgpu_options().init().expect("a wgpu adapter"),
-            _ => Device::flex(),
+        .get_or_init(|| {
+            // As the `ddpm` binary does first thing.
+            keep_freed_buffers();
+            match std::env::var("DDPM_BENCH_DEVICE").as_deref() {
+                Ok("wgpu") => Device::wgpu_options().init().expect("a wgpu adapter"),
+                _ => Device::flex(),
+            }
         })
         .clone()
 }

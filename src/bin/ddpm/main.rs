@@ -38,6 +38,7 @@ enum Command {
 }
 
 fn main() {
+    ddpm_explorer::native::allocator::keep_freed_buffers();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => train::run(a),
