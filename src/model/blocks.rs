@@ -97,7 +97,7 @@ impl ResBlock {
         let h = dropout(&self.dropout, norm_silu(&self.norm2, h)); // [b, out, h, w]
         let h = conv_forward(&self.conv2, h); // [b, out, h, w]
         let skip = match &self.skip {
-            Some(conv) => conv.forward(x), // [b, out, h, w]
+            Some(conv) => conv_forward(conv, x), // [b, out, h, w]
             None => x,
         };
         skip + h // [b, out, h, w]
@@ -143,14 +143,14 @@ impl AttentionBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, height, width] = x.dims();
         let n = height * width;
-        let qkv = self.qkv.forward(self.norm.forward(x.clone())).reshape([b, 3 * c, n]); // [b, 3c, n]
+        let qkv = conv_forward(&self.qkv, self.norm.forward(x.clone())).reshape([b, 3 * c, n]); // [b, 3c, n]
         let q = qkv.clone().narrow(1, 0, c); // [b, c, n]
         let k = qkv.clone().narrow(1, c, c); // [b, c, n]
         let v = qkv.narrow(1, 2 * c, c); // [b, c, n]
         let scores = q.swap_dims(1, 2).matmul(k).div_scalar((self.channels as f64).sqrt()); // [b, n, n]
         let weights = softmax(scores, 2); // [b, n(query), n(key)]
         let out = v.matmul(weights.swap_dims(1, 2)); // [b, c, n(query)]
-        let out = self.proj.forward(out.reshape([b, c, height, width])); // [b, c, h, w]
+        let out = conv_forward(&self.proj, out.reshape([b, c, height, width])); // [b, c, h, w]
         x + out // [b, c, h, w]
     }
 }

@@ -418,12 +418,46 @@ fn is_same_3x3(conv: &Conv2d) -> bool {
         && matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1))
 }
 
-/// `conv` applied to `x`: the one-operation convolution for a 3×3 "same" convolution when no
-/// gradient is being recorded, burn's module otherwise.
+/// True when `conv` is a 1×1, stride-1, unpadded, ungrouped convolution with a bias.
+fn is_pointwise(conv: &Conv2d) -> bool {
+    conv.kernel_size == [1, 1]
+        && conv.stride == [1, 1]
+        && conv.groups == 1
+        && conv.bias.is_some()
+        && matches!(
+            conv.padding,
+            PaddingConfig2d::Explicit(0, 0, 0, 0) | PaddingConfig2d::Valid
+        )
+}
+
+/// A 1×1 convolution as the matrix product it is: `[out, in] × [in, h·w]` for every image.
+///
+/// # Shapes
+/// - `x`: `[batch, channels_in, height, width]` → `[batch, channels_out, height, width]`
+fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [b, c_in, h, w] = x.dims();
+    let [c_out, ..] = conv.weight.dims();
+    let weight = conv.weight.val().reshape([1, c_out, c_in]); // [1, out, in]
+    let bias = conv
+        .bias
+        .as_ref()
+        .expect("checked by is_pointwise")
+        .val()
+        .reshape([1, c_out, 1]); // [1, out, 1]
+    let y = weight.matmul(x.reshape([b, c_in, h * w])) + bias; // [b, out, h·w]
+    y.reshape([b, c_out, h, w]) // [b, out, h, w]
+}
+
+/// `conv` applied to `x`: the one-operation convolution for a 3×3 "same" convolution, a batched
+/// matrix product for a 1×1 one (burn's module would take it through its 3-D im2col path and
+/// transposes, forward and backward), burn's module for any other.
 ///
 /// # Shapes
 /// - `x`: `[batch, channels_in, height, width]` → `[batch, channels_out, height, width]`
 pub fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    if is_pointwise(conv) {
+        return pointwise(conv, x);
+    }
     let Some(bias) = conv.bias.as_ref().filter(|_| is_same_3x3(conv)) else {
         return conv.forward(x);
     };
@@ -515,13 +549,52 @@ mod tests {
     }
 
     #[test]
+    fn a_pointwise_convolution_equals_the_definition() {
+        let device = Device::flex();
+        let mut rng = NoiseRng::new(12);
+        let (batch, ci, co, h, w) = (3usize, 5usize, 4usize, 3usize, 7usize);
+        let conv = Conv2dConfig::new([ci, co], [1, 1]).init(&device);
+        assert!(is_pointwise(&conv));
+        let x: Vec<f32> = rng.normal_vec(batch * ci * h * w);
+        let input = Tensor::<4>::from_data(TensorData::new(x.clone(), [batch, ci, h, w]), &device);
+        let ours = conv_forward(&conv, input);
+        assert_eq!(ours.dims(), [batch, co, h, w]);
+        let ours = ours.into_data();
+        let ours = ours.as_slice::<f32>().unwrap();
+        let weight = conv.weight.val().into_data();
+        let weight = weight.as_slice::<f32>().unwrap();
+        let bias = conv.bias.as_ref().unwrap().val().into_data();
+        let bias = bias.as_slice::<f32>().unwrap();
+        // out[n, o, p] = bias[o] + Σ_i w[o, i] · x[n, i, p], p running over the h·w pixels.
+        for n in 0..batch {
+            for o in 0..co {
+                for p in 0..h * w {
+                    let r = bias[o] as f64
+                        + (0..ci)
+                            .map(|i| weight[o * ci + i] as f64 * x[(n * ci + i) * h * w + p] as f64)
+                            .sum::<f64>();
+                    let got = ours[(n * co + o) * h * w + p] as f64;
+                    assert!((got - r).abs() <= 1e-5 * (1.0 + r.abs()), "{got} vs definition {r}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_gradients_equal_those_of_burns_module() {
         let device = Device::flex().autodiff();
         let mut rng = NoiseRng::new(5);
-        for (batch, ci, co, h, w) in [(3usize, 4usize, 6usize, 5usize, 7usize), (1, 2, 3, 4, 4)] {
-            let conv = Conv2dConfig::new([ci, co], [3, 3])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        for (batch, ci, co, h, w, kernel) in [
+            (3usize, 4usize, 6usize, 5usize, 7usize, 3usize),
+            (1, 2, 3, 4, 4, 3),
+            (3, 6, 4, 5, 7, 1),
+            (2, 3, 9, 4, 4, 1),
+        ] {
+            let pad = kernel / 2;
+            let conv = Conv2dConfig::new([ci, co], [kernel, kernel])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
                 .init(&device);
+            assert!(is_same_3x3(&conv) || is_pointwise(&conv));
             let x = Tensor::<4>::from_data(
                 TensorData::new(rng.normal_vec(batch * ci * h * w), [batch, ci, h, w]),
                 &device,
@@ -563,8 +636,14 @@ mod tests {
             .with_stride([2, 2])
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init(&device);
-        let pointwise = Conv2dConfig::new([2, 2], [1, 1]).init(&device);
         let unpadded = Conv2dConfig::new([2, 2], [3, 3]).init(&device);
-        assert!(![strided, pointwise, unpadded].iter().any(is_same_3x3));
+        let strided_pointwise = Conv2dConfig::new([2, 2], [1, 1]).with_stride([2, 2]).init(&device);
+        assert!(
+            ![&strided, &unpadded, &strided_pointwise]
+                .iter()
+                .any(|c| is_same_3x3(c) || is_pointwise(c))
+        );
+        let pointwise = Conv2dConfig::new([2, 2], [1, 1]).init(&device);
+        assert!(!is_same_3x3(&pointwise) && is_pointwise(&pointwise));
     }
 }
