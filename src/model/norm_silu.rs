@@ -154,19 +154,25 @@ fn sigmoid_f32(y: f32) -> f32 {
     if y >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) }
 }
 
-/// Σ f(v) over `values`, in eight interleaved partial sums so the compiler can vectorise it (one
-/// running sum must add in order, which keeps a loop scalar).
+/// Σ f(v) over `values`, vectorisable: sixteen interleaved f32 partial sums (one running sum
+/// must add in order, which keeps a loop scalar) over blocks of 256 values, each block's total
+/// added in f64, so no f32 sum runs over more than 16 terms.
 #[inline(always)]
-fn lane_sum(values: &[f32], f: impl Fn(f32) -> f64) -> f64 {
-    let mut lanes = [0.0f64; 8];
-    let chunks = values.chunks_exact(8);
-    let rest: f64 = chunks.remainder().iter().map(|&v| f(v)).sum();
-    for chunk in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += f(v);
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    const LANES: usize = 16;
+    const BLOCK: usize = 16 * LANES;
+    let blocks = values.chunks_exact(BLOCK);
+    let mut total: f64 = blocks.remainder().iter().map(|&v| f(v) as f64).sum();
+    for block in blocks {
+        let mut lanes = [0.0f32; LANES];
+        for chunk in block.chunks_exact(LANES) {
+            for (lane, &v) in lanes.iter_mut().zip(chunk) {
+                *lane += f(v);
+            }
         }
+        total += lanes.iter().map(|&l| l as f64).sum::<f64>();
     }
-    lanes.iter().sum::<f64>() + rest
+    total
 }
 
 /// How a `[batch, channels, height, width]` tensor falls into GroupNorm's groups (each image's
@@ -215,6 +221,30 @@ impl<'a> GroupLayout<'a> {
     }
 }
 
+/// The widest vectors an x86-64 CPU offers the loops here (checked once, at run time).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+enum X86Vectors {
+    Avx512,
+    Avx2,
+    Sse,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn x86_vectors() -> X86Vectors {
+    use std::arch::is_x86_feature_detected as has;
+    static VECTORS: std::sync::OnceLock<X86Vectors> = std::sync::OnceLock::new();
+    *VECTORS.get_or_init(|| {
+        if has!("avx512f") && has!("avx512vl") && has!("avx2") && has!("fma") {
+            X86Vectors::Avx512
+        } else if has!("avx2") && has!("fma") {
+            X86Vectors::Avx2
+        } else {
+            X86Vectors::Sse
+        }
+    })
+}
+
 /// One group of one image: its values, channel after channel, and those channels' γ and β.
 struct Group<'a> {
     input: &'a [f32],
@@ -239,8 +269,10 @@ impl Group<'_> {
     #[inline(always)]
     fn statistics(&self) -> (f64, f64) {
         let n = self.input.len() as f64;
-        let mean = lane_sum(self.input, |v| v as f64) / n;
-        let var = lane_sum(self.input, |v| (v as f64 - mean).powi(2)) / n;
+        let mean = lane_sum(self.input, |v| v) / n;
+        // The deviations in f32 (their squares are summed as above, in f64 per block).
+        let mean32 = mean as f32;
+        let var = lane_sum(self.input, |v| (v - mean32) * (v - mean32)) / n;
         (mean, 1.0 / (var + self.epsilon).sqrt())
     }
 
@@ -248,10 +280,19 @@ impl Group<'_> {
     /// and returns the group's share of ∂L/∂γ and ∂L/∂β; with the widest vectors the CPU has.
     fn backward(&self, grad: &[f32], dx: &mut [f32]) -> GroupGradients {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA, checked just above.
-            return unsafe { self.backward_avx2(grad, dx) };
+        match x86_vectors() {
+            // SAFETY: the CPU has the features, checked by `x86_vectors`.
+            X86Vectors::Avx512 => return unsafe { self.backward_avx512(grad, dx) },
+            X86Vectors::Avx2 => return unsafe { self.backward_avx2(grad, dx) },
+            X86Vectors::Sse => {}
         }
+        self.backward_portable(grad, dx)
+    }
+
+    /// [`Self::backward_portable`] compiled for AVX-512 (16 floats per vector).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    unsafe fn backward_avx512(&self, grad: &[f32], dx: &mut [f32]) -> GroupGradients {
         self.backward_portable(grad, dx)
     }
 
@@ -330,10 +371,19 @@ impl Group<'_> {
     /// Writes silu(γ (x − μ)/σ + β) of the group into `output`, with the widest vectors the CPU has.
     fn normalise_silu(&self, output: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA, checked just above.
-            return unsafe { self.normalise_silu_avx2(output) };
+        match x86_vectors() {
+            // SAFETY: the CPU has the features, checked by `x86_vectors`.
+            X86Vectors::Avx512 => return unsafe { self.normalise_silu_avx512(output) },
+            X86Vectors::Avx2 => return unsafe { self.normalise_silu_avx2(output) },
+            X86Vectors::Sse => {}
         }
+        self.normalise_silu_portable(output)
+    }
+
+    /// [`Self::normalise_silu_portable`] compiled for AVX-512 (16 floats per vector).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    unsafe fn normalise_silu_avx512(&self, output: &mut [f32]) {
         self.normalise_silu_portable(output)
     }
 
@@ -586,7 +636,8 @@ mod tests {
     fn the_gradients_equal_those_of_group_norm_then_silu() {
         let device = Device::flex().autodiff();
         let mut rng = NoiseRng::new(9);
-        let (channels, groups, shape) = (12usize, 4usize, [3usize, 12usize, 5usize, 4usize]);
+        // Groups of 3 × 99 values: one block of 256 for the statistics' partial sums and a remainder.
+        let (channels, groups, shape) = (12usize, 4usize, [3usize, 12usize, 9usize, 11usize]);
         let values = |rng: &mut NoiseRng, n: usize, scale: f64, offset: f64| {
             (0..n)
                 .map(|_| (rng.normal() * scale + offset) as f32)
@@ -660,8 +711,9 @@ mod tests {
         let device = Device::flex();
         let mut rng = NoiseRng::new(3);
         // 32 channels in 8 groups, random affine parameters, inputs with an offset and a spread
-        // (as activations have); and a 3-channel case where the groups fall back to 3.
-        for (channels, groups) in [(32usize, 8usize), (3, 8)] {
+        // (as activations have); groups shorter and longer than the statistics' blocks of 256
+        // values; and a 3-channel case where the groups fall back to 3.
+        for (channels, groups, height, width) in [(32usize, 8usize, 7usize, 5usize), (32, 8, 9, 11), (3, 8, 7, 5)] {
             let mut norm = group_norm(groups, channels, &device);
             let values = |rng: &mut NoiseRng, n: usize, scale: f64, offset: f64| {
                 (0..n)
@@ -676,9 +728,9 @@ mod tests {
                 TensorData::new(values(&mut rng, channels, 0.5, 0.0), [channels]),
                 &device,
             )));
-            let shape = [2, channels, 7, 5];
+            let shape = [2, channels, height, width];
             let x = Tensor::<4>::from_data(
-                TensorData::new(values(&mut rng, 2 * channels * 35, 3.0, 1.5), shape),
+                TensorData::new(values(&mut rng, 2 * channels * height * width, 3.0, 1.5), shape),
                 &device,
             );
             let fused = norm_silu(&norm, x.clone()).into_data();
