@@ -11,6 +11,8 @@ use burn::nn::{
     Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d,
 };
 use burn::tensor::activation::{silu, softmax};
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
 
 /// A 3×3 convolution with "same" padding.
@@ -195,9 +197,9 @@ impl Upsample {
     /// # Shapes
     /// - `x`: `[batch, c, h, w]` → `[batch, c, 2h, 2w]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [b, c, h, w] = x.dims();
-        let x = x.reshape([b, c, h, 1, w, 1]).expand([b, c, h, 2, w, 2]); // [b, c, h, 2, w, 2]
-        let x = x.reshape([b, c, 2 * h, 2 * w]); // [b, c, 2h, 2w]
+        let [_, _, h, w] = x.dims();
+        let nearest = InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([2 * h, 2 * w]);
+        let x = interpolate(x, nearest); // [b, c, 2h, 2w]
         conv_forward(&self.conv, x) // [b, c, 2h, 2w]
     }
 }

@@ -17,14 +17,13 @@ pub fn dropout_mask(seed: u64, len: usize, keep: f64) -> Vec<f32> {
     let threshold = (keep * 4_294_967_296.0) as u64;
     let scale = (1.0 / keep) as f32;
     let mut rng = NoiseRng::new(seed);
-    let mut mask = Vec::with_capacity(len + 1);
-    while mask.len() < len {
+    let mut mask = vec![0.0f32; len];
+    for pair in mask.chunks_mut(2) {
         let bits = rng.next_u64();
-        for half in [bits & 0xFFFF_FFFF, bits >> 32] {
-            mask.push(if half < threshold { scale } else { 0.0 });
+        for (m, half) in pair.iter_mut().zip([bits & 0xFFFF_FFFF, bits >> 32]) {
+            *m = if half < threshold { scale } else { 0.0 };
         }
     }
-    mask.truncate(len);
     mask
 }
 
