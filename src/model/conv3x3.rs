@@ -3,15 +3,15 @@
 //!
 //! burn's CPU backend (flex) runs every 2-D convolution as a 3-D one: it converts the input to
 //! NHWC, then copies nine shifted windows of it into an im2col matrix nine times the input's size
-//! before one matrix product. [`Conv3x3Backend`] on flex pads each image once into planes of width
-//! W + 2 and runs nine matrix products straight on them: in a padded plane flattened row by row, the
-//! kernel tap (ky, kx) is the same plane shifted by ky·(W + 2) + kx, so the product of the tap's
-//! weights `[out, in]` with the shifted planes `[in, H·(W + 2)]` adds that tap to every output
-//! pixel at once. Each output row then carries two columns of wrap-around, cut off at the end. The
-//! gradients take the same route: ∂L/∂x is this convolution of the output gradient with the kernel
-//! flipped and its channels swapped, ∂L/∂w nine matrix products of the output gradient (in wide
-//! rows, zero in the wrap-around columns) with the shifted planes. Under autodiff (natively) the
-//! forward records a backward step that calls them. Other backends use their own `conv2d`.
+//! before one matrix product. [`Conv3x3Backend`] on flex makes three copies of each image instead,
+//! each shifted by one column (kernel column kx = 0, 1, 2) and given a zero row above and below:
+//! flattened row by row, kernel tap (ky, kx) of every output pixel is copy kx shifted by ky rows.
+//! So one kernel row ky is one matrix product of its weights `[out, 3·in]` with the copies shifted
+//! by ky rows `[3·in, H·W]`, and three products give the convolution. The gradients take the same
+//! route: ∂L/∂x is this convolution of the output gradient with the kernel flipped and its
+//! channels swapped, ∂L/∂w three products of the output gradient with the shifted copies. Under
+//! autodiff (natively) the forward records a backward step that calls them. Other backends use
+//! their own `conv2d`.
 
 use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
@@ -67,80 +67,39 @@ pub trait Conv3x3Backend: Backend {
     }
 }
 
-/// The padded plane of one channel: a zero border of one pixel, and one spare row below so the
-/// last taps' reads past the bottom-right corner stay inside the plane (they land in the discarded
-/// wrap-around columns).
-fn padded_plane_len(height: usize, width: usize) -> usize {
-    (height + 3) * (width + 2)
+/// Length of one channel's plane in [`shifted_copies`]: the image's rows plus a zero row above and
+/// below.
+fn plane_len(height: usize, width: usize) -> usize {
+    (height + 2) * width
 }
 
-/// Copies the channels of `input` (`[c, h, w]`) into zero-bordered padded planes in `scratch`.
-fn pad_planes(input: &[f32], height: usize, width: usize, scratch: &mut [f32]) {
-    pad_planes_shifted(input, height, width, 0, scratch)
-}
-
-/// [`pad_planes`] with every plane moved `left` positions towards its start (pixel (y, x) at
-/// (y + 1)·(w + 2) + 1 + x − left): the kernel column kx = `left` read in place.
-fn pad_planes_shifted(input: &[f32], height: usize, width: usize, left: usize, scratch: &mut [f32]) {
-    let (wide, plane) = (width + 2, padded_plane_len(height, width));
-    scratch.fill(0.0);
-    for (channel, padded) in input.chunks_exact(height * width).zip(scratch.chunks_exact_mut(plane)) {
-        for (y, row) in channel.chunks_exact(width).enumerate() {
-            let at = (y + 1) * wide + 1 - left;
-            padded[at..at + width].copy_from_slice(row);
-        }
-    }
-}
-
-/// One image's share of ∂L/∂weight, added to `sum` (`[c_out, c_in, 3, 3]`): for each tap, the
-/// product of the output gradient in wide rows (`[c_out, h·(w + 2)]`, zero in the two wrap-around
-/// columns) with the input's padded planes shifted by the tap (`[h·(w + 2), c_in]`, read
-/// transposed in place).
-fn weight_gradient_image(
-    input: &[f32],
-    grad: &[f32],
-    (c_in, c_out, height, width): (usize, usize, usize, usize),
-    scratch: &mut [f32],
-    rows: &mut [f32],
-    sum: &mut [f32],
-) {
-    let wide = width + 2;
-    let plane = padded_plane_len(height, width);
-    pad_planes(input, height, width, scratch);
-    let n = height * wide;
-    rows.fill(0.0);
-    for (wide_channel, channel) in rows.chunks_exact_mut(n).zip(grad.chunks_exact(height * width)) {
-        for (wide_row, row) in wide_channel.chunks_exact_mut(wide).zip(channel.chunks_exact(width)) {
-            wide_row[..width].copy_from_slice(row);
-        }
-    }
-    for tap in 0..9 {
-        let shift = (tap / 3) * wide + tap % 3;
-        // sum[co, ci, tap] += Σ_p rows[co, p] · scratch[ci, p + shift]
-        // SAFETY: sum is written at co·9·c_in + ci·9 + tap < c_out·c_in·9; rows read within
-        // c_out·n; scratch read at ci·plane + p + shift < c_in·plane, as in `conv_image`.
-        unsafe {
-            gemm::gemm(
-                c_out,
-                c_in,
-                n,
-                sum.as_mut_ptr().add(tap),
-                9,
-                (9 * c_in) as isize,
-                true,
-                rows.as_ptr(),
-                1,
-                n as isize,
-                scratch.as_ptr().add(shift),
-                plane as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
+/// Copies the channels of `input` (`[c, h, w]`) three times into `triple` (`[3, c, (h + 2)·w]`):
+/// copy kx of a channel holds input[y − 1, x + kx − 1] at y·w + x, zero outside the image. The
+/// kernel tap (ky, kx) of output pixel p = y·w + x is then copy kx at p + ky·w: one shift for a
+/// whole kernel row, and no wrap-around columns to compute and throw away.
+fn shifted_copies(input: &[f32], height: usize, width: usize, triple: &mut [f32]) {
+    let plane = plane_len(height, width);
+    let image = height * width;
+    let channels = input.len() / image;
+    for (kx, copy) in triple.chunks_exact_mut(channels * plane).enumerate() {
+        for (channel, padded) in input.chunks_exact(image).zip(copy.chunks_exact_mut(plane)) {
+            let (top, rest) = padded.split_at_mut(width);
+            let (middle, bottom) = rest.split_at_mut(image);
+            top.fill(0.0);
+            bottom.fill(0.0);
+            for (row, shifted) in channel.chunks_exact(width).zip(middle.chunks_exact_mut(width)) {
+                match kx {
+                    0 => {
+                        shifted[0] = 0.0;
+                        shifted[1..].copy_from_slice(&row[..width - 1]);
+                    }
+                    1 => shifted.copy_from_slice(row),
+                    _ => {
+                        shifted[..width - 1].copy_from_slice(&row[1..]);
+                        shifted[width - 1] = 0.0;
+                    }
+                }
+            }
         }
     }
 }
@@ -159,47 +118,54 @@ fn pack_weights(weight: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
     packed
 }
 
+/// The inverse of [`pack_weights`]: `[3, c_out, 3·c_in]` back to `[c_out, c_in, 3, 3]`.
+fn unpack_weights(packed: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
+    let mut weight = vec![0.0f32; c_out * c_in * 9];
+    for (oi, taps) in weight.chunks_exact_mut(9).enumerate() {
+        let (co, ci) = (oi / c_in, oi % c_in);
+        for (tap, value) in taps.iter_mut().enumerate() {
+            let (ky, kx) = (tap / 3, tap % 3);
+            *value = packed[(ky * c_out + co) * 3 * c_in + kx * c_in + ci];
+        }
+    }
+    weight
+}
+
 /// One image: `input` `[c_in, h, w]` → `output` `[c_out, h, w]`, with the weights from
-/// [`pack_weights`], `triple` for three shifted copies of the padded input (`[3·c_in, plane]`: row
-/// kx·c_in + ci is channel ci's padded plane moved left by kx) and `rows` for the wide output
-/// (`[c_out, h·(w + 2)]`). Kernel row ky is then one matrix product with the copies shifted down by
-/// ky rows: three products with 3·c_in terms each.
+/// [`pack_weights`] and `triple` for the input's [`shifted_copies`]. Kernel row ky is one matrix
+/// product, `[c_out, 3·c_in]` × the copies shifted down by ky rows (`[3·c_in, h·w]`): three
+/// products with 3·c_in terms each.
 fn conv_image(
     input: &[f32],
     packed: &[f32],
     bias: &[f32],
     (c_in, c_out, height, width): (usize, usize, usize, usize),
     triple: &mut [f32],
-    rows: &mut [f32],
     output: &mut [f32],
 ) {
-    let wide = width + 2;
-    let plane = padded_plane_len(height, width);
-    for (kx, copy) in triple.chunks_exact_mut(c_in * plane).enumerate() {
-        pad_planes_shifted(input, height, width, kx, copy);
-    }
-    let n = height * wide;
-    for (co, out_row) in rows.chunks_exact_mut(n).enumerate() {
-        out_row.fill(bias[co]);
+    shifted_copies(input, height, width, triple);
+    let (n, plane) = (height * width, plane_len(height, width));
+    for (co, out_channel) in output.chunks_exact_mut(n).enumerate() {
+        out_channel.fill(bias[co]);
     }
     for ky in 0..3 {
-        // rows[co, p] += Σ_{kx, ci} w[co, ci, ky, kx] · padded[ci, p + ky·wide + kx]
+        // output[co, p] += Σ_{kx, ci} w[co, ci, ky, kx] · copy_kx[ci, p + ky·w]
         // SAFETY: the packed weights are read within their 3·c_out·3·c_in values; the copies at
-        // (kx·c_in + ci)·plane + p + ky·wide ≤ (3·c_in − 1)·plane + (h·wide − 1) + 2·wide < 3·c_in·plane,
-        // as a plane is (h + 3)·wide long; the output covers exactly rows' c_out·n values.
+        // (kx·c_in + ci)·plane + p + ky·w ≤ (3·c_in − 1)·plane + (h·w − 1) + 2·w < 3·c_in·plane, as
+        // a plane is (h + 2)·w long; the output covers exactly its c_out·h·w values.
         unsafe {
             gemm::gemm(
                 c_out,
                 n,
                 3 * c_in,
-                rows.as_mut_ptr(),
+                output.as_mut_ptr(),
                 1,
                 n as isize,
                 true,
                 packed.as_ptr().add(ky * c_out * 3 * c_in),
                 1,
                 (3 * c_in) as isize,
-                triple.as_ptr().add(ky * wide),
+                triple.as_ptr().add(ky * width),
                 1,
                 plane as isize,
                 1.0,
@@ -211,9 +177,46 @@ fn conv_image(
             );
         }
     }
-    for (out_channel, wide_channel) in output.chunks_exact_mut(height * width).zip(rows.chunks_exact(n)) {
-        for (out_row, wide_row) in out_channel.chunks_exact_mut(width).zip(wide_channel.chunks_exact(wide)) {
-            out_row.copy_from_slice(&wide_row[..width]);
+}
+
+/// One image's share of ∂L/∂weight, added to `sum` (packed as [`pack_weights`] packs): for each
+/// kernel row ky, the product of the output gradient (`[c_out, h·w]`) with the input's
+/// [`shifted_copies`] shifted down by ky rows (`[h·w, 3·c_in]`, read transposed in place).
+fn weight_gradient_image(
+    input: &[f32],
+    grad: &[f32],
+    (c_in, c_out, height, width): (usize, usize, usize, usize),
+    triple: &mut [f32],
+    sum: &mut [f32],
+) {
+    shifted_copies(input, height, width, triple);
+    let (n, plane) = (height * width, plane_len(height, width));
+    for ky in 0..3 {
+        // sum[ky, co, kx·c_in + ci] += Σ_p grad[co, p] · copy_kx[ci, p + ky·w]
+        // SAFETY: sum is written within its 3·c_out·3·c_in values; grad read within c_out·n; the
+        // copies read as in `conv_image`.
+        unsafe {
+            gemm::gemm(
+                c_out,
+                3 * c_in,
+                n,
+                sum.as_mut_ptr().add(ky * c_out * 3 * c_in),
+                1,
+                (3 * c_in) as isize,
+                true,
+                grad.as_ptr(),
+                1,
+                n as isize,
+                triple.as_ptr().add(ky * width),
+                plane as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
         }
     }
 }
@@ -234,15 +237,15 @@ impl Conv3x3Backend for Flex {
         );
         let dims = (c_in, c_out, height, width);
         let (in_len, out_len) = (c_in * height * width, c_out * height * width);
-        let (triple_len, rows_len) = (3 * c_in * padded_plane_len(height, width), c_out * height * (width + 2));
+        let triple_len = 3 * c_in * plane_len(height, width);
         let packed = pack_weights(weight, c_in, c_out);
         let mut out = vec![0.0f32; batch * out_len];
         // Images in parallel (natively), each matrix product on one thread: at these sizes (at most
-        // 64 × 192 × 840) splitting one product between threads costs more than it saves (batch 1
+        // 64 × 192 × 784) splitting one product between threads costs more than it saves (batch 1
         // took 10 ms on 2 threads against 4 ms on one).
-        let init = || (vec![0.0f32; triple_len], vec![0.0f32; rows_len]);
-        let image = |(triple, rows): &mut (Vec<f32>, Vec<f32>), (input, output): (&[f32], &mut [f32])| {
-            conv_image(input, &packed, bias, dims, triple, rows, output)
+        let init = || vec![0.0f32; triple_len];
+        let image = |triple: &mut Vec<f32>, (input, output): (&[f32], &mut [f32])| {
+            conv_image(input, &packed, bias, dims, triple, output)
         };
         #[cfg(feature = "native")]
         {
@@ -305,18 +308,12 @@ impl Conv3x3Backend for Flex {
         );
         let dims = (c_in, c_out, height, width);
         let (in_len, out_len) = (c_in * height * width, c_out * height * width);
-        let (scratch_len, rows_len) = (c_in * padded_plane_len(height, width), c_out * height * (width + 2));
+        let triple_len = 3 * c_in * plane_len(height, width);
         let weight_len = c_out * c_in * 9;
         // Each thread sums its images' contributions; the partial sums are added at the end.
-        let init = || {
-            (
-                vec![0.0f32; scratch_len],
-                vec![0.0f32; rows_len],
-                vec![0.0f32; weight_len],
-            )
-        };
-        let image = |(scratch, rows, sum): &mut (Vec<f32>, Vec<f32>, Vec<f32>), (input, grad): (&[f32], &[f32])| {
-            weight_gradient_image(input, grad, dims, scratch, rows, sum)
+        let init = || (vec![0.0f32; triple_len], vec![0.0f32; weight_len]);
+        let image = |(triple, sum): &mut (Vec<f32>, Vec<f32>), (input, grad): (&[f32], &[f32])| {
+            weight_gradient_image(input, grad, dims, triple, sum)
         };
         #[cfg(feature = "native")]
         let sum = {
@@ -327,7 +324,7 @@ impl Conv3x3Backend for Flex {
                     image(&mut buffers, pair);
                     buffers
                 })
-                .map(|(_, _, sum)| sum)
+                .map(|(_, sum)| sum)
                 .reduce(
                     || vec![0.0f32; weight_len],
                     |mut a, b| {
@@ -342,9 +339,10 @@ impl Conv3x3Backend for Flex {
             x.chunks_exact(in_len)
                 .zip(grad.chunks_exact(out_len))
                 .for_each(|pair| image(&mut buffers, pair));
-            buffers.2
+            buffers.1
         };
-        burn::backend::flex::FlexTensor::from_data(TensorData::new(sum, [c_out, c_in, 3, 3]))
+        let weight = unpack_weights(&sum, c_in, c_out);
+        burn::backend::flex::FlexTensor::from_data(TensorData::new(weight, [c_out, c_in, 3, 3]))
     }
 }
 
@@ -515,6 +513,8 @@ mod tests {
             (2, 64, 64, 7, 7),
             (1, 8, 3, 7, 7),
             (9, 2, 4, 4, 9),
+            (2, 3, 2, 5, 1),
+            (2, 3, 2, 1, 4),
         ] {
             let conv = Conv2dConfig::new([ci, co], [3, 3])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
