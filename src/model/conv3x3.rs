@@ -87,17 +87,17 @@ fn shifted_copies(input: &[f32], height: usize, width: usize, triple: &mut [f32]
             let (middle, bottom) = rest.split_at_mut(image);
             top.fill(0.0);
             bottom.fill(0.0);
-            for (row, shifted) in channel.chunks_exact(width).zip(middle.chunks_exact_mut(width)) {
-                match kx {
-                    0 => {
-                        shifted[0] = 0.0;
-                        shifted[1..].copy_from_slice(&row[..width - 1]);
-                    }
-                    1 => shifted.copy_from_slice(row),
-                    _ => {
-                        shifted[..width - 1].copy_from_slice(&row[1..]);
-                        shifted[width - 1] = 0.0;
-                    }
+            // The whole channel moved by 1 − kx positions, then the column that came from the
+            // neighbouring row set to zero.
+            match kx {
+                0 => {
+                    middle[1..].copy_from_slice(&channel[..image - 1]);
+                    middle.iter_mut().step_by(width).for_each(|v| *v = 0.0);
+                }
+                1 => middle.copy_from_slice(channel),
+                _ => {
+                    middle[..image - 1].copy_from_slice(&channel[1..]);
+                    middle.iter_mut().skip(width - 1).step_by(width).for_each(|v| *v = 0.0);
                 }
             }
         }
@@ -131,23 +131,19 @@ fn unpack_weights(packed: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
     weight
 }
 
-/// One image: `input` `[c_in, h, w]` → `output` `[c_out, h, w]`, with the weights from
-/// [`pack_weights`] and `triple` for the input's [`shifted_copies`]. Kernel row ky is one matrix
-/// product, `[c_out, 3·c_in]` × the copies shifted down by ky rows (`[3·c_in, h·w]`): three
-/// products with 3·c_in terms each.
+/// One image: the convolution of `input` `[c_in, h, w]` added to `output` `[c_out, h, w]` (which
+/// holds the bias), with the weights from [`pack_weights`] and `triple` for the input's
+/// [`shifted_copies`]. Kernel row ky is one matrix product, `[c_out, 3·c_in]` × the copies shifted
+/// down by ky rows (`[3·c_in, h·w]`): three products with 3·c_in terms each.
 fn conv_image(
     input: &[f32],
     packed: &[f32],
-    bias: &[f32],
     (c_in, c_out, height, width): (usize, usize, usize, usize),
     triple: &mut [f32],
     output: &mut [f32],
 ) {
     shifted_copies(input, height, width, triple);
     let (n, plane) = (height * width, plane_len(height, width));
-    for (co, out_channel) in output.chunks_exact_mut(n).enumerate() {
-        out_channel.fill(bias[co]);
-    }
     for ky in 0..3 {
         // output[co, p] += Σ_{kx, ci} w[co, ci, ky, kx] · copy_kx[ci, p + ky·w]
         // SAFETY: the packed weights are read within their 3·c_out·3·c_in values; the copies at
@@ -239,13 +235,19 @@ impl Conv3x3Backend for Flex {
         let (in_len, out_len) = (c_in * height * width, c_out * height * width);
         let triple_len = 3 * c_in * plane_len(height, width);
         let packed = pack_weights(weight, c_in, c_out);
-        let mut out = vec![0.0f32; batch * out_len];
+        // The output starts as the bias, which the products add to.
+        let mut out = Vec::with_capacity(batch * out_len);
+        for _ in 0..batch {
+            for &b in bias {
+                out.extend(std::iter::repeat_n(b, height * width));
+            }
+        }
         // Images in parallel (natively), each matrix product on one thread: at these sizes (at most
         // 64 × 192 × 784) splitting one product between threads costs more than it saves (batch 1
         // took 10 ms on 2 threads against 4 ms on one).
         let init = || vec![0.0f32; triple_len];
         let image = |triple: &mut Vec<f32>, (input, output): (&[f32], &mut [f32])| {
-            conv_image(input, &packed, bias, dims, triple, output)
+            conv_image(input, &packed, dims, triple, output)
         };
         #[cfg(feature = "native")]
         {
