@@ -11,7 +11,6 @@ use super::state::PageState;
 use crate::diffusion::sampler::{ReverseChain, SamplerConfig, VarianceKind, lockstep};
 use crate::image::GrayImage;
 use leptos::prelude::*;
-use leptos::task::spawn_local;
 use send_wrapper::SendWrapper;
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -88,15 +87,10 @@ pub fn ComparePanel(
     let error = RwSignal::new(None::<String>);
 
     let compare = move |_| {
-        if busy.get_untracked() {
-            return;
-        }
         let engine = Rc::clone(&engine);
-        spawn_local(async move {
-            busy.set(true);
+        state.run_exclusive(error, async move {
             running.set(true);
             stop.set(false);
-            error.set(None);
             let run = ComparisonRun {
                 sides,
                 differences,
@@ -104,11 +98,9 @@ pub fn ComparePanel(
                 round_ms,
                 stop,
             };
-            if let Err(e) = run.go(&engine, seed.get_untracked()).await {
-                error.set(Some(e));
-            }
+            let result = run.go(&engine, seed.get_untracked()).await;
             running.set(false);
-            busy.set(false);
+            result
         });
     };
 

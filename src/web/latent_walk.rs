@@ -11,7 +11,6 @@ use crate::diffusion::sampler::interpolate::interpolation_latents;
 use crate::diffusion::sampler::{ReverseChain, SamplerPlan};
 use crate::image::GrayImage;
 use leptos::prelude::*;
-use leptos::task::spawn_local;
 use send_wrapper::SendWrapper;
 use std::rc::Rc;
 
@@ -26,23 +25,16 @@ pub fn LatentWalk(
     /// The model.
     engine: SendWrapper<Rc<Engine>>,
 ) -> impl IntoView {
-    let PageState { seed, busy, .. } = PageState::expect();
+    let state = PageState::expect();
+    let PageState { seed, busy, .. } = state;
     let seed_b = RwSignal::new(seed.get_untracked().wrapping_add(1));
     let strip = RwSignal::new(None::<GrayImage>);
     let progress = RwSignal::new((0usize, WALK_STEPS));
     let error = RwSignal::new(None::<String>);
     let walk = move |_| {
-        if busy.get_untracked() {
-            return;
-        }
         let engine = Rc::clone(&engine);
-        spawn_local(async move {
-            busy.set(true);
-            error.set(None);
-            if let Err(e) = run_walk(&engine, (seed.get_untracked(), seed_b.get_untracked()), strip, progress).await {
-                error.set(Some(e));
-            }
-            busy.set(false);
+        state.run_exclusive(error, async move {
+            run_walk(&engine, (seed.get_untracked(), seed_b.get_untracked()), strip, progress).await
         });
     };
     view! {

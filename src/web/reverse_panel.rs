@@ -12,7 +12,6 @@ use crate::image::GrayImage;
 use crate::rng::NoiseRng;
 use burn::tensor::{Tensor, TensorData};
 use leptos::prelude::*;
-use leptos::task::spawn_local;
 use send_wrapper::SendWrapper;
 use std::rc::Rc;
 
@@ -110,25 +109,18 @@ pub fn ReversePanel(
 
     // `then_show`: the frame to show once the chain is done (a shared link's replay position).
     let run = move |start: Start, then_show: Option<usize>| {
-        if busy.get_untracked() {
-            return;
-        }
         let engine: Rc<Engine> = Rc::clone(&engine);
-        spawn_local(async move {
+        state.run_exclusive(error, async move {
             running.set(true);
-            busy.set(true);
             stop.set(false);
-            error.set(None);
-            if let Err(e) = run_chain(&engine, start, state, chain_view).await {
-                error.set(Some(e));
-            }
+            let result = run_chain(&engine, start, state, chain_view).await;
             if let Some(k) = then_show {
                 let k = k.min(frames.with_untracked(|f| f.len().saturating_sub(1)));
                 shown.set(k);
                 step.set(frames.with_untracked(|f| f.get(k).and_then(|f| f.coefs)));
             }
-            busy.set(false);
             running.set(false);
+            result
         });
     };
     // A link with `&replay=k` regenerates its chain and shows step k.

@@ -67,6 +67,27 @@ impl PageState {
         }
     }
 
+    /// Runs `task` on the page's model unless another panel is running it: `busy` is on from now
+    /// until the task ends, and the task's error, if any, lands in `error` (cleared first). A
+    /// click while busy does nothing.
+    pub fn run_exclusive(
+        self,
+        error: RwSignal<Option<String>>,
+        task: impl std::future::Future<Output = Result<(), String>> + 'static,
+    ) {
+        if self.busy.get_untracked() {
+            return;
+        }
+        self.busy.set(true);
+        error.set(None);
+        leptos::task::spawn_local(async move {
+            if let Err(e) = task.await {
+                error.set(Some(e));
+            }
+            self.busy.set(false);
+        });
+    }
+
     /// The state provided by the page (or a test) above the calling component.
     pub fn expect() -> Self {
         expect_context::<PageState>()
