@@ -104,6 +104,22 @@ fn shifted_copies(input: &[f32], height: usize, width: usize, triple: &mut [f32]
     }
 }
 
+/// Runs `f` on this thread's scratch buffer, at least `len` values long (its contents are whatever
+/// the last use left: [`shifted_copies`] writes every value it reads). One buffer per thread, kept
+/// between calls, instead of a fresh zeroed allocation for every convolution.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        if scratch.len() < len {
+            scratch.resize(len, 0.0);
+        }
+        f(&mut scratch[..len])
+    })
+}
+
 /// The weights `[c_out, c_in, 3, 3]` regrouped for [`conv_image`]: for each kernel row ky, a
 /// matrix `[c_out, 3·c_in]` whose column kx·c_in + ci holds w[co, ci, ky, kx].
 fn pack_weights(weight: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
@@ -245,24 +261,20 @@ impl Conv3x3Backend for Flex {
         // Images in parallel (natively), each matrix product on one thread: at these sizes (at most
         // 64 × 192 × 784) splitting one product between threads costs more than it saves (batch 1
         // took 10 ms on 2 threads against 4 ms on one).
-        let init = || vec![0.0f32; triple_len];
-        let image = |triple: &mut Vec<f32>, (input, output): (&[f32], &mut [f32])| {
-            conv_image(input, &packed, dims, triple, output)
+        let image = |(input, output): (&[f32], &mut [f32])| {
+            with_scratch(triple_len, |triple| conv_image(input, &packed, dims, triple, output))
         };
         #[cfg(feature = "native")]
         {
             use rayon::prelude::*;
             x.par_chunks_exact(in_len)
                 .zip(out.par_chunks_exact_mut(out_len))
-                .for_each_init(init, image);
+                .for_each(image);
         }
         #[cfg(not(feature = "native"))]
-        {
-            let mut buffers = init();
-            x.chunks_exact(in_len)
-                .zip(out.chunks_exact_mut(out_len))
-                .for_each(|pair| image(&mut buffers, pair));
-        }
+        x.chunks_exact(in_len)
+            .zip(out.chunks_exact_mut(out_len))
+            .for_each(image);
         burn::backend::flex::FlexTensor::from_data(TensorData::new(out, [batch, c_out, height, width]))
     }
 
@@ -313,20 +325,23 @@ impl Conv3x3Backend for Flex {
         let triple_len = 3 * c_in * plane_len(height, width);
         let weight_len = c_out * c_in * 9;
         // Each thread sums its images' contributions; the partial sums are added at the end.
-        let init = || (vec![0.0f32; triple_len], vec![0.0f32; weight_len]);
-        let image = |(triple, sum): &mut (Vec<f32>, Vec<f32>), (input, grad): (&[f32], &[f32])| {
-            weight_gradient_image(input, grad, dims, triple, sum)
+        let image = |sum: &mut Vec<f32>, (input, grad): (&[f32], &[f32])| {
+            with_scratch(triple_len, |triple| {
+                weight_gradient_image(input, grad, dims, triple, sum)
+            })
         };
         #[cfg(feature = "native")]
         let sum = {
             use rayon::prelude::*;
             x.par_chunks_exact(in_len)
                 .zip(grad.par_chunks_exact(out_len))
-                .fold(init, |mut buffers, pair| {
-                    image(&mut buffers, pair);
-                    buffers
-                })
-                .map(|(_, sum)| sum)
+                .fold(
+                    || vec![0.0f32; weight_len],
+                    |mut sum, pair| {
+                        image(&mut sum, pair);
+                        sum
+                    },
+                )
                 .reduce(
                     || vec![0.0f32; weight_len],
                     |mut a, b| {
@@ -337,11 +352,11 @@ impl Conv3x3Backend for Flex {
         };
         #[cfg(not(feature = "native"))]
         let sum = {
-            let mut buffers = init();
+            let mut sum = vec![0.0f32; weight_len];
             x.chunks_exact(in_len)
                 .zip(grad.chunks_exact(out_len))
-                .for_each(|pair| image(&mut buffers, pair));
-            buffers.1
+                .for_each(|pair| image(&mut sum, pair));
+            sum
         };
         let weight = unpack_weights(&sum, c_in, c_out);
         burn::backend::flex::FlexTensor::from_data(TensorData::new(weight, [c_out, c_in, 3, 3]))
