@@ -39,6 +39,23 @@ fn container() -> web_sys::HtmlElement {
     section.unchecked_into()
 }
 
+/// The math panel alone, at timestep `t` of the linear schedule with T = 1000, rendered, with the
+/// page state it reads; the handle keeps it mounted.
+async fn mount_math_panel(t: usize) -> (web_sys::HtmlElement, PageState, impl Sized) {
+    let root = container();
+    let view = ViewState {
+        t,
+        ..ViewState::default()
+    };
+    let state = PageState::new(&view, 1000, test_digit());
+    let handle = mount_to(root.clone(), move || {
+        provide_context(state);
+        view! { <MathPanel /> }
+    });
+    tick().await;
+    (root, state, handle)
+}
+
 /// The WebGPU device, opened once per test run (a device can be initialised only once).
 async fn webgpu() -> Device {
     thread_local!(static GPU: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) });
@@ -121,17 +138,7 @@ async fn the_slider_moves_the_forward_image_as_equation_4_says() {
 
 #[wasm_bindgen_test]
 async fn the_math_panel_shows_the_schedules_numbers() {
-    let root = container();
-    let view = ViewState {
-        t: 487,
-        ..ViewState::default()
-    };
-    let state = PageState::new(&view, 1000, test_digit());
-    let _handle = mount_to(root.clone(), move || {
-        provide_context(state);
-        view! { <MathPanel /> }
-    });
-    tick().await;
+    let (root, _state, _handle) = mount_math_panel(487).await;
     let cell = |symbol: &str| {
         root.query_selector(&format!("td.value[data-symbol='{symbol}']"))
             .unwrap()
@@ -294,17 +301,7 @@ fn shows(values: &[f64], expected: f64) -> bool {
 
 #[wasm_bindgen_test]
 async fn the_equations_carry_the_live_numbers_in_mathml() {
-    let root = container();
-    let view = ViewState {
-        t: 487,
-        ..ViewState::default()
-    };
-    let state = PageState::new(&view, 1000, test_digit());
-    let _handle = mount_to(root.clone(), move || {
-        provide_context(state);
-        view! { <MathPanel /> }
-    });
-    tick().await;
+    let (root, state, _handle) = mount_math_panel(487).await;
     assert!(
         root.query_selector(".equation math").unwrap().is_some(),
         "MathML, not text"

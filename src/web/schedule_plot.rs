@@ -9,7 +9,7 @@ const W: f64 = 300.0;
 const H: f64 = 110.0;
 /// Room for the left axis (ticks and title), the right one, the top, and the bottom.
 const LEFT: f64 = 38.0;
-const RIGHT: f64 = 38.0;
+const RIGHT: f64 = 46.0;
 const TOP: f64 = 8.0;
 const BOTTOM: f64 = 30.0;
 
@@ -109,7 +109,7 @@ pub fn Axes(
     let y_ticks = vertical(&y, false);
     let y2_ticks = y2.as_ref().map(|a| vertical(a, true));
     let y2_title = y2.as_ref().map(|a| {
-        let (px, py) = (LEFT + W + RIGHT - 4.0, TOP + H / 2.0);
+        let (px, py) = (LEFT + W + RIGHT - 8.0, TOP + H / 2.0);
         view! { <text x=px y=py class="axis-title" text-anchor="middle" transform=format!("rotate(90 {px} {py})")>{a.title}</text> }
     });
     let (ty_x, ty_y) = (10.0, TOP + H / 2.0);
