@@ -1,9 +1,9 @@
 //! The U-Net's building blocks: residual blocks with time injection, self-attention, and the
 //! resampling layers.
 
-use super::conv3x3::conv_forward;
 use super::dropout::dropout;
 use super::norm_silu::norm_silu;
+use super::same_conv::conv_forward;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};

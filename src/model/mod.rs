@@ -1,10 +1,10 @@
 //! The ε-prediction network: timestep embedding, building blocks, the U-Net and its weights format.
 
 pub mod blocks;
-pub mod conv3x3;
 pub mod dropout;
 pub mod embedding;
 pub mod norm_silu;
+pub mod same_conv;
 pub mod unet;
 pub mod weights;
 

@@ -1,9 +1,9 @@
 //! The ε-predicting U-Net (Ho et al. 2020, Appendix B, scaled down for 28×28 digits).
 
 use super::blocks::{AttentionBlock, AttentionBlockConfig, Downsample, ResBlock, ResBlockConfig, Upsample, group_norm};
-use super::conv3x3::conv_forward;
 use super::embedding::{TimeEmbedding, TimeEmbeddingConfig};
 use super::norm_silu::norm_silu;
+use super::same_conv::conv_forward;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};

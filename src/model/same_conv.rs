@@ -1,69 +1,80 @@
-//! The U-Net's 3×3 "same" convolution (stride 1, padding 1) as one backend operation without an
-//! im2col buffer.
+//! The U-Net's "same" convolutions — 3×3 with padding 1 and 1×1, both stride 1 — as one backend
+//! operation each, without an im2col buffer.
 //!
 //! burn's CPU backend (flex) runs every 2-D convolution as a 3-D one: it converts the input to
-//! NHWC, then copies nine shifted windows of it into an im2col matrix nine times the input's size
-//! before one matrix product. [`Conv3x3Backend`] on flex makes three copies of each image instead,
-//! each shifted by one column (kernel column kx = 0, 1, 2) and given a zero row above and below:
-//! flattened row by row, kernel tap (ky, kx) of every output pixel is copy kx shifted by ky rows.
-//! So one kernel row ky is one matrix product of its weights `[out, 3·in]` with the copies shifted
-//! by ky rows `[3·in, H·W]`, and three products give the convolution. The gradients take the same
-//! route: ∂L/∂x is this convolution of the output gradient with the kernel flipped and its
-//! channels swapped, ∂L/∂w three products of the output gradient with the shifted copies. Under
-//! autodiff (natively) the forward records a backward step that calls them. Other backends use
-//! their own `conv2d`.
+//! NHWC, then copies the kernel's shifted windows of it into an im2col matrix (nine times the
+//! input's size for 3×3) before one matrix product, and transposes around it. [`SameConvBackend`]
+//! on flex makes three copies of each image instead for a 3×3 kernel, each shifted by one column
+//! (kernel column kx = 0, 1, 2) and given a zero row above and below: flattened row by row, kernel
+//! tap (ky, kx) of every output pixel is copy kx shifted by ky rows. So one kernel row ky is one
+//! matrix product of its weights `[out, 3·in]` with the copies shifted by ky rows `[3·in, H·W]`,
+//! and three products give the convolution. A 1×1 kernel is one product `[out, in] × [in, H·W]`
+//! per image, on the image as it is. The gradients take the same route: ∂L/∂x is this convolution
+//! of the output gradient with the kernel flipped and its channels swapped, ∂L/∂w products of the
+//! output gradient with the (shifted) input, read transposed in place. Under autodiff (natively)
+//! the forward records a backward step that calls them. Other backends use their own `conv2d`.
 
 use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Flex, backend_extension};
+use burn::backend::{Backend, Flex, TensorMetadata, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor, TensorData};
 
-/// The options of burn's `conv2d` that [`Conv3x3Backend`] covers.
-fn same_options() -> ConvOptions<2> {
-    ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
+/// The options of burn's `conv2d` that [`SameConvBackend`] covers, for a `kernel` × `kernel` kernel.
+fn same_options(kernel: usize) -> ConvOptions<2> {
+    let pad = kernel / 2;
+    ConvOptions::new([1, 1], [pad, pad], [1, 1], 1)
 }
 
-/// Backends that can run a 3×3, stride-1, padding-1 convolution (and its gradients) as one
-/// operation each. Under autodiff (natively) the forward records a backward step that calls the two
-/// gradient operations below.
+/// The kernel size of a weight tensor `[channels_out, channels_in, k, k]`.
+fn kernel_size<B: Backend>(weight: &FloatTensor<B>) -> usize {
+    weight.shape()[2]
+}
+
+/// Backends that can run a "same" convolution — a k × k kernel (k = 1 or 3), stride 1, zero
+/// padding k/2, so the output has the input's size — and its gradients as one operation each. Under
+/// autodiff (natively) the forward records a backward step that calls the two gradient operations
+/// below.
 #[backend_extension(Flex, Cube: cfg(any(feature = "native", target_family = "wasm")), Autodiff: cfg(feature = "native"))]
-pub trait Conv3x3Backend: Backend {
-    /// The convolution of `x` with `weight` plus `bias`, zero padding 1, stride 1.
+pub trait SameConvBackend: Backend {
+    /// The convolution of `x` with `weight` plus `bias`, zero padding k/2, stride 1.
     ///
     /// # Shapes
     /// - `x`: `[batch, channels_in, height, width]` → `[batch, channels_out, height, width]`
-    /// - `weight`: `[channels_out, channels_in, 3, 3]`, `bias`: `[channels_out]`
-    fn conv3x3_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::conv2d(x, weight, Some(bias), same_options())
+    /// - `weight`: `[channels_out, channels_in, k, k]`, `bias`: `[channels_out]`
+    fn conv_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        let options = same_options(kernel_size::<Self>(&weight));
+        Self::conv2d(x, weight, Some(bias), options)
     }
 
     /// ∂L/∂x of the convolution, given `grad` = ∂L/∂output.
     ///
     /// # Shapes
     /// - `x` and the output: `[batch, channels_in, height, width]`; `grad`: `[batch, channels_out,
-    ///   height, width]`; `weight`: `[channels_out, channels_in, 3, 3]`
-    fn conv3x3_same_x_backward(
+    ///   height, width]`; `weight`: `[channels_out, channels_in, k, k]`
+    fn conv_same_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        Self::conv2d_x_backward(x, weight, grad, same_options())
+        let options = same_options(kernel_size::<Self>(&weight));
+        Self::conv2d_x_backward(x, weight, grad, options)
     }
 
     /// ∂L/∂weight of the convolution, given `grad` = ∂L/∂output.
     ///
     /// # Shapes
     /// - `x`: `[batch, channels_in, height, width]`; `grad`: `[batch, channels_out, height, width]`;
-    ///   `weight` and the output: `[channels_out, channels_in, 3, 3]`
-    fn conv3x3_same_weight_backward(
+    ///   `weight` and the output: `[channels_out, channels_in, k, k]`
+    fn conv_same_weight_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        Self::conv2d_weight_backward(x, weight, grad, same_options())
+        let options = same_options(kernel_size::<Self>(&weight));
+        Self::conv2d_weight_backward(x, weight, grad, options)
     }
 }
 
@@ -233,10 +244,136 @@ fn weight_gradient_image(
     }
 }
 
-impl Conv3x3Backend for Flex {
-    fn conv3x3_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        if [&x, &weight, &bias].iter().any(|t| t.dtype() != DType::F32) {
-            return Self::conv2d(x, weight, Some(bias), same_options());
+/// One image of a 1×1 convolution: `output` `[c_out, n]` (which holds the bias) += `weight`
+/// `[c_out, c_in]` × `input` `[c_in, n]`.
+fn pointwise_image(input: &[f32], weight: &[f32], (c_in, c_out, n): (usize, usize, usize), output: &mut [f32]) {
+    // SAFETY: every operand is read and written within its length: c_out·c_in weights, c_in·n
+    // inputs, c_out·n outputs, each row-major.
+    unsafe {
+        gemm::gemm(
+            c_out,
+            n,
+            c_in,
+            output.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            weight.as_ptr(),
+            1,
+            c_in as isize,
+            input.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// One image's share of a 1×1 convolution's ∂L/∂weight, added to `sum` `[c_out, c_in]`: `grad`
+/// `[c_out, n]` × `input` `[c_in, n]` read transposed in place.
+fn pointwise_weight_gradient_image(
+    input: &[f32],
+    grad: &[f32],
+    (c_in, c_out, n): (usize, usize, usize),
+    sum: &mut [f32],
+) {
+    // SAFETY: sum covers c_out·c_in values, grad c_out·n, input c_in·n, all read in bounds.
+    unsafe {
+        gemm::gemm(
+            c_out,
+            c_in,
+            n,
+            sum.as_mut_ptr(),
+            1,
+            c_in as isize,
+            true,
+            grad.as_ptr(),
+            1,
+            n as isize,
+            input.as_ptr(),
+            n as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Runs `image` on every (input, output) image pair, in parallel natively.
+fn for_each_image(
+    x: &[f32],
+    in_len: usize,
+    out: &mut [f32],
+    out_len: usize,
+    image: impl Fn((&[f32], &mut [f32])) + Sync + Send,
+) {
+    #[cfg(feature = "native")]
+    {
+        use rayon::prelude::*;
+        x.par_chunks_exact(in_len)
+            .zip(out.par_chunks_exact_mut(out_len))
+            .for_each(image);
+    }
+    #[cfg(not(feature = "native"))]
+    x.chunks_exact(in_len)
+        .zip(out.chunks_exact_mut(out_len))
+        .for_each(image);
+}
+
+/// Σ over the images of `image`'s contribution to a `len`-value sum, given each (input, gradient)
+/// image pair; each thread sums its images, the partial sums are added at the end (natively).
+fn sum_over_images(
+    x: &[f32],
+    in_len: usize,
+    grad: &[f32],
+    out_len: usize,
+    len: usize,
+    image: impl Fn(&mut Vec<f32>, (&[f32], &[f32])) + Sync + Send,
+) -> Vec<f32> {
+    #[cfg(feature = "native")]
+    {
+        use rayon::prelude::*;
+        x.par_chunks_exact(in_len)
+            .zip(grad.par_chunks_exact(out_len))
+            .fold(
+                || vec![0.0f32; len],
+                |mut sum, pair| {
+                    image(&mut sum, pair);
+                    sum
+                },
+            )
+            .reduce(
+                || vec![0.0f32; len],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                    a
+                },
+            )
+    }
+    #[cfg(not(feature = "native"))]
+    {
+        let mut sum = vec![0.0f32; len];
+        x.chunks_exact(in_len)
+            .zip(grad.chunks_exact(out_len))
+            .for_each(|pair| image(&mut sum, pair));
+        sum
+    }
+}
+
+impl SameConvBackend for Flex {
+    fn conv_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        let kernel = kernel_size::<Self>(&weight);
+        if [&x, &weight, &bias].iter().any(|t| t.dtype() != DType::F32) || !matches!(kernel, 1 | 3) {
+            return Self::conv2d(x, weight, Some(bias), same_options(kernel));
         }
         let (x_shape, w_shape) = (x.layout().shape().clone(), weight.layout().shape().clone());
         let (batch, c_in, height, width) = (x_shape[0], x_shape[1], x_shape[2], x_shape[3]);
@@ -247,70 +384,68 @@ impl Conv3x3Backend for Flex {
             weight.as_slice::<f32>().expect("contiguous f32"),
             bias.as_slice::<f32>().expect("contiguous f32"),
         );
-        let dims = (c_in, c_out, height, width);
-        let (in_len, out_len) = (c_in * height * width, c_out * height * width);
-        let triple_len = 3 * c_in * plane_len(height, width);
-        let packed = pack_weights(weight, c_in, c_out);
+        let n = height * width;
+        let (in_len, out_len) = (c_in * n, c_out * n);
         // The output starts as the bias, which the products add to.
         let mut out = Vec::with_capacity(batch * out_len);
         for _ in 0..batch {
             for &b in bias {
-                out.extend(std::iter::repeat_n(b, height * width));
+                out.extend(std::iter::repeat_n(b, n));
             }
         }
         // Images in parallel (natively), each matrix product on one thread: at these sizes (at most
         // 64 × 192 × 784) splitting one product between threads costs more than it saves (batch 1
         // took 10 ms on 2 threads against 4 ms on one).
-        let image = |(input, output): (&[f32], &mut [f32])| {
-            with_scratch(triple_len, |triple| conv_image(input, &packed, dims, triple, output))
-        };
-        #[cfg(feature = "native")]
-        {
-            use rayon::prelude::*;
-            x.par_chunks_exact(in_len)
-                .zip(out.par_chunks_exact_mut(out_len))
-                .for_each(image);
+        if kernel == 1 {
+            for_each_image(x, in_len, &mut out, out_len, |(input, output)| {
+                pointwise_image(input, weight, (c_in, c_out, n), output)
+            });
+        } else {
+            let (dims, triple_len) = ((c_in, c_out, height, width), 3 * c_in * plane_len(height, width));
+            let packed = pack_weights(weight, c_in, c_out);
+            for_each_image(x, in_len, &mut out, out_len, |(input, output)| {
+                with_scratch(triple_len, |triple| conv_image(input, &packed, dims, triple, output))
+            });
         }
-        #[cfg(not(feature = "native"))]
-        x.chunks_exact(in_len)
-            .zip(out.chunks_exact_mut(out_len))
-            .for_each(image);
         burn::backend::flex::FlexTensor::from_data(TensorData::new(out, [batch, c_out, height, width]))
     }
 
-    fn conv3x3_same_x_backward(
+    fn conv_same_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        if [&x, &weight, &grad].iter().any(|t| t.dtype() != DType::F32) {
-            return Self::conv2d_x_backward(x, weight, grad, same_options());
+        let kernel = kernel_size::<Self>(&weight);
+        if [&x, &weight, &grad].iter().any(|t| t.dtype() != DType::F32) || !matches!(kernel, 1 | 3) {
+            return Self::conv2d_x_backward(x, weight, grad, same_options(kernel));
         }
-        // ∂L/∂x[i, y, x] = Σ_{o, ky, kx} w[o, i, ky, kx] · grad[o, y + 1 − ky, x + 1 − kx]: the same
-        // convolution of grad with the kernel flipped and its channels swapped, and no bias.
+        // ∂L/∂x[i, y, x] = Σ_{o, ky, kx} w[o, i, ky, kx] · grad[o, y + p − ky, x + p − kx] (p = k/2):
+        // the same convolution of grad with the kernel flipped and its channels swapped, and no bias.
         let w_shape = weight.layout().shape().clone();
-        let (c_out, c_in) = (w_shape[0], w_shape[1]);
+        let (c_out, c_in, taps) = (w_shape[0], w_shape[1], kernel * kernel);
         let weight = weight.to_contiguous();
         let w = weight.as_slice::<f32>().expect("contiguous f32");
-        let mut flipped = vec![0.0f32; c_in * c_out * 9];
-        for (oi, taps) in w.chunks_exact(9).enumerate() {
+        let mut flipped = vec![0.0f32; c_in * c_out * taps];
+        for (oi, kernel_taps) in w.chunks_exact(taps).enumerate() {
             let (o, i) = (oi / c_in, oi % c_in);
-            for (tap, &value) in taps.iter().enumerate() {
-                flipped[(i * c_out + o) * 9 + 8 - tap] = value;
+            for (tap, &value) in kernel_taps.iter().enumerate() {
+                flipped[(i * c_out + o) * taps + taps - 1 - tap] = value;
             }
         }
-        let flipped = burn::backend::flex::FlexTensor::from_data(TensorData::new(flipped, [c_in, c_out, 3, 3]));
+        let flipped =
+            burn::backend::flex::FlexTensor::from_data(TensorData::new(flipped, [c_in, c_out, kernel, kernel]));
         let zero = burn::backend::flex::FlexTensor::from_data(TensorData::new(vec![0.0f32; c_in], [c_in]));
-        Self::conv3x3_same(grad, flipped, zero)
+        Self::conv_same(grad, flipped, zero)
     }
 
-    fn conv3x3_same_weight_backward(
+    fn conv_same_weight_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        if [&x, &weight, &grad].iter().any(|t| t.dtype() != DType::F32) {
-            return Self::conv2d_weight_backward(x, weight, grad, same_options());
+        let kernel = kernel_size::<Self>(&weight);
+        if [&x, &weight, &grad].iter().any(|t| t.dtype() != DType::F32) || !matches!(kernel, 1 | 3) {
+            return Self::conv2d_weight_backward(x, weight, grad, same_options(kernel));
         }
         let (x_shape, w_shape) = (x.layout().shape().clone(), weight.layout().shape().clone());
         let (c_in, height, width) = (x_shape[1], x_shape[2], x_shape[3]);
@@ -320,68 +455,44 @@ impl Conv3x3Backend for Flex {
             x.as_slice::<f32>().expect("contiguous f32"),
             grad.as_slice::<f32>().expect("contiguous f32"),
         );
-        let dims = (c_in, c_out, height, width);
-        let (in_len, out_len) = (c_in * height * width, c_out * height * width);
-        let triple_len = 3 * c_in * plane_len(height, width);
-        let weight_len = c_out * c_in * 9;
-        // Each thread sums its images' contributions; the partial sums are added at the end.
-        let image = |sum: &mut Vec<f32>, (input, grad): (&[f32], &[f32])| {
-            with_scratch(triple_len, |triple| {
-                weight_gradient_image(input, grad, dims, triple, sum)
+        let n = height * width;
+        let (in_len, out_len, weight_len) = (c_in * n, c_out * n, c_out * c_in * kernel * kernel);
+        let weight = if kernel == 1 {
+            sum_over_images(x, in_len, grad, out_len, weight_len, |sum, (input, grad)| {
+                pointwise_weight_gradient_image(input, grad, (c_in, c_out, n), sum)
             })
+        } else {
+            let (dims, triple_len) = ((c_in, c_out, height, width), 3 * c_in * plane_len(height, width));
+            let packed = sum_over_images(x, in_len, grad, out_len, weight_len, |sum, (input, grad)| {
+                with_scratch(triple_len, |triple| {
+                    weight_gradient_image(input, grad, dims, triple, sum)
+                })
+            });
+            unpack_weights(&packed, c_in, c_out)
         };
-        #[cfg(feature = "native")]
-        let sum = {
-            use rayon::prelude::*;
-            x.par_chunks_exact(in_len)
-                .zip(grad.par_chunks_exact(out_len))
-                .fold(
-                    || vec![0.0f32; weight_len],
-                    |mut sum, pair| {
-                        image(&mut sum, pair);
-                        sum
-                    },
-                )
-                .reduce(
-                    || vec![0.0f32; weight_len],
-                    |mut a, b| {
-                        a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                        a
-                    },
-                )
-        };
-        #[cfg(not(feature = "native"))]
-        let sum = {
-            let mut sum = vec![0.0f32; weight_len];
-            x.chunks_exact(in_len)
-                .zip(grad.chunks_exact(out_len))
-                .for_each(|pair| image(&mut sum, pair));
-            sum
-        };
-        let weight = unpack_weights(&sum, c_in, c_out);
-        burn::backend::flex::FlexTensor::from_data(TensorData::new(weight, [c_out, c_in, 3, 3]))
+        burn::backend::flex::FlexTensor::from_data(TensorData::new(weight, [c_out, c_in, kernel, kernel]))
     }
 }
 
 #[cfg(any(feature = "native", target_family = "wasm"))]
-impl Conv3x3Backend for burn::backend::wgpu::CubeBackend {}
+impl SameConvBackend for burn::backend::wgpu::CubeBackend {}
 
 /// Under autodiff: the forward on the inner backend, recording a backward step that calls its two
 /// gradient operations (and burn's bias gradient, a sum).
 #[cfg(feature = "native")]
-impl<B: Conv3x3Backend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy> Conv3x3Backend
+impl<B: SameConvBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy> SameConvBackend
     for burn::backend::Autodiff<B, C>
 {
-    fn conv3x3_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn conv_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         use burn::backend::autodiff::NodeId;
         use burn::backend::autodiff::checkpoint::base::Checkpointer;
         use burn::backend::autodiff::grads::Gradients;
         use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 
         #[derive(Debug)]
-        struct Conv3x3Backward;
+        struct SameConvBackward;
 
-        impl<B: Conv3x3Backend> Backward<B, 3> for Conv3x3Backward {
+        impl<B: SameConvBackend> Backward<B, 3> for SameConvBackward {
             type State = (NodeId, NodeId, NodeId);
 
             fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
@@ -392,11 +503,11 @@ impl<B: Conv3x3Backend, C: burn::backend::autodiff::checkpoint::strategy::Checkp
                 let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight);
                 let bias: FloatTensor<B> = checkpointer.retrieve_node_output(bias);
                 if let Some(node) = node_x {
-                    let dx = B::conv3x3_same_x_backward(x.clone(), weight.clone(), grad.clone());
+                    let dx = B::conv_same_x_backward(x.clone(), weight.clone(), grad.clone());
                     grads.register::<B>(node.id, dx);
                 }
                 if let Some(node) = node_weight {
-                    let dw = B::conv3x3_same_weight_backward(x.clone(), weight, grad.clone());
+                    let dw = B::conv_same_weight_backward(x.clone(), weight, grad.clone());
                     grads.register::<B>(node.id, dw);
                 }
                 if let Some(node) = node_bias {
@@ -405,7 +516,7 @@ impl<B: Conv3x3Backend, C: burn::backend::autodiff::checkpoint::strategy::Checkp
             }
         }
 
-        match Conv3x3Backward
+        match SameConvBackward
             .prepare::<C>([x.node(), weight.node(), bias.node()])
             .compute_bound()
             .stateful()
@@ -413,70 +524,39 @@ impl<B: Conv3x3Backend, C: burn::backend::autodiff::checkpoint::strategy::Checkp
             OpsKind::Tracked(mut prep) => {
                 let state = (prep.checkpoint(&x), prep.checkpoint(&weight), prep.checkpoint(&bias));
                 let (x, weight, bias) = (x.into_parts().0, weight.into_parts().0, bias.into_parts().0);
-                prep.finish(state, B::conv3x3_same(x, weight, bias))
+                prep.finish(state, B::conv_same(x, weight, bias))
             }
             OpsKind::UnTracked(prep) => {
                 let (x, weight, bias) = (x.into_parts().0, weight.into_parts().0, bias.into_parts().0);
-                prep.finish(B::conv3x3_same(x, weight, bias))
+                prep.finish(B::conv_same(x, weight, bias))
             }
         }
     }
 }
 
-/// True when `conv` is a 3×3, stride-1, padding-1, undilated, ungrouped convolution with a bias.
-fn is_same_3x3(conv: &Conv2d) -> bool {
-    conv.kernel_size == [3, 3]
-        && conv.stride == [1, 1]
-        && conv.dilation == [1, 1]
-        && conv.groups == 1
-        && conv.bias.is_some()
-        && matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1))
+/// The kernel size k when `conv` is a "same" convolution that [`SameConvBackend`] covers: k = 1 or
+/// 3, stride 1, zero padding k/2, undilated, ungrouped, with a bias.
+fn same_kernel(conv: &Conv2d) -> Option<usize> {
+    let [k, k2] = conv.kernel_size;
+    let padded = match (k, &conv.padding) {
+        (1, PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)) => true,
+        (3, PaddingConfig2d::Explicit(1, 1, 1, 1)) => true,
+        _ => false,
+    };
+    let plain = k == k2 && conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1;
+    (padded && plain && conv.bias.is_some()).then_some(k)
 }
 
-/// True when `conv` is a 1×1, stride-1, unpadded, ungrouped convolution with a bias.
-fn is_pointwise(conv: &Conv2d) -> bool {
-    conv.kernel_size == [1, 1]
-        && conv.stride == [1, 1]
-        && conv.groups == 1
-        && conv.bias.is_some()
-        && matches!(
-            conv.padding,
-            PaddingConfig2d::Explicit(0, 0, 0, 0) | PaddingConfig2d::Valid
-        )
-}
-
-/// A 1×1 convolution as the matrix product it is: `[out, in] × [in, h·w]` for every image.
-///
-/// # Shapes
-/// - `x`: `[batch, channels_in, height, width]` → `[batch, channels_out, height, width]`
-fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let [b, c_in, h, w] = x.dims();
-    let [c_out, ..] = conv.weight.dims();
-    let weight = conv.weight.val().reshape([1, c_out, c_in]); // [1, out, in]
-    let bias = conv
-        .bias
-        .as_ref()
-        .expect("checked by is_pointwise")
-        .val()
-        .reshape([1, c_out, 1]); // [1, out, 1]
-    let y = weight.matmul(x.reshape([b, c_in, h * w])) + bias; // [b, out, h·w]
-    y.reshape([b, c_out, h, w]) // [b, out, h, w]
-}
-
-/// `conv` applied to `x`: the one-operation convolution for a 3×3 "same" convolution, a batched
-/// matrix product for a 1×1 one (burn's module would take it through its 3-D im2col path and
-/// transposes, forward and backward), burn's module for any other.
+/// `conv` applied to `x`: one [`SameConvBackend`] operation for a 3×3 or 1×1 "same" convolution,
+/// burn's module for any other.
 ///
 /// # Shapes
 /// - `x`: `[batch, channels_in, height, width]` → `[batch, channels_out, height, width]`
 pub fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    if is_pointwise(conv) {
-        return pointwise(conv, x);
-    }
-    let Some(bias) = conv.bias.as_ref().filter(|_| is_same_3x3(conv)) else {
+    let Some(bias) = conv.bias.as_ref().filter(|_| same_kernel(conv).is_some()) else {
         return conv.forward(x);
     };
-    let y = burn::backend::Dispatch::conv3x3_same(
+    let y = burn::backend::Dispatch::conv_same(
         x.into_dispatch(),
         conv.weight.val().into_dispatch(),
         bias.val().into_dispatch(),
@@ -536,7 +616,7 @@ mod tests {
             let conv = Conv2dConfig::new([ci, co], [3, 3])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .init(&device);
-            assert!(is_same_3x3(&conv));
+            assert_eq!(same_kernel(&conv), Some(3));
             let x: Vec<f32> = rng.normal_vec(batch * ci * h * w);
             let input = Tensor::<4>::from_data(TensorData::new(x.clone(), [batch, ci, h, w]), &device);
             let ours = conv_forward(&conv, input.clone());
@@ -571,7 +651,7 @@ mod tests {
         let mut rng = NoiseRng::new(12);
         let (batch, ci, co, h, w) = (3usize, 5usize, 4usize, 3usize, 7usize);
         let conv = Conv2dConfig::new([ci, co], [1, 1]).init(&device);
-        assert!(is_pointwise(&conv));
+        assert_eq!(same_kernel(&conv), Some(1));
         let x: Vec<f32> = rng.normal_vec(batch * ci * h * w);
         let input = Tensor::<4>::from_data(TensorData::new(x.clone(), [batch, ci, h, w]), &device);
         let ours = conv_forward(&conv, input);
@@ -611,7 +691,7 @@ mod tests {
             let conv = Conv2dConfig::new([ci, co], [kernel, kernel])
                 .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
                 .init(&device);
-            assert!(is_same_3x3(&conv) || is_pointwise(&conv));
+            assert_eq!(same_kernel(&conv), Some(kernel));
             let x = Tensor::<4>::from_data(
                 TensorData::new(rng.normal_vec(batch * ci * h * w), [batch, ci, h, w]),
                 &device,
@@ -655,12 +735,13 @@ mod tests {
             .init(&device);
         let unpadded = Conv2dConfig::new([2, 2], [3, 3]).init(&device);
         let strided_pointwise = Conv2dConfig::new([2, 2], [1, 1]).with_stride([2, 2]).init(&device);
-        assert!(
-            ![&strided, &unpadded, &strided_pointwise]
-                .iter()
-                .any(|c| is_same_3x3(c) || is_pointwise(c))
-        );
-        let pointwise = Conv2dConfig::new([2, 2], [1, 1]).init(&device);
-        assert!(!is_same_3x3(&pointwise) && is_pointwise(&pointwise));
+        let five = Conv2dConfig::new([2, 2], [5, 5])
+            .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+            .init(&device);
+        let unbiased = Conv2dConfig::new([2, 2], [1, 1]).with_bias(false).init(&device);
+        for conv in [strided, unpadded, strided_pointwise, five, unbiased] {
+            assert_eq!(same_kernel(&conv), None, "{conv:?}");
+        }
+        assert_eq!(same_kernel(&Conv2dConfig::new([2, 2], [1, 1]).init(&device)), Some(1));
     }
 }
