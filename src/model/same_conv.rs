@@ -115,6 +115,43 @@ fn shifted_copies(input: &[f32], height: usize, width: usize, triple: &mut [f32]
     }
 }
 
+/// dst (m × n) += lhs (m × k) · rhs (k × n) on this thread, with gemm; each operand is its first
+/// value and its (row, column) strides.
+///
+/// # Safety
+/// Every element the strides reach must lie inside its operand's allocation.
+unsafe fn add_product(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs, dst_cs): (*mut f32, isize, isize),
+    (lhs, lhs_rs, lhs_cs): (*const f32, isize, isize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, isize, isize),
+) {
+    // SAFETY: the caller keeps every access in bounds.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs,
+            dst_rs,
+            true,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
 /// Runs `f` on this thread's scratch buffer, at least `len` values long (its contents are whatever
 /// the last use left: [`shifted_copies`] writes every value it reads). One buffer per thread, kept
 /// between calls, instead of a fresh zeroed allocation for every convolution.
@@ -177,26 +214,11 @@ fn conv_image(
         // (kx·c_in + ci)·plane + p + ky·w ≤ (3·c_in − 1)·plane + (h·w − 1) + 2·w < 3·c_in·plane, as
         // a plane is (h + 2)·w long; the output covers exactly its c_out·h·w values.
         unsafe {
-            gemm::gemm(
-                c_out,
-                n,
-                3 * c_in,
-                output.as_mut_ptr(),
-                1,
-                n as isize,
-                true,
-                packed.as_ptr().add(ky * c_out * 3 * c_in),
-                1,
-                (3 * c_in) as isize,
-                triple.as_ptr().add(ky * width),
-                1,
-                plane as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+            add_product(
+                (c_out, n, 3 * c_in),
+                (output.as_mut_ptr(), n as isize, 1),
+                (packed.as_ptr().add(ky * c_out * 3 * c_in), (3 * c_in) as isize, 1),
+                (triple.as_ptr().add(ky * width), plane as isize, 1),
             );
         }
     }
@@ -219,26 +241,11 @@ fn weight_gradient_image(
         // SAFETY: sum is written within its 3·c_out·3·c_in values; grad read within c_out·n; the
         // copies read as in `conv_image`.
         unsafe {
-            gemm::gemm(
-                c_out,
-                3 * c_in,
-                n,
-                sum.as_mut_ptr().add(ky * c_out * 3 * c_in),
-                1,
-                (3 * c_in) as isize,
-                true,
-                grad.as_ptr(),
-                1,
-                n as isize,
-                triple.as_ptr().add(ky * width),
-                plane as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+            add_product(
+                (c_out, 3 * c_in, n),
+                (sum.as_mut_ptr().add(ky * c_out * 3 * c_in), (3 * c_in) as isize, 1),
+                (grad.as_ptr(), n as isize, 1),
+                (triple.as_ptr().add(ky * width), 1, plane as isize),
             );
         }
     }
@@ -250,26 +257,11 @@ fn pointwise_image(input: &[f32], weight: &[f32], (c_in, c_out, n): (usize, usiz
     // SAFETY: every operand is read and written within its length: c_out·c_in weights, c_in·n
     // inputs, c_out·n outputs, each row-major.
     unsafe {
-        gemm::gemm(
-            c_out,
-            n,
-            c_in,
-            output.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            weight.as_ptr(),
-            1,
-            c_in as isize,
-            input.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
+        add_product(
+            (c_out, n, c_in),
+            (output.as_mut_ptr(), n as isize, 1),
+            (weight.as_ptr(), c_in as isize, 1),
+            (input.as_ptr(), n as isize, 1),
         );
     }
 }
@@ -284,26 +276,11 @@ fn pointwise_weight_gradient_image(
 ) {
     // SAFETY: sum covers c_out·c_in values, grad c_out·n, input c_in·n, all read in bounds.
     unsafe {
-        gemm::gemm(
-            c_out,
-            c_in,
-            n,
-            sum.as_mut_ptr(),
-            1,
-            c_in as isize,
-            true,
-            grad.as_ptr(),
-            1,
-            n as isize,
-            input.as_ptr(),
-            n as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
+        add_product(
+            (c_out, c_in, n),
+            (sum.as_mut_ptr(), c_in as isize, 1),
+            (grad.as_ptr(), n as isize, 1),
+            (input.as_ptr(), 1, n as isize),
         );
     }
 }
@@ -538,11 +515,11 @@ impl<B: SameConvBackend, C: burn::backend::autodiff::checkpoint::strategy::Check
 /// 3, stride 1, zero padding k/2, undilated, ungrouped, with a bias.
 fn same_kernel(conv: &Conv2d) -> Option<usize> {
     let [k, k2] = conv.kernel_size;
-    let padded = match (k, &conv.padding) {
-        (1, PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)) => true,
-        (3, PaddingConfig2d::Explicit(1, 1, 1, 1)) => true,
-        _ => false,
-    };
+    let padded = matches!(
+        (k, &conv.padding),
+        (1, PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0))
+            | (3, PaddingConfig2d::Explicit(1, 1, 1, 1))
+    );
     let plain = k == k2 && conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1;
     (padded && plain && conv.bias.is_some()).then_some(k)
 }
