@@ -10,11 +10,12 @@
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig, VarianceKind, apply_step};
 use ddpm_explorer::diffusion::schedule::NoiseSchedule;
 use ddpm_explorer::model::UNetConfig;
 use ddpm_explorer::native::allocator::keep_freed_buffers;
+use ddpm_explorer::native::threads::on_worker_threads;
 use ddpm_explorer::native::train::ema_update;
 use ddpm_explorer::rng::NoiseRng;
 use std::hint::black_box;
@@ -166,4 +167,16 @@ criterion_group!(
     bench_reverse_step,
     bench_step_update
 );
-criterion_main!(benches);
+/// `criterion_main!`, with every benchmark on rayon's worker threads as the `ddpm` binary runs
+/// (`DDPM_BENCH_FROM_MAIN=1`: from the main thread instead, to measure what that costs).
+fn main() {
+    let run = || {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    };
+    if std::env::var_os("DDPM_BENCH_FROM_MAIN").is_some() {
+        run()
+    } else {
+        on_worker_threads(run)
+    }
+}

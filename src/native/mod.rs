@@ -4,4 +4,5 @@ pub mod allocator;
 pub mod device;
 pub mod io;
 pub mod plot;
+pub mod threads;
 pub mod train;

@@ -40,7 +40,7 @@ enum Command {
 fn main() {
     ddpm_explorer::native::allocator::keep_freed_buffers();
     let cli = Cli::parse();
-    let result = match cli.command {
+    let result = ddpm_explorer::native::threads::on_worker_threads(|| match cli.command {
         Command::Train(a) => train::run(a),
         Command::Sample(a) => sample::run(a),
         Command::Schedule(a) => schedule::run(a),
@@ -48,7 +48,7 @@ fn main() {
         Command::Classifier(a) => classifier::run(a),
         Command::Eval(a) => eval::run(a),
         Command::PlotLoss(a) => plot_loss::run(a),
-    };
+    });
     if let Err(e) = result {
         // One line: the error and its context chain.
         eprintln!("error: {e:#}");
