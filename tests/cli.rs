@@ -28,6 +28,36 @@ fn assert_fails_with(o: &Output, needle: &str) {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// With no graphical session (a server, a container, CI), `--device auto` looks for a GPU without
+/// any graphics library printing errors on the way (Mesa's Vulkan layers asked Wayland and
+/// libwayland printed "error: XDG_RUNTIME_DIR is invalid" twice): stderr holds no error line.
+#[test]
+fn auto_device_on_a_headless_machine_prints_no_foreign_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("samples.png");
+    let weights = concat!(env!("CARGO_MANIFEST_DIR"), "/assets");
+    let o = Command::new(env!("CARGO_BIN_EXE_ddpm"))
+        .args([
+            "sample",
+            "--weights",
+            weights,
+            "--n",
+            "2",
+            "--steps",
+            "2",
+            "--out",
+            png.to_str().unwrap(),
+        ])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("NODEVICE_SELECT")
+        .output()
+        .expect("the ddpm binary runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).to_lowercase().contains("error"), "{}", stderr(&o));
+    assert!(png.exists());
+}
+
 /// A tiny IDX dataset of blurry squares and bars (28×28), written to `dir`.
 fn write_tiny_dataset(dir: &Path) {
     let mut rng = NoiseRng::new(9);

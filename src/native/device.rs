@@ -40,6 +40,25 @@ pub enum DeviceError {
     NoAdapter(String),
 }
 
+/// Turns off Mesa's Vulkan "device select" layer where there is no graphical session.
+///
+/// Mesa installs that layer implicitly; when wgpu lists Vulkan adapters it asks the Wayland
+/// compositor for the default GPU, and with no session (a server, a container, CI) libwayland
+/// prints "error: XDG_RUNTIME_DIR is invalid or not set in the environment" for each probe.
+/// `--device` chooses the adapter itself, so nothing is lost; `NODEVICE_SELECT=1` is the layer's
+/// own off switch. Call first thing in `main`, before any other thread exists.
+pub fn quiet_vulkan_device_select() {
+    #[cfg(target_os = "linux")]
+    {
+        let unset = |name| std::env::var_os(name).is_none();
+        if unset("WAYLAND_DISPLAY") && unset("XDG_RUNTIME_DIR") && unset("NODEVICE_SELECT") {
+            // SAFETY: called before the program starts any thread, so nothing reads the
+            // environment while it changes.
+            unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+        }
+    }
+}
+
 /// Resolves a [`DeviceChoice`]. `Auto` only takes a hardware GPU; `Wgpu` fails with a message
 /// when wgpu finds no adapter at all.
 pub fn choose_device(choice: DeviceChoice) -> Result<ChosenDevice, DeviceError> {

@@ -26,7 +26,11 @@ mod tests {
 
     #[test]
     fn work_runs_on_a_pool_worker_and_its_result_comes_back() {
-        assert_eq!(rayon::current_thread_index(), None, "the test thread is outside any pool");
+        assert_eq!(
+            rayon::current_thread_index(),
+            None,
+            "the test thread is outside any pool"
+        );
         let (index, threads) = on_worker_threads(|| (rayon::current_thread_index(), rayon::current_num_threads()));
         assert!(index.is_some(), "the work ran outside the pool");
         assert!(threads >= 1);

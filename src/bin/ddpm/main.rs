@@ -39,6 +39,7 @@ enum Command {
 
 fn main() {
     ddpm_explorer::native::allocator::keep_freed_buffers();
+    ddpm_explorer::native::device::quiet_vulkan_device_select();
     let cli = Cli::parse();
     let result = ddpm_explorer::native::threads::on_worker_threads(|| match cli.command {
         Command::Train(a) => train::run(a),
