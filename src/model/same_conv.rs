@@ -20,7 +20,7 @@ use burn::backend::{Backend, Flex, TensorMetadata, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Shape, Tensor, TensorData};
 
 /// The options of burn's `conv2d` that [`SameConvBackend`] covers, for a `kernel` × `kernel` kernel.
 fn same_options(kernel: usize) -> ConvOptions<2> {
@@ -224,28 +224,71 @@ fn conv_image(
     }
 }
 
+/// The values of [`shifted_copies`] laid out pixel by pixel: row q of `rows` (`[(h + 2)·w, 3·c]`)
+/// holds copy kx of channel ci at position q in column kx·c + ci. A kernel row's ∂w product then
+/// reads this operand with unit stride along the weights, which gemm uses in place; the
+/// channel-major copies it had to transpose for every kernel row of every image.
+fn shifted_rows(input: &[f32], height: usize, width: usize, rows: &mut [f32]) {
+    let image = height * width;
+    let channels = input.len() / image;
+    let row_len = 3 * channels;
+    let (top, rest) = rows.split_at_mut(width * row_len);
+    let (middle, bottom) = rest.split_at_mut(image * row_len);
+    top.fill(0.0);
+    bottom.fill(0.0);
+    // Copy kx = 1 is the image itself, transposed a block of pixels at a time (the block's rows
+    // stay in the L1 cache while every channel is written into them).
+    const BLOCK: usize = 64;
+    for first in (0..image).step_by(BLOCK) {
+        let last = (first + BLOCK).min(image);
+        for (ci, channel) in input.chunks_exact(image).enumerate() {
+            for (p, &value) in channel[first..last].iter().enumerate() {
+                middle[(first + p) * row_len + channels + ci] = value;
+            }
+        }
+    }
+    // Copies kx = 0 and 2 are the left and right neighbours' kx = 1 columns, zero past the edge.
+    for p in 0..image {
+        let (x, row) = (p % width, p * row_len);
+        if x == 0 {
+            middle[row..row + channels].fill(0.0);
+        } else {
+            middle.copy_within(row - row_len + channels..row - row_len + 2 * channels, row);
+        }
+        if x == width - 1 {
+            middle[row + 2 * channels..row + row_len].fill(0.0);
+        } else {
+            middle.copy_within(
+                row + row_len + channels..row + row_len + 2 * channels,
+                row + 2 * channels,
+            );
+        }
+    }
+}
+
 /// One image's share of ∂L/∂weight, added to `sum` (packed as [`pack_weights`] packs): for each
 /// kernel row ky, the product of the output gradient (`[c_out, h·w]`) with the input's
-/// [`shifted_copies`] shifted down by ky rows (`[h·w, 3·c_in]`, read transposed in place).
+/// [`shifted_rows`] from row ky·w on (`[h·w, 3·c_in]`).
 fn weight_gradient_image(
     input: &[f32],
     grad: &[f32],
     (c_in, c_out, height, width): (usize, usize, usize, usize),
-    triple: &mut [f32],
+    rows: &mut [f32],
     sum: &mut [f32],
 ) {
-    shifted_copies(input, height, width, triple);
-    let (n, plane) = (height * width, plane_len(height, width));
+    shifted_rows(input, height, width, rows);
+    let n = height * width;
+    let row_len = 3 * c_in;
     for ky in 0..3 {
-        // sum[ky, co, kx·c_in + ci] += Σ_p grad[co, p] · copy_kx[ci, p + ky·w]
-        // SAFETY: sum is written within its 3·c_out·3·c_in values; grad read within c_out·n; the
-        // copies read as in `conv_image`.
+        // sum[ky, co, kx·c_in + ci] += Σ_p grad[co, p] · rows[p + ky·w, kx·c_in + ci]
+        // SAFETY: sum is written within its 3·c_out·3·c_in values; grad read within c_out·n; rows
+        // up to (n − 1 + 2·w)·3·c_in + 3·c_in − 1 < (h + 2)·w·3·c_in, its length.
         unsafe {
             add_product(
-                (c_out, 3 * c_in, n),
-                (sum.as_mut_ptr().add(ky * c_out * 3 * c_in), (3 * c_in) as isize, 1),
+                (c_out, row_len, n),
+                (sum.as_mut_ptr().add(ky * c_out * row_len), row_len as isize, 1),
                 (grad.as_ptr(), n as isize, 1),
-                (triple.as_ptr().add(ky * width), 1, plane as isize),
+                (rows.as_ptr().add(ky * width * row_len), row_len as isize, 1),
             );
         }
     }
@@ -441,9 +484,7 @@ impl SameConvBackend for Flex {
         } else {
             let (dims, triple_len) = ((c_in, c_out, height, width), 3 * c_in * plane_len(height, width));
             let packed = sum_over_images(x, in_len, grad, out_len, weight_len, |sum, (input, grad)| {
-                with_scratch(triple_len, |triple| {
-                    weight_gradient_image(input, grad, dims, triple, sum)
-                })
+                with_scratch(triple_len, |rows| weight_gradient_image(input, grad, dims, rows, sum))
             });
             unpack_weights(&packed, c_in, c_out)
         };
@@ -455,7 +496,7 @@ impl SameConvBackend for Flex {
 impl SameConvBackend for burn::backend::wgpu::CubeBackend {}
 
 /// Under autodiff: the forward on the inner backend, recording a backward step that calls its two
-/// gradient operations (and burn's bias gradient, a sum).
+/// gradient operations (and the bias gradient, a sum).
 #[cfg(feature = "native")]
 impl<B: SameConvBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy> SameConvBackend
     for burn::backend::Autodiff<B, C>
@@ -470,15 +511,14 @@ impl<B: SameConvBackend, C: burn::backend::autodiff::checkpoint::strategy::Check
         struct SameConvBackward;
 
         impl<B: SameConvBackend> Backward<B, 3> for SameConvBackward {
-            type State = (NodeId, NodeId, NodeId);
+            type State = (NodeId, NodeId);
 
             fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
                 let [node_x, node_weight, node_bias] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
-                let (x, weight, bias) = ops.state;
+                let (x, weight) = ops.state;
                 let x: FloatTensor<B> = checkpointer.retrieve_node_output(x);
                 let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight);
-                let bias: FloatTensor<B> = checkpointer.retrieve_node_output(bias);
                 if let Some(node) = node_x {
                     let dx = B::conv_same_x_backward(x.clone(), weight.clone(), grad.clone());
                     grads.register::<B>(node.id, dx);
@@ -488,7 +528,15 @@ impl<B: SameConvBackend, C: burn::backend::autodiff::checkpoint::strategy::Check
                     grads.register::<B>(node.id, dw);
                 }
                 if let Some(node) = node_bias {
-                    grads.register::<B>(node.id, B::conv2d_bias_backward(x, bias, grad));
+                    // ∂L/∂bias[o] = Σ_{b, y, x} grad[b, o, y, x]: sums along each channel's
+                    // contiguous pixels, then over the images (burn's `conv2d_bias_backward`
+                    // transposes the whole gradient first).
+                    let shape = grad.shape();
+                    let (batch, c_out, pixels) = (shape[0], shape[1], shape[2] * shape[3]);
+                    let rows = B::float_reshape(grad, Shape::new([batch, c_out, pixels]));
+                    let per_image = B::float_sum_dim(rows, 2); // [batch, c_out, 1]
+                    let total = B::float_sum_dim(per_image, 0); // [1, c_out, 1]
+                    grads.register::<B>(node.id, B::float_reshape(total, Shape::new([c_out])));
                 }
             }
         }
@@ -499,7 +547,7 @@ impl<B: SameConvBackend, C: burn::backend::autodiff::checkpoint::strategy::Check
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), prep.checkpoint(&weight), prep.checkpoint(&bias));
+                let state = (prep.checkpoint(&x), prep.checkpoint(&weight));
                 let (x, weight, bias) = (x.into_parts().0, weight.into_parts().0, bias.into_parts().0);
                 prep.finish(state, B::conv_same(x, weight, bias))
             }
@@ -661,6 +709,10 @@ mod tests {
         for (batch, ci, co, h, w, kernel) in [
             (3usize, 4usize, 6usize, 5usize, 7usize, 3usize),
             (1, 2, 3, 4, 4, 3),
+            // More pixels than one transposed block of `shifted_rows` (64); one column; one row.
+            (2, 3, 5, 9, 9, 3),
+            (2, 2, 3, 6, 1, 3),
+            (1, 2, 2, 1, 5, 3),
             (3, 6, 4, 5, 7, 1),
             (2, 3, 9, 4, 4, 1),
         ] {
