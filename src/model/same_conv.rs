@@ -20,7 +20,7 @@ use burn::backend::{Backend, Flex, TensorMetadata, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{DType, Shape, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 
 /// The options of burn's `conv2d` that [`SameConvBackend`] covers, for a `kernel` × `kernel` kernel.
 fn same_options(kernel: usize) -> ConvOptions<2> {
@@ -533,10 +533,10 @@ impl<B: SameConvBackend, C: burn::backend::autodiff::checkpoint::strategy::Check
                     // transposes the whole gradient first).
                     let shape = grad.shape();
                     let (batch, c_out, pixels) = (shape[0], shape[1], shape[2] * shape[3]);
-                    let rows = B::float_reshape(grad, Shape::new([batch, c_out, pixels]));
+                    let rows = B::float_reshape(grad, burn::tensor::Shape::new([batch, c_out, pixels]));
                     let per_image = B::float_sum_dim(rows, 2); // [batch, c_out, 1]
                     let total = B::float_sum_dim(per_image, 0); // [1, c_out, 1]
-                    grads.register::<B>(node.id, B::float_reshape(total, Shape::new([c_out])));
+                    grads.register::<B>(node.id, B::float_reshape(total, burn::tensor::Shape::new([c_out])));
                 }
             }
         }
