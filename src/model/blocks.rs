@@ -1,6 +1,7 @@
 //! The U-Net's building blocks: residual blocks with time injection, self-attention, and the
 //! resampling layers.
 
+use super::down_conv::down_conv_forward;
 use super::dropout::dropout;
 use super::norm_silu::norm_silu;
 use super::same_conv::conv_forward;
@@ -176,7 +177,7 @@ impl Downsample {
     /// # Shapes
     /// - `x`: `[batch, c, h, w]` → `[batch, c, ⌈h/2⌉, ⌈w/2⌉]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(x)
+        down_conv_forward(&self.conv, x) // [b, c, ⌈h/2⌉, ⌈w/2⌉]
     }
 }
 

@@ -1,6 +1,7 @@
 //! The ε-prediction network: timestep embedding, building blocks, the U-Net and its weights format.
 
 pub mod blocks;
+pub mod down_conv;
 pub mod dropout;
 pub mod embedding;
 pub mod norm_silu;

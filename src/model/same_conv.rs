@@ -120,7 +120,7 @@ fn shifted_copies(input: &[f32], height: usize, width: usize, triple: &mut [f32]
 ///
 /// # Safety
 /// Every element the strides reach must lie inside its operand's allocation.
-unsafe fn add_product(
+pub(super) unsafe fn add_product(
     (m, n, k): (usize, usize, usize),
     (dst, dst_rs, dst_cs): (*mut f32, isize, isize),
     (lhs, lhs_rs, lhs_cs): (*const f32, isize, isize),
@@ -155,7 +155,7 @@ unsafe fn add_product(
 /// Runs `f` on this thread's scratch buffer, at least `len` values long (its contents are whatever
 /// the last use left: [`shifted_copies`] writes every value it reads). One buffer per thread, kept
 /// between calls, instead of a fresh zeroed allocation for every convolution.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -329,7 +329,7 @@ fn pointwise_weight_gradient_image(
 }
 
 /// Runs `image` on every (input, output) image pair, in parallel natively.
-fn for_each_image(
+pub(super) fn for_each_image(
     x: &[f32],
     in_len: usize,
     out: &mut [f32],
@@ -351,7 +351,7 @@ fn for_each_image(
 
 /// Σ over the images of `image`'s contribution to a `len`-value sum, given each (input, gradient)
 /// image pair; each thread sums its images, the partial sums are added at the end (natively).
-fn sum_over_images(
+pub(super) fn sum_over_images(
     x: &[f32],
     in_len: usize,
     grad: &[f32],
@@ -495,6 +495,19 @@ impl SameConvBackend for Flex {
 #[cfg(any(feature = "native", target_family = "wasm"))]
 impl SameConvBackend for burn::backend::wgpu::CubeBackend {}
 
+/// ∂L/∂bias of a convolution, given `grad` = ∂L/∂output `[batch, c_out, h, w]`: Σ_{b, y, x}
+/// grad[b, o, y, x], summed along each channel's contiguous pixels, then over the images (burn's
+/// `conv2d_bias_backward` transposes the whole gradient first).
+#[cfg(feature = "native")]
+pub(super) fn bias_gradient<B: Backend>(grad: FloatTensor<B>) -> FloatTensor<B> {
+    let shape = grad.shape();
+    let (batch, c_out, pixels) = (shape[0], shape[1], shape[2] * shape[3]);
+    let rows = B::float_reshape(grad, burn::tensor::Shape::new([batch, c_out, pixels]));
+    let per_image = B::float_sum_dim(rows, 2); // [batch, c_out, 1]
+    let total = B::float_sum_dim(per_image, 0); // [1, c_out, 1]
+    B::float_reshape(total, burn::tensor::Shape::new([c_out]))
+}
+
 /// Under autodiff: the forward on the inner backend, recording a backward step that calls its two
 /// gradient operations (and the bias gradient, a sum).
 #[cfg(feature = "native")]
@@ -528,15 +541,7 @@ impl<B: SameConvBackend, C: burn::backend::autodiff::checkpoint::strategy::Check
                     grads.register::<B>(node.id, dw);
                 }
                 if let Some(node) = node_bias {
-                    // ∂L/∂bias[o] = Σ_{b, y, x} grad[b, o, y, x]: sums along each channel's
-                    // contiguous pixels, then over the images (burn's `conv2d_bias_backward`
-                    // transposes the whole gradient first).
-                    let shape = grad.shape();
-                    let (batch, c_out, pixels) = (shape[0], shape[1], shape[2] * shape[3]);
-                    let rows = B::float_reshape(grad, burn::tensor::Shape::new([batch, c_out, pixels]));
-                    let per_image = B::float_sum_dim(rows, 2); // [batch, c_out, 1]
-                    let total = B::float_sum_dim(per_image, 0); // [1, c_out, 1]
-                    grads.register::<B>(node.id, B::float_reshape(total, burn::tensor::Shape::new([c_out])));
+                    grads.register::<B>(node.id, bias_gradient::<B>(grad));
                 }
             }
         }
