@@ -11,7 +11,8 @@
 //! and three products give the convolution. A 1×1 kernel is one product `[out, in] × [in, H·W]`
 //! per image, on the image as it is. The gradients take the same route: ∂L/∂x is this convolution
 //! of the output gradient with the kernel flipped and its channels swapped, ∂L/∂w products of the
-//! output gradient with the (shifted) input, read transposed in place. Under autodiff (natively)
+//! output gradient with the input (for 3×3, the same shifted copies laid out pixel by pixel; for
+//! 1×1, the input read transposed in place). Under autodiff (natively)
 //! the forward records a backward step that calls them. Other backends use their own `conv2d`.
 
 use burn::backend::ops::ModuleOps;
@@ -153,7 +154,7 @@ pub(super) unsafe fn add_product(
 }
 
 /// Runs `f` on this thread's scratch buffer, at least `len` values long (its contents are whatever
-/// the last use left: [`shifted_copies`] writes every value it reads). One buffer per thread, kept
+/// the last use left: every user writes each value before it reads it). One buffer per thread, kept
 /// between calls, instead of a fresh zeroed allocation for every convolution.
 pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     thread_local! {
@@ -226,8 +227,8 @@ fn conv_image(
 
 /// The values of [`shifted_copies`] laid out pixel by pixel: row q of `rows` (`[(h + 2)·w, 3·c]`)
 /// holds copy kx of channel ci at position q in column kx·c + ci. A kernel row's ∂w product then
-/// reads this operand with unit stride along the weights, which gemm uses in place; the
-/// channel-major copies it had to transpose for every kernel row of every image.
+/// reads this operand with unit stride along the weights, which gemm uses in place (the
+/// channel-major copies, gemm transposed for every kernel row of every image).
 fn shifted_rows(input: &[f32], height: usize, width: usize, rows: &mut [f32]) {
     let image = height * width;
     let channels = input.len() / image;
