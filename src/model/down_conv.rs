@@ -10,14 +10,16 @@
 //! transposed, and ∂L/∂x is the transposed weights times the output gradient, scattered back onto
 //! the taps' input pixels. Other backends use their own `conv2d`.
 
-use super::same_conv::{add_product, for_each_image, sum_over_images, with_scratch};
+#[cfg(feature = "native")]
+use super::conv_ops::autodiff_conv_extension;
+use super::conv_ops::{add_product, all_f32, bias_filled, for_each_image, sum_over_images, with_f32, with_scratch};
 use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Flex, backend_extension};
+use burn::backend::{Backend, Flex, TensorMetadata, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
 /// burn's `conv2d` options of the operation: stride 2, padding 1.
 fn down_options() -> ConvOptions<2> {
@@ -97,6 +99,16 @@ fn gather_taps(input: &[f32], height: usize, width: usize, cols: &mut [f32]) {
     }
 }
 
+/// Runs `f` on one image's taps (see [`gather_taps`]), `[9·c, h_out·w_out]` in this thread's
+/// scratch buffer.
+fn with_taps<R>(input: &[f32], height: usize, width: usize, f: impl FnOnce(&[f32]) -> R) -> R {
+    let len = 9 * input.len() / (height * width) * halved(height) * halved(width);
+    with_scratch(len, |cols| {
+        gather_taps(input, height, width, cols);
+        f(cols)
+    })
+}
+
 /// The inverse of [`gather_taps`]: adds each value of `cols` onto the input pixel its tap reads
 /// (the padding's values are dropped).
 fn scatter_taps(cols: &[f32], height: usize, width: usize, input: &mut [f32]) {
@@ -117,47 +129,31 @@ fn scatter_taps(cols: &[f32], height: usize, width: usize, input: &mut [f32]) {
     }
 }
 
-/// Whether every one of `tensors` holds f32 values (others take burn's own convolution).
-fn all_f32(tensors: [&FloatTensor<Flex>; 3]) -> bool {
-    tensors.iter().all(|t| t.dtype() == DType::F32)
-}
-
 impl DownConvBackend for Flex {
     fn conv_down(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         if !all_f32([&x, &weight, &bias]) {
             return Self::conv2d(x, weight, Some(bias), down_options());
         }
-        let shape = x.layout().shape().clone();
-        let (batch, c_in, height, width) = (shape[0], shape[1], shape[2], shape[3]);
-        let c_out = weight.layout().shape()[0];
-        let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
-        let x = x.as_slice::<f32>().expect("contiguous f32");
-        let weight = weight.as_slice::<f32>().expect("contiguous f32");
-        let bias = bias.as_slice::<f32>().expect("contiguous f32");
+        let [batch, c_in, height, width] = x.shape().dims();
+        let c_out = weight.shape()[0];
         let (h_out, w_out) = (halved(height), halved(width));
         let n = h_out * w_out;
         let (in_len, out_len, k) = (c_in * height * width, c_out * n, 9 * c_in);
-        // The output starts as the bias, which the product adds to.
-        let mut out = Vec::with_capacity(batch * out_len);
-        for _ in 0..batch {
-            for &b in bias {
-                out.extend(std::iter::repeat_n(b, n));
-            }
-        }
-        for_each_image(x, in_len, &mut out, out_len, |(input, output)| {
-            with_scratch(k * n, |cols| {
-                gather_taps(input, height, width, cols);
+        let out = with_f32([&x, &weight, &bias], |[x, weight, bias]| {
+            let mut out = bias_filled(bias, batch, n);
+            for_each_image(x, in_len, &mut out, out_len, |(input, output)| {
                 // output [c_out, n] += weight [c_out, 9·c_in] · cols [9·c_in, n]
                 // SAFETY: each operand is its full row-major matrix, read and written in bounds.
-                unsafe {
+                with_taps(input, height, width, |cols| unsafe {
                     add_product(
                         (c_out, n, k),
                         (output.as_mut_ptr(), n as isize, 1),
                         (weight.as_ptr(), k as isize, 1),
                         (cols.as_ptr(), n as isize, 1),
                     )
-                }
-            })
+                })
+            });
+            out
         });
         burn::backend::flex::FlexTensor::from_data(TensorData::new(out, [batch, c_out, h_out, w_out]))
     }
@@ -170,29 +166,27 @@ impl DownConvBackend for Flex {
         if !all_f32([&x, &weight, &grad]) {
             return Self::conv2d_x_backward(x, weight, grad, down_options());
         }
-        let shape = x.layout().shape().clone();
-        let (batch, c_in, height, width) = (shape[0], shape[1], shape[2], shape[3]);
-        let c_out = weight.layout().shape()[0];
-        let (weight, grad) = (weight.to_contiguous(), grad.to_contiguous());
-        let weight = weight.as_slice::<f32>().expect("contiguous f32");
-        let grad = grad.as_slice::<f32>().expect("contiguous f32");
+        let [batch, c_in, height, width] = x.shape().dims();
+        let c_out = weight.shape()[0];
         let n = halved(height) * halved(width);
         let (in_len, out_len, k) = (c_in * height * width, c_out * n, 9 * c_in);
         let mut dx = vec![0.0f32; batch * in_len];
-        for_each_image(grad, out_len, &mut dx, in_len, |(grad, dx)| {
-            with_scratch(k * n, |cols| {
-                cols.fill(0.0);
-                // cols [9·c_in, n] = weightᵀ [9·c_in, c_out] · grad [c_out, n]
-                // SAFETY: as in `conv_down`, the weights read transposed within their c_out·9·c_in.
-                unsafe {
-                    add_product(
-                        (k, n, c_out),
-                        (cols.as_mut_ptr(), n as isize, 1),
-                        (weight.as_ptr(), 1, k as isize),
-                        (grad.as_ptr(), n as isize, 1),
-                    )
-                }
-                scatter_taps(cols, height, width, dx);
+        with_f32([&weight, &grad], |[weight, grad]| {
+            for_each_image(grad, out_len, &mut dx, in_len, |(grad, dx)| {
+                with_scratch(k * n, |cols| {
+                    cols.fill(0.0);
+                    // cols [9·c_in, n] = weightᵀ [9·c_in, c_out] · grad [c_out, n]
+                    // SAFETY: as in `conv_down`, the weights read transposed within their c_out·9·c_in.
+                    unsafe {
+                        add_product(
+                            (k, n, c_out),
+                            (cols.as_mut_ptr(), n as isize, 1),
+                            (weight.as_ptr(), 1, k as isize),
+                            (grad.as_ptr(), n as isize, 1),
+                        )
+                    }
+                    scatter_taps(cols, height, width, dx);
+                })
             })
         });
         burn::backend::flex::FlexTensor::from_data(TensorData::new(dx, [batch, c_in, height, width]))
@@ -206,27 +200,22 @@ impl DownConvBackend for Flex {
         if !all_f32([&x, &weight, &grad]) {
             return Self::conv2d_weight_backward(x, weight, grad, down_options());
         }
-        let shape = x.layout().shape().clone();
-        let (c_in, height, width) = (shape[1], shape[2], shape[3]);
-        let c_out = weight.layout().shape()[0];
-        let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
-        let x = x.as_slice::<f32>().expect("contiguous f32");
-        let grad = grad.as_slice::<f32>().expect("contiguous f32");
+        let [_, c_in, height, width] = x.shape().dims();
+        let c_out = weight.shape()[0];
         let n = halved(height) * halved(width);
         let (in_len, out_len, k) = (c_in * height * width, c_out * n, 9 * c_in);
-        let dw = sum_over_images(x, in_len, grad, out_len, c_out * k, |sum, (input, grad)| {
-            with_scratch(k * n, |cols| {
-                gather_taps(input, height, width, cols);
+        let dw = with_f32([&x, &grad], |[x, grad]| {
+            sum_over_images(x, in_len, grad, out_len, c_out * k, |sum, (input, grad)| {
                 // sum [c_out, 9·c_in] += grad [c_out, n] · colsᵀ [n, 9·c_in]
                 // SAFETY: as in `conv_down`, cols read transposed within its 9·c_in·n values.
-                unsafe {
+                with_taps(input, height, width, |cols| unsafe {
                     add_product(
                         (c_out, k, n),
                         (sum.as_mut_ptr(), k as isize, 1),
                         (grad.as_ptr(), n as isize, 1),
                         (cols.as_ptr(), 1, n as isize),
                     )
-                }
+                })
             })
         });
         burn::backend::flex::FlexTensor::from_data(TensorData::new(dw, [c_out, c_in, 3, 3]))
@@ -236,61 +225,8 @@ impl DownConvBackend for Flex {
 #[cfg(any(feature = "native", target_family = "wasm"))]
 impl DownConvBackend for burn::backend::wgpu::CubeBackend {}
 
-/// Under autodiff: the forward on the inner backend, recording a backward step that calls its two
-/// gradient operations (and the bias gradient, a sum).
 #[cfg(feature = "native")]
-impl<B: DownConvBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy> DownConvBackend
-    for burn::backend::Autodiff<B, C>
-{
-    fn conv_down(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        use burn::backend::autodiff::NodeId;
-        use burn::backend::autodiff::checkpoint::base::Checkpointer;
-        use burn::backend::autodiff::grads::Gradients;
-        use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-
-        #[derive(Debug)]
-        struct DownConvBackward;
-
-        impl<B: DownConvBackend> Backward<B, 3> for DownConvBackward {
-            type State = (NodeId, NodeId);
-
-            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-                let [node_x, node_weight, node_bias] = ops.parents;
-                let grad = grads.consume::<B>(&ops.node);
-                let (x, weight) = ops.state;
-                let x: FloatTensor<B> = checkpointer.retrieve_node_output(x);
-                let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight);
-                if let Some(node) = node_x {
-                    let dx = B::conv_down_x_backward(x.clone(), weight.clone(), grad.clone());
-                    grads.register::<B>(node.id, dx);
-                }
-                if let Some(node) = node_weight {
-                    let dw = B::conv_down_weight_backward(x, weight, grad.clone());
-                    grads.register::<B>(node.id, dw);
-                }
-                if let Some(node) = node_bias {
-                    grads.register::<B>(node.id, super::same_conv::bias_gradient::<B>(grad));
-                }
-            }
-        }
-
-        match DownConvBackward
-            .prepare::<C>([x.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), prep.checkpoint(&weight));
-                let (x, weight, bias) = (x.into_parts().0, weight.into_parts().0, bias.into_parts().0);
-                prep.finish(state, B::conv_down(x, weight, bias))
-            }
-            OpsKind::UnTracked(prep) => {
-                let (x, weight, bias) = (x.into_parts().0, weight.into_parts().0, bias.into_parts().0);
-                prep.finish(B::conv_down(x, weight, bias))
-            }
-        }
-    }
-}
+autodiff_conv_extension!(DownConvBackend, DownConv: conv_down, conv_down_x_backward, conv_down_weight_backward);
 
 /// Whether `conv` is the convolution [`DownConvBackend`] covers: 3×3, stride 2, zero padding 1,
 /// undilated, ungrouped, with a bias.
@@ -322,40 +258,11 @@ pub fn down_conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::conv_ops::test_support::{assert_equals_definition_and_burn, assert_gradients_equal_burns};
     use super::*;
     use crate::rng::NoiseRng;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::Device;
-
-    /// The convolution written out as its definition, in f64: out[b, o, y, x] = bias[o] +
-    /// Σ_{i, dy, dx} w[o, i, dy, dx] · in[b, i, 2y + dy − 1, 2x + dx − 1], zero outside the image.
-    fn by_definition(x: &[f32], w: &[f32], bias: &[f32], [b, ci, h, wd]: [usize; 4], co: usize) -> Vec<f64> {
-        let (ho, wo) = (h.div_ceil(2), wd.div_ceil(2));
-        let mut out = vec![0.0f64; b * co * ho * wo];
-        for n in 0..b {
-            for o in 0..co {
-                for y in 0..ho {
-                    for xx in 0..wo {
-                        let mut acc = bias[o] as f64;
-                        for i in 0..ci {
-                            for dy in 0..3 {
-                                for dx in 0..3 {
-                                    let (yy, xs) = (2 * y as isize + dy - 1, 2 * xx as isize + dx - 1);
-                                    if yy >= 0 && xs >= 0 && (yy as usize) < h && (xs as usize) < wd {
-                                        let (dy, dx) = (dy as usize, dx as usize);
-                                        acc += w[((o * ci + i) * 3 + dy) * 3 + dx] as f64
-                                            * x[((n * ci + i) * h + yy as usize) * wd + xs as usize] as f64;
-                                    }
-                                }
-                            }
-                        }
-                        out[((n * co + o) * ho + y) * wo + xx] = acc;
-                    }
-                }
-            }
-        }
-        out
-    }
 
     fn down_conv(ci: usize, co: usize, device: &Device) -> Conv2d {
         Conv2dConfig::new([ci, co], [3, 3])
@@ -380,26 +287,7 @@ mod tests {
         for (batch, ci, co, h, w) in SHAPES {
             let conv = down_conv(ci, co, &device);
             assert!(is_down_conv(&conv));
-            let x = rng.normal_vec(batch * ci * h * w);
-            let input = Tensor::<4>::from_data(TensorData::new(x.clone(), [batch, ci, h, w]), &device);
-            let ours = down_conv_forward(&conv, input.clone());
-            assert_eq!(ours.dims(), [batch, co, h.div_ceil(2), w.div_ceil(2)]);
-            let ours = ours.into_data().try_to_vec::<f32>().unwrap();
-            let burns = conv.forward(input).into_data().try_to_vec::<f32>().unwrap();
-            let weight = conv.weight.val().into_data().try_to_vec::<f32>().unwrap();
-            let bias = conv
-                .bias
-                .as_ref()
-                .unwrap()
-                .val()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap();
-            let exact = by_definition(&x, &weight, &bias, [batch, ci, h, w], co);
-            for ((o, b), e) in ours.iter().zip(&burns).zip(&exact) {
-                assert!((*o as f64 - e).abs() <= 1e-5 * (1.0 + e.abs()), "{o} vs definition {e}");
-                assert!((o - b).abs() <= 1e-4 * (1.0 + b.abs()), "{o} vs burn {b}");
-            }
+            assert_equals_definition_and_burn(&conv, down_conv_forward, [batch, ci, h, w], 2, 1e-4, &mut rng);
         }
     }
 
@@ -409,38 +297,7 @@ mod tests {
         let mut rng = NoiseRng::new(8);
         for (batch, ci, co, h, w) in SHAPES {
             let conv = down_conv(ci, co, &device);
-            let x = Tensor::<4>::from_data(
-                TensorData::new(rng.normal_vec(batch * ci * h * w), [batch, ci, h, w]),
-                &device,
-            )
-            .require_grad();
-            // L = Σ r ⊙ conv(x) with a random r, so every output's gradient differs.
-            let out_shape = [batch, co, h.div_ceil(2), w.div_ceil(2)];
-            let r = Tensor::<4>::from_data(
-                TensorData::new(rng.normal_vec(out_shape.iter().product()), out_shape),
-                &device,
-            );
-            let gradients = |ours: bool| {
-                let y = if ours {
-                    down_conv_forward(&conv, x.clone())
-                } else {
-                    conv.forward(x.clone())
-                };
-                let grads = (y * r.clone()).sum().backward();
-                [
-                    x.grad(&grads).unwrap().into_data(),
-                    conv.weight.grad(&grads).unwrap().into_data(),
-                    conv.bias.as_ref().unwrap().grad(&grads).unwrap().into_data(),
-                ]
-            };
-            let (ours, burns) = (gradients(true), gradients(false));
-            for (name, (o, b)) in ["x", "weight", "bias"].iter().zip(ours.iter().zip(&burns)) {
-                let (o, b) = (o.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
-                assert_eq!(o.len(), b.len());
-                for (o, b) in o.iter().zip(b) {
-                    assert!((o - b).abs() <= 1e-4 * (1.0 + b.abs()), "∂L/∂{name}: {o} vs burn {b}");
-                }
-            }
+            assert_gradients_equal_burns(&conv, down_conv_forward, [batch, ci, h, w], &device, &mut rng);
         }
     }
 

@@ -1,6 +1,7 @@
 //! The ε-prediction network: timestep embedding, building blocks, the U-Net and its weights format.
 
 pub mod blocks;
+mod conv_ops;
 pub mod down_conv;
 pub mod dropout;
 pub mod embedding;

@@ -21,7 +21,11 @@ use burn::backend::{Backend, Flex, TensorMetadata, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
+
+#[cfg(feature = "native")]
+use super::conv_ops::autodiff_conv_extension;
+use super::conv_ops::{add_product, all_f32, bias_filled, for_each_image, sum_over_images, with_f32, with_scratch};
 
 /// The options of burn's `conv2d` that [`SameConvBackend`] covers, for a `kernel` × `kernel` kernel.
 fn same_options(kernel: usize) -> ConvOptions<2> {
@@ -114,59 +118,6 @@ fn shifted_copies(input: &[f32], height: usize, width: usize, triple: &mut [f32]
             }
         }
     }
-}
-
-/// dst (m × n) += lhs (m × k) · rhs (k × n) on this thread, with gemm; each operand is its first
-/// value and its (row, column) strides.
-///
-/// # Safety
-/// Every element the strides reach must lie inside its operand's allocation.
-pub(super) unsafe fn add_product(
-    (m, n, k): (usize, usize, usize),
-    (dst, dst_rs, dst_cs): (*mut f32, isize, isize),
-    (lhs, lhs_rs, lhs_cs): (*const f32, isize, isize),
-    (rhs, rhs_rs, rhs_cs): (*const f32, isize, isize),
-) {
-    // SAFETY: the caller keeps every access in bounds.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            dst_cs,
-            dst_rs,
-            true,
-            lhs,
-            lhs_cs,
-            lhs_rs,
-            rhs,
-            rhs_cs,
-            rhs_rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
-}
-
-/// Runs `f` on this thread's scratch buffer, at least `len` values long (its contents are whatever
-/// the last use left: every user writes each value before it reads it). One buffer per thread, kept
-/// between calls, instead of a fresh zeroed allocation for every convolution.
-pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        if scratch.len() < len {
-            scratch.resize(len, 0.0);
-        }
-        f(&mut scratch[..len])
-    })
 }
 
 /// The weights `[c_out, c_in, 3, 3]` regrouped for [`conv_image`]: for each kernel row ky, a
@@ -329,105 +280,34 @@ fn pointwise_weight_gradient_image(
     }
 }
 
-/// Runs `image` on every (input, output) image pair, in parallel natively.
-pub(super) fn for_each_image(
-    x: &[f32],
-    in_len: usize,
-    out: &mut [f32],
-    out_len: usize,
-    image: impl Fn((&[f32], &mut [f32])) + Sync + Send,
-) {
-    #[cfg(feature = "native")]
-    {
-        use rayon::prelude::*;
-        x.par_chunks_exact(in_len)
-            .zip(out.par_chunks_exact_mut(out_len))
-            .for_each(image);
-    }
-    #[cfg(not(feature = "native"))]
-    x.chunks_exact(in_len)
-        .zip(out.chunks_exact_mut(out_len))
-        .for_each(image);
-}
-
-/// Σ over the images of `image`'s contribution to a `len`-value sum, given each (input, gradient)
-/// image pair; each thread sums its images, the partial sums are added at the end (natively).
-pub(super) fn sum_over_images(
-    x: &[f32],
-    in_len: usize,
-    grad: &[f32],
-    out_len: usize,
-    len: usize,
-    image: impl Fn(&mut Vec<f32>, (&[f32], &[f32])) + Sync + Send,
-) -> Vec<f32> {
-    #[cfg(feature = "native")]
-    {
-        use rayon::prelude::*;
-        x.par_chunks_exact(in_len)
-            .zip(grad.par_chunks_exact(out_len))
-            .fold(
-                || vec![0.0f32; len],
-                |mut sum, pair| {
-                    image(&mut sum, pair);
-                    sum
-                },
-            )
-            .reduce(
-                || vec![0.0f32; len],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                    a
-                },
-            )
-    }
-    #[cfg(not(feature = "native"))]
-    {
-        let mut sum = vec![0.0f32; len];
-        x.chunks_exact(in_len)
-            .zip(grad.chunks_exact(out_len))
-            .for_each(|pair| image(&mut sum, pair));
-        sum
-    }
-}
-
 impl SameConvBackend for Flex {
     fn conv_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         let kernel = kernel_size::<Self>(&weight);
-        if [&x, &weight, &bias].iter().any(|t| t.dtype() != DType::F32) || !matches!(kernel, 1 | 3) {
+        if !all_f32([&x, &weight, &bias]) || !matches!(kernel, 1 | 3) {
             return Self::conv2d(x, weight, Some(bias), same_options(kernel));
         }
-        let (x_shape, w_shape) = (x.layout().shape().clone(), weight.layout().shape().clone());
-        let (batch, c_in, height, width) = (x_shape[0], x_shape[1], x_shape[2], x_shape[3]);
-        let c_out = w_shape[0];
-        let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
-        let (x, weight, bias) = (
-            x.as_slice::<f32>().expect("contiguous f32"),
-            weight.as_slice::<f32>().expect("contiguous f32"),
-            bias.as_slice::<f32>().expect("contiguous f32"),
-        );
+        let [batch, c_in, height, width] = x.shape().dims();
+        let c_out = weight.shape()[0];
         let n = height * width;
         let (in_len, out_len) = (c_in * n, c_out * n);
-        // The output starts as the bias, which the products add to.
-        let mut out = Vec::with_capacity(batch * out_len);
-        for _ in 0..batch {
-            for &b in bias {
-                out.extend(std::iter::repeat_n(b, n));
+        let out = with_f32([&x, &weight, &bias], |[x, weight, bias]| {
+            let mut out = bias_filled(bias, batch, n);
+            // Images in parallel (natively), each matrix product on one thread: at these sizes (at
+            // most 64 × 192 × 784) splitting one product between threads costs more than it saves
+            // (batch 1 took 10 ms on 2 threads against 4 ms on one).
+            if kernel == 1 {
+                for_each_image(x, in_len, &mut out, out_len, |(input, output)| {
+                    pointwise_image(input, weight, (c_in, c_out, n), output)
+                });
+            } else {
+                let (dims, triple_len) = ((c_in, c_out, height, width), 3 * c_in * plane_len(height, width));
+                let packed = pack_weights(weight, c_in, c_out);
+                for_each_image(x, in_len, &mut out, out_len, |(input, output)| {
+                    with_scratch(triple_len, |triple| conv_image(input, &packed, dims, triple, output))
+                });
             }
-        }
-        // Images in parallel (natively), each matrix product on one thread: at these sizes (at most
-        // 64 × 192 × 784) splitting one product between threads costs more than it saves (batch 1
-        // took 10 ms on 2 threads against 4 ms on one).
-        if kernel == 1 {
-            for_each_image(x, in_len, &mut out, out_len, |(input, output)| {
-                pointwise_image(input, weight, (c_in, c_out, n), output)
-            });
-        } else {
-            let (dims, triple_len) = ((c_in, c_out, height, width), 3 * c_in * plane_len(height, width));
-            let packed = pack_weights(weight, c_in, c_out);
-            for_each_image(x, in_len, &mut out, out_len, |(input, output)| {
-                with_scratch(triple_len, |triple| conv_image(input, &packed, dims, triple, output))
-            });
-        }
+            out
+        });
         burn::backend::flex::FlexTensor::from_data(TensorData::new(out, [batch, c_out, height, width]))
     }
 
@@ -437,22 +317,22 @@ impl SameConvBackend for Flex {
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         let kernel = kernel_size::<Self>(&weight);
-        if [&x, &weight, &grad].iter().any(|t| t.dtype() != DType::F32) || !matches!(kernel, 1 | 3) {
+        if !all_f32([&x, &weight, &grad]) || !matches!(kernel, 1 | 3) {
             return Self::conv2d_x_backward(x, weight, grad, same_options(kernel));
         }
         // ∂L/∂x[i, y, x] = Σ_{o, ky, kx} w[o, i, ky, kx] · grad[o, y + p − ky, x + p − kx] (p = k/2):
         // the same convolution of grad with the kernel flipped and its channels swapped, and no bias.
-        let w_shape = weight.layout().shape().clone();
-        let (c_out, c_in, taps) = (w_shape[0], w_shape[1], kernel * kernel);
-        let weight = weight.to_contiguous();
-        let w = weight.as_slice::<f32>().expect("contiguous f32");
+        let [c_out, c_in, ..] = weight.shape().dims::<4>();
+        let taps = kernel * kernel;
         let mut flipped = vec![0.0f32; c_in * c_out * taps];
-        for (oi, kernel_taps) in w.chunks_exact(taps).enumerate() {
-            let (o, i) = (oi / c_in, oi % c_in);
-            for (tap, &value) in kernel_taps.iter().enumerate() {
-                flipped[(i * c_out + o) * taps + taps - 1 - tap] = value;
+        with_f32([&weight], |[w]| {
+            for (oi, kernel_taps) in w.chunks_exact(taps).enumerate() {
+                let (o, i) = (oi / c_in, oi % c_in);
+                for (tap, &value) in kernel_taps.iter().enumerate() {
+                    flipped[(i * c_out + o) * taps + taps - 1 - tap] = value;
+                }
             }
-        }
+        });
         let flipped =
             burn::backend::flex::FlexTensor::from_data(TensorData::new(flipped, [c_in, c_out, kernel, kernel]));
         let zero = burn::backend::flex::FlexTensor::from_data(TensorData::new(vec![0.0f32; c_in], [c_in]));
@@ -465,30 +345,26 @@ impl SameConvBackend for Flex {
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         let kernel = kernel_size::<Self>(&weight);
-        if [&x, &weight, &grad].iter().any(|t| t.dtype() != DType::F32) || !matches!(kernel, 1 | 3) {
+        if !all_f32([&x, &weight, &grad]) || !matches!(kernel, 1 | 3) {
             return Self::conv2d_weight_backward(x, weight, grad, same_options(kernel));
         }
-        let (x_shape, w_shape) = (x.layout().shape().clone(), weight.layout().shape().clone());
-        let (c_in, height, width) = (x_shape[1], x_shape[2], x_shape[3]);
-        let c_out = w_shape[0];
-        let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
-        let (x, grad) = (
-            x.as_slice::<f32>().expect("contiguous f32"),
-            grad.as_slice::<f32>().expect("contiguous f32"),
-        );
+        let [_, c_in, height, width] = x.shape().dims();
+        let c_out = weight.shape()[0];
         let n = height * width;
         let (in_len, out_len, weight_len) = (c_in * n, c_out * n, c_out * c_in * kernel * kernel);
-        let weight = if kernel == 1 {
-            sum_over_images(x, in_len, grad, out_len, weight_len, |sum, (input, grad)| {
-                pointwise_weight_gradient_image(input, grad, (c_in, c_out, n), sum)
-            })
-        } else {
-            let (dims, triple_len) = ((c_in, c_out, height, width), 3 * c_in * plane_len(height, width));
-            let packed = sum_over_images(x, in_len, grad, out_len, weight_len, |sum, (input, grad)| {
-                with_scratch(triple_len, |rows| weight_gradient_image(input, grad, dims, rows, sum))
-            });
-            unpack_weights(&packed, c_in, c_out)
-        };
+        let weight = with_f32([&x, &grad], |[x, grad]| {
+            if kernel == 1 {
+                sum_over_images(x, in_len, grad, out_len, weight_len, |sum, (input, grad)| {
+                    pointwise_weight_gradient_image(input, grad, (c_in, c_out, n), sum)
+                })
+            } else {
+                let (dims, triple_len) = ((c_in, c_out, height, width), 3 * c_in * plane_len(height, width));
+                let packed = sum_over_images(x, in_len, grad, out_len, weight_len, |sum, (input, grad)| {
+                    with_scratch(triple_len, |rows| weight_gradient_image(input, grad, dims, rows, sum))
+                });
+                unpack_weights(&packed, c_in, c_out)
+            }
+        });
         burn::backend::flex::FlexTensor::from_data(TensorData::new(weight, [c_out, c_in, kernel, kernel]))
     }
 }
@@ -496,74 +372,8 @@ impl SameConvBackend for Flex {
 #[cfg(any(feature = "native", target_family = "wasm"))]
 impl SameConvBackend for burn::backend::wgpu::CubeBackend {}
 
-/// ∂L/∂bias of a convolution, given `grad` = ∂L/∂output `[batch, c_out, h, w]`: Σ_{b, y, x}
-/// grad[b, o, y, x], summed along each channel's contiguous pixels, then over the images (burn's
-/// `conv2d_bias_backward` transposes the whole gradient first).
 #[cfg(feature = "native")]
-pub(super) fn bias_gradient<B: Backend>(grad: FloatTensor<B>) -> FloatTensor<B> {
-    let shape = grad.shape();
-    let (batch, c_out, pixels) = (shape[0], shape[1], shape[2] * shape[3]);
-    let rows = B::float_reshape(grad, burn::tensor::Shape::new([batch, c_out, pixels]));
-    let per_image = B::float_sum_dim(rows, 2); // [batch, c_out, 1]
-    let total = B::float_sum_dim(per_image, 0); // [1, c_out, 1]
-    B::float_reshape(total, burn::tensor::Shape::new([c_out]))
-}
-
-/// Under autodiff: the forward on the inner backend, recording a backward step that calls its two
-/// gradient operations (and the bias gradient, a sum).
-#[cfg(feature = "native")]
-impl<B: SameConvBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy> SameConvBackend
-    for burn::backend::Autodiff<B, C>
-{
-    fn conv_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        use burn::backend::autodiff::NodeId;
-        use burn::backend::autodiff::checkpoint::base::Checkpointer;
-        use burn::backend::autodiff::grads::Gradients;
-        use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-
-        #[derive(Debug)]
-        struct SameConvBackward;
-
-        impl<B: SameConvBackend> Backward<B, 3> for SameConvBackward {
-            type State = (NodeId, NodeId);
-
-            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-                let [node_x, node_weight, node_bias] = ops.parents;
-                let grad = grads.consume::<B>(&ops.node);
-                let (x, weight) = ops.state;
-                let x: FloatTensor<B> = checkpointer.retrieve_node_output(x);
-                let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight);
-                if let Some(node) = node_x {
-                    let dx = B::conv_same_x_backward(x.clone(), weight.clone(), grad.clone());
-                    grads.register::<B>(node.id, dx);
-                }
-                if let Some(node) = node_weight {
-                    let dw = B::conv_same_weight_backward(x.clone(), weight, grad.clone());
-                    grads.register::<B>(node.id, dw);
-                }
-                if let Some(node) = node_bias {
-                    grads.register::<B>(node.id, bias_gradient::<B>(grad));
-                }
-            }
-        }
-
-        match SameConvBackward
-            .prepare::<C>([x.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), prep.checkpoint(&weight));
-                let (x, weight, bias) = (x.into_parts().0, weight.into_parts().0, bias.into_parts().0);
-                prep.finish(state, B::conv_same(x, weight, bias))
-            }
-            OpsKind::UnTracked(prep) => {
-                let (x, weight, bias) = (x.into_parts().0, weight.into_parts().0, bias.into_parts().0);
-                prep.finish(B::conv_same(x, weight, bias))
-            }
-        }
-    }
-}
+autodiff_conv_extension!(SameConvBackend, SameConv: conv_same, conv_same_x_backward, conv_same_weight_backward);
 
 /// The kernel size k when `conv` is a "same" convolution that [`SameConvBackend`] covers: k = 1 or
 /// 3, stride 1, zero padding k/2, undilated, ungrouped, with a bias.
@@ -597,38 +407,11 @@ pub fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::conv_ops::test_support::{assert_equals_definition_and_burn, assert_gradients_equal_burns};
     use super::*;
     use crate::rng::NoiseRng;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::Device;
-
-    /// The convolution written out as its definition, in f64: out[b, o, y, x] = bias[o] +
-    /// Σ_{i, dy, dx} w[o, i, dy, dx] · in[b, i, y + dy − 1, x + dx − 1], zero outside the image.
-    fn by_definition(x: &[f32], w: &[f32], bias: &[f32], [b, ci, h, wd]: [usize; 4], co: usize) -> Vec<f64> {
-        let mut out = vec![0.0f64; b * co * h * wd];
-        for n in 0..b {
-            for o in 0..co {
-                for y in 0..h {
-                    for xx in 0..wd {
-                        let mut acc = bias[o] as f64;
-                        for i in 0..ci {
-                            for dy in 0..3 {
-                                for dx in 0..3 {
-                                    let (yy, xs) = (y as isize + dy as isize - 1, xx as isize + dx as isize - 1);
-                                    if yy >= 0 && xs >= 0 && (yy as usize) < h && (xs as usize) < wd {
-                                        acc += w[((o * ci + i) * 3 + dy) * 3 + dx] as f64
-                                            * x[((n * ci + i) * h + yy as usize) * wd + xs as usize] as f64;
-                                    }
-                                }
-                            }
-                        }
-                        out[((n * co + o) * h + y) * wd + xx] = acc;
-                    }
-                }
-            }
-        }
-        out
-    }
 
     #[test]
     fn the_one_operation_convolution_equals_the_definition_and_burns_module() {
@@ -648,31 +431,7 @@ mod tests {
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .init(&device);
             assert_eq!(same_kernel(&conv), Some(3));
-            let x: Vec<f32> = rng.normal_vec(batch * ci * h * w);
-            let input = Tensor::<4>::from_data(TensorData::new(x.clone(), [batch, ci, h, w]), &device);
-            let ours = conv_forward(&conv, input.clone());
-            assert_eq!(ours.dims(), [batch, co, h, w]);
-            let ours = ours.into_data();
-            let burns = conv.forward(input).into_data();
-            let weight = conv.weight.val().into_data();
-            let bias = conv.bias.as_ref().unwrap().val().into_data();
-            let reference = by_definition(
-                &x,
-                weight.as_slice::<f32>().unwrap(),
-                bias.as_slice::<f32>().unwrap(),
-                [batch, ci, h, w],
-                co,
-            );
-            for ((o, b), r) in ours
-                .as_slice::<f32>()
-                .unwrap()
-                .iter()
-                .zip(burns.as_slice::<f32>().unwrap())
-                .zip(&reference)
-            {
-                assert!((*o as f64 - r).abs() <= 1e-5 * (1.0 + r.abs()), "{o} vs definition {r}");
-                assert!((o - b).abs() <= 1e-5 * (1.0 + b.abs()), "{o} vs burn {b}");
-            }
+            assert_equals_definition_and_burn(&conv, conv_forward, [batch, ci, h, w], 1, 1e-5, &mut rng);
         }
     }
 
@@ -727,37 +486,7 @@ mod tests {
                 .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
                 .init(&device);
             assert_eq!(same_kernel(&conv), Some(kernel));
-            let x = Tensor::<4>::from_data(
-                TensorData::new(rng.normal_vec(batch * ci * h * w), [batch, ci, h, w]),
-                &device,
-            )
-            .require_grad();
-            // L = Σ r ⊙ conv(x) with a random r, so every output's gradient differs.
-            let r = Tensor::<4>::from_data(
-                TensorData::new(rng.normal_vec(batch * co * h * w), [batch, co, h, w]),
-                &device,
-            );
-            let gradients = |ours: bool| {
-                let y = if ours {
-                    conv_forward(&conv, x.clone())
-                } else {
-                    conv.forward(x.clone())
-                };
-                let grads = (y * r.clone()).sum().backward();
-                [
-                    x.grad(&grads).unwrap().into_data(),
-                    conv.weight.grad(&grads).unwrap().into_data(),
-                    conv.bias.as_ref().unwrap().grad(&grads).unwrap().into_data(),
-                ]
-            };
-            let (ours, burns) = (gradients(true), gradients(false));
-            for (name, (o, b)) in ["x", "weight", "bias"].iter().zip(ours.iter().zip(&burns)) {
-                let (o, b) = (o.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
-                assert_eq!(o.len(), b.len());
-                for (o, b) in o.iter().zip(b) {
-                    assert!((o - b).abs() <= 1e-4 * (1.0 + b.abs()), "∂L/∂{name}: {o} vs burn {b}");
-                }
-            }
+            assert_gradients_equal_burns(&conv, conv_forward, [batch, ci, h, w], &device, &mut rng);
         }
     }
 
