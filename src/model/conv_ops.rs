@@ -28,7 +28,7 @@ pub(super) fn bias_filled(bias: &[f32], batch: usize, pixels: usize) -> Vec<f32>
     let mut out = Vec::with_capacity(batch * bias.len() * pixels);
     for _ in 0..batch {
         for &b in bias {
-            out.extend(std::iter::repeat_n(b, pixels));
+            out.resize(out.len() + pixels, b);
         }
     }
     out

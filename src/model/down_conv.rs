@@ -89,10 +89,15 @@ fn gather_taps(input: &[f32], height: usize, width: usize, cols: &mut [f32]) {
             match tap(yo, ky, height) {
                 None => out_row.fill(0.0),
                 Some(y) => {
+                    // Tap kx reads input column 2·xo + kx − 1: every other value from column
+                    // kx − 1 on, with a zero where that falls in the padding (column −1 for
+                    // kx = 0, column `width` for kx = 2 when the width is odd).
                     let in_row = &channel[y * width..(y + 1) * width];
-                    for (xo, v) in out_row.iter_mut().enumerate() {
-                        *v = tap(xo, kx, width).map_or(0.0, |x| in_row[x]);
-                    }
+                    let (pad_left, first) = if kx == 0 { (1, 1) } else { (0, kx - 1) };
+                    out_row[..pad_left].fill(0.0);
+                    let values = in_row[first..].iter().step_by(2);
+                    let written = out_row[pad_left..].iter_mut().zip(values).map(|(v, &x)| *v = x).count();
+                    out_row[pad_left + written..].fill(0.0);
                 }
             }
         }
