@@ -40,6 +40,35 @@ pub(super) fn bias_filled(bias: &[f32], batch: usize, pixels: usize) -> Vec<f32>
 /// # Safety
 /// Every element the strides reach must lie inside its operand's allocation.
 pub(super) unsafe fn add_product(
+    dims: (usize, usize, usize),
+    dst: (*mut f32, isize, isize),
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+) {
+    // SAFETY: passed on from the caller.
+    unsafe { product(true, dims, dst, lhs, rhs) }
+}
+
+/// dst (m × n) = lhs (m × k) · rhs (k × n), as [`add_product`] but without reading dst first.
+///
+/// # Safety
+/// As for [`add_product`].
+pub(super) unsafe fn write_product(
+    dims: (usize, usize, usize),
+    dst: (*mut f32, isize, isize),
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+) {
+    // SAFETY: passed on from the caller.
+    unsafe { product(false, dims, dst, lhs, rhs) }
+}
+
+/// gemm's dst = (dst if `accumulate`) + lhs · rhs, on this thread.
+///
+/// # Safety
+/// As for [`add_product`].
+unsafe fn product(
+    accumulate: bool,
     (m, n, k): (usize, usize, usize),
     (dst, dst_rs, dst_cs): (*mut f32, isize, isize),
     (lhs, lhs_rs, lhs_cs): (*const f32, isize, isize),
@@ -54,7 +83,7 @@ pub(super) unsafe fn add_product(
             dst,
             dst_cs,
             dst_rs,
-            true,
+            accumulate,
             lhs,
             lhs_cs,
             lhs_rs,

@@ -9,5 +9,6 @@ pub mod norm_silu;
 pub mod same_conv;
 pub mod unet;
 pub mod weights;
+mod winograd;
 
 pub use unet::{UNet, UNetConfig, UNetConfigError};

@@ -224,14 +224,14 @@ impl<'a> GroupLayout<'a> {
 /// The widest vectors an x86-64 CPU offers the loops here (checked once, at run time).
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
-enum X86Vectors {
+pub(super) enum X86Vectors {
     Avx512,
     Avx2,
     Sse,
 }
 
 #[cfg(target_arch = "x86_64")]
-fn x86_vectors() -> X86Vectors {
+pub(super) fn x86_vectors() -> X86Vectors {
     use std::arch::is_x86_feature_detected as has;
     static VECTORS: std::sync::OnceLock<X86Vectors> = std::sync::OnceLock::new();
     *VECTORS.get_or_init(|| {

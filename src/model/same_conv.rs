@@ -4,16 +4,14 @@
 //! burn's CPU backend (flex) runs every 2-D convolution as a 3-D one: it converts the input to
 //! NHWC, then copies the kernel's shifted windows of it into an im2col matrix (nine times the
 //! input's size for 3×3) before one matrix product, and transposes around it. [`SameConvBackend`]
-//! on flex makes three copies of each image instead for a 3×3 kernel, each shifted by one column
-//! (kernel column kx = 0, 1, 2) and given a zero row above and below: flattened row by row, kernel
-//! tap (ky, kx) of every output pixel is copy kx shifted by ky rows. So one kernel row ky is one
-//! matrix product of its weights `[out, 3·in]` with the copies shifted by ky rows `[3·in, H·W]`,
-//! and three products give the convolution. A 1×1 kernel is one product `[out, in] × [in, H·W]`
-//! per image, on the image as it is. The gradients take the same route: ∂L/∂x is this convolution
-//! of the output gradient with the kernel flipped and its channels swapped, ∂L/∂w products of the
-//! output gradient with the input (for 3×3, the same shifted copies laid out pixel by pixel; for
-//! 1×1, the input read transposed in place). Under autodiff (natively)
-//! the forward records a backward step that calls them. Other backends use their own `conv2d`.
+//! on flex runs a 3×3 kernel by Winograd's F(2×2, 3×3) ([`super::winograd`]: 16 matrix products
+//! over 2×2 output blocks, 16 multiplications per block and channel pair where the definition
+//! takes 36), and a 1×1 kernel as one product `[out, in] × [in, H·W]` per image, on the image as it
+//! is. The gradients: ∂L/∂x is this convolution of the output gradient with the kernel flipped and
+//! its channels swapped; ∂L/∂w is products of the output gradient with the input (for 3×3, three
+//! column-shifted copies of it laid out pixel by pixel, one product per kernel row; for 1×1, the
+//! input read transposed in place). Under autodiff (natively) the forward records a backward step
+//! that calls them. Other backends use their own `conv2d`.
 
 use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
@@ -83,60 +81,15 @@ pub trait SameConvBackend: Backend {
     }
 }
 
-/// Length of one channel's plane in [`shifted_copies`]: the image's rows plus a zero row above and
+/// Rows of [`shifted_rows`] per channel: the image's pixels plus a zero row of the image above and
 /// below.
 fn plane_len(height: usize, width: usize) -> usize {
     (height + 2) * width
 }
 
-/// Copies the channels of `input` (`[c, h, w]`) three times into `triple` (`[3, c, (h + 2)·w]`):
-/// copy kx of a channel holds input[y − 1, x + kx − 1] at y·w + x, zero outside the image. The
-/// kernel tap (ky, kx) of output pixel p = y·w + x is then copy kx at p + ky·w: one shift for a
-/// whole kernel row, and no wrap-around columns to compute and throw away.
-fn shifted_copies(input: &[f32], height: usize, width: usize, triple: &mut [f32]) {
-    let plane = plane_len(height, width);
-    let image = height * width;
-    let channels = input.len() / image;
-    for (kx, copy) in triple.chunks_exact_mut(channels * plane).enumerate() {
-        for (channel, padded) in input.chunks_exact(image).zip(copy.chunks_exact_mut(plane)) {
-            let (top, rest) = padded.split_at_mut(width);
-            let (middle, bottom) = rest.split_at_mut(image);
-            top.fill(0.0);
-            bottom.fill(0.0);
-            // The whole channel moved by 1 − kx positions, then the column that came from the
-            // neighbouring row set to zero.
-            match kx {
-                0 => {
-                    middle[1..].copy_from_slice(&channel[..image - 1]);
-                    middle.iter_mut().step_by(width).for_each(|v| *v = 0.0);
-                }
-                1 => middle.copy_from_slice(channel),
-                _ => {
-                    middle[..image - 1].copy_from_slice(&channel[1..]);
-                    middle.iter_mut().skip(width - 1).step_by(width).for_each(|v| *v = 0.0);
-                }
-            }
-        }
-    }
-}
-
-/// The weights `[c_out, c_in, 3, 3]` regrouped for [`conv_image`]: for each kernel row ky, a
-/// matrix `[c_out, 3·c_in]` whose column kx·c_in + ci holds w[co, ci, ky, kx].
-fn pack_weights(weight: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
-    // Written in order, read with stride 9 along ci (scattered writes were the slower way round).
-    let mut packed = Vec::with_capacity(3 * c_out * 3 * c_in);
-    for ky in 0..3 {
-        for co in 0..c_out {
-            for kx in 0..3 {
-                let first = (co * c_in * 3 + ky) * 3 + kx;
-                packed.extend(weight[first..].iter().step_by(9).take(c_in));
-            }
-        }
-    }
-    packed
-}
-
-/// The inverse of [`pack_weights`]: `[3, c_out, 3·c_in]` back to `[c_out, c_in, 3, 3]`.
+/// The 3×3 weight gradient as [`weight_gradient_image`] sums it, `[3, c_out, 3·c_in]` (kernel row
+/// ky, then a matrix whose column kx·c_in + ci holds w[co, ci, ky, kx]), back to
+/// `[c_out, c_in, 3, 3]`.
 fn unpack_weights(packed: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
     let mut weight = vec![0.0f32; c_out * c_in * 9];
     for (oi, taps) in weight.chunks_exact_mut(9).enumerate() {
@@ -149,39 +102,12 @@ fn unpack_weights(packed: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
     weight
 }
 
-/// One image: the convolution of `input` `[c_in, h, w]` added to `output` `[c_out, h, w]` (which
-/// holds the bias), with the weights from [`pack_weights`] and `triple` for the input's
-/// [`shifted_copies`]. Kernel row ky is one matrix product, `[c_out, 3·c_in]` × the copies shifted
-/// down by ky rows (`[3·c_in, h·w]`): three products with 3·c_in terms each.
-fn conv_image(
-    input: &[f32],
-    packed: &[f32],
-    (c_in, c_out, height, width): (usize, usize, usize, usize),
-    triple: &mut [f32],
-    output: &mut [f32],
-) {
-    shifted_copies(input, height, width, triple);
-    let (n, plane) = (height * width, plane_len(height, width));
-    for ky in 0..3 {
-        // output[co, p] += Σ_{kx, ci} w[co, ci, ky, kx] · copy_kx[ci, p + ky·w]
-        // SAFETY: the packed weights are read within their 3·c_out·3·c_in values; the copies at
-        // (kx·c_in + ci)·plane + p + ky·w ≤ (3·c_in − 1)·plane + (h·w − 1) + 2·w < 3·c_in·plane, as
-        // a plane is (h + 2)·w long; the output covers exactly its c_out·h·w values.
-        unsafe {
-            add_product(
-                (c_out, n, 3 * c_in),
-                (output.as_mut_ptr(), n as isize, 1),
-                (packed.as_ptr().add(ky * c_out * 3 * c_in), (3 * c_in) as isize, 1),
-                (triple.as_ptr().add(ky * width), plane as isize, 1),
-            );
-        }
-    }
-}
-
-/// The values of [`shifted_copies`] laid out pixel by pixel: row q of `rows` (`[(h + 2)·w, 3·c]`)
-/// holds copy kx of channel ci at position q in column kx·c + ci. A kernel row's ∂w product then
-/// reads this operand with unit stride along the weights, which gemm uses in place (the
-/// channel-major copies, gemm transposed for every kernel row of every image).
+/// Three copies of the channels of `input` (`[c, h, w]`), each shifted by one column (kx = 0, 1, 2)
+/// and given a zero row above and below, laid out pixel by pixel: row q of `rows`
+/// (`[(h + 2)·w, 3·c]`) holds input[ci, y − 1, x + kx − 1] (zero outside the image) in column
+/// kx·c + ci, for q = y·w + x. The kernel tap (ky, kx) of output pixel p is then row p + ky·w: one
+/// shift for a whole kernel row, and a kernel row's ∂w product reads this operand with unit stride
+/// along the weights, which gemm uses in place.
 fn shifted_rows(input: &[f32], height: usize, width: usize, rows: &mut [f32]) {
     let image = height * width;
     let channels = input.len() / image;
@@ -220,7 +146,7 @@ fn shifted_rows(input: &[f32], height: usize, width: usize, rows: &mut [f32]) {
     }
 }
 
-/// One image's share of ∂L/∂weight, added to `sum` (packed as [`pack_weights`] packs): for each
+/// One image's share of ∂L/∂weight, added to `sum` (`[3, c_out, 3·c_in]`, see [`unpack_weights`]): for each
 /// kernel row ky, the product of the output gradient (`[c_out, h·w]`) with the input's
 /// [`shifted_rows`] from row ky·w on (`[h·w, 3·c_in]`).
 fn weight_gradient_image(
@@ -302,10 +228,10 @@ impl SameConvBackend for Flex {
                     pointwise_image(input, weight, (c_in, c_out, n), output)
                 });
             } else {
-                let (dims, triple_len) = ((c_in, c_out, height, width), 3 * c_in * plane_len(height, width));
-                let packed = pack_weights(weight, c_in, c_out);
+                let u = super::winograd::transformed_weights(weight, c_in, c_out);
+                let dims = (c_in, c_out, height, width);
                 for_each_image(x, in_len, &mut out, out_len, |(input, output)| {
-                    with_scratch(triple_len, |triple| conv_image(input, &packed, dims, triple, output))
+                    super::winograd::conv_image(input, &u, dims, output)
                 });
             }
             out
