@@ -8,10 +8,10 @@
 //! over 2×2 output blocks, 16 multiplications per block and channel pair where the definition
 //! takes 36), and a 1×1 kernel as one product `[out, in] × [in, H·W]` per image, on the image as it
 //! is. The gradients: ∂L/∂x is this convolution of the output gradient with the kernel flipped and
-//! its channels swapped; ∂L/∂w is products of the output gradient with the input (for 3×3, three
-//! column-shifted copies of it laid out pixel by pixel, one product per kernel row; for 1×1, the
-//! input read transposed in place). Under autodiff (natively) the forward records a backward step
-//! that calls them. Other backends use their own `conv2d`.
+//! its channels swapped; ∂L/∂w is, for 3×3, the adjoint of the Winograd products (16 products of
+//! the transformed output gradient with the transformed input, transformed back to the kernel),
+//! for 1×1 the output gradient times the input read transposed in place. Under autodiff (natively)
+//! the forward records a backward step that calls them. Other backends use their own `conv2d`.
 
 use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
@@ -23,7 +23,7 @@ use burn::tensor::{Tensor, TensorData};
 
 #[cfg(feature = "native")]
 use super::conv_ops::autodiff_conv_extension;
-use super::conv_ops::{add_product, all_f32, bias_filled, for_each_image, sum_over_images, with_f32, with_scratch};
+use super::conv_ops::{add_product, all_f32, bias_filled, for_each_image, sum_over_images, with_f32};
 
 /// The options of burn's `conv2d` that [`SameConvBackend`] covers, for a `kernel` × `kernel` kernel.
 fn same_options(kernel: usize) -> ConvOptions<2> {
@@ -78,99 +78,6 @@ pub trait SameConvBackend: Backend {
     ) -> FloatTensor<Self> {
         let options = same_options(kernel_size::<Self>(&weight));
         Self::conv2d_weight_backward(x, weight, grad, options)
-    }
-}
-
-/// Rows of [`shifted_rows`] per channel: the image's pixels plus a zero row of the image above and
-/// below.
-fn plane_len(height: usize, width: usize) -> usize {
-    (height + 2) * width
-}
-
-/// The 3×3 weight gradient as [`weight_gradient_image`] sums it, `[3, c_out, 3·c_in]` (kernel row
-/// ky, then a matrix whose column kx·c_in + ci holds w[co, ci, ky, kx]), back to
-/// `[c_out, c_in, 3, 3]`.
-fn unpack_weights(packed: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
-    let mut weight = vec![0.0f32; c_out * c_in * 9];
-    for (oi, taps) in weight.chunks_exact_mut(9).enumerate() {
-        let (co, ci) = (oi / c_in, oi % c_in);
-        for (tap, value) in taps.iter_mut().enumerate() {
-            let (ky, kx) = (tap / 3, tap % 3);
-            *value = packed[(ky * c_out + co) * 3 * c_in + kx * c_in + ci];
-        }
-    }
-    weight
-}
-
-/// Three copies of the channels of `input` (`[c, h, w]`), each shifted by one column (kx = 0, 1, 2)
-/// and given a zero row above and below, laid out pixel by pixel: row q of `rows`
-/// (`[(h + 2)·w, 3·c]`) holds input[ci, y − 1, x + kx − 1] (zero outside the image) in column
-/// kx·c + ci, for q = y·w + x. The kernel tap (ky, kx) of output pixel p is then row p + ky·w: one
-/// shift for a whole kernel row, and a kernel row's ∂w product reads this operand with unit stride
-/// along the weights, which gemm uses in place.
-fn shifted_rows(input: &[f32], height: usize, width: usize, rows: &mut [f32]) {
-    let image = height * width;
-    let channels = input.len() / image;
-    let row_len = 3 * channels;
-    let (top, rest) = rows.split_at_mut(width * row_len);
-    let (middle, bottom) = rest.split_at_mut(image * row_len);
-    top.fill(0.0);
-    bottom.fill(0.0);
-    // Copy kx = 1 is the image itself, transposed a block of pixels at a time (the block's rows
-    // stay in the L1 cache while every channel is written into them).
-    const BLOCK: usize = 64;
-    for first in (0..image).step_by(BLOCK) {
-        let last = (first + BLOCK).min(image);
-        for (ci, channel) in input.chunks_exact(image).enumerate() {
-            for (p, &value) in channel[first..last].iter().enumerate() {
-                middle[(first + p) * row_len + channels + ci] = value;
-            }
-        }
-    }
-    // Copies kx = 0 and 2 are the left and right neighbours' kx = 1 columns, zero past the edge.
-    for p in 0..image {
-        let (x, row) = (p % width, p * row_len);
-        if x == 0 {
-            middle[row..row + channels].fill(0.0);
-        } else {
-            middle.copy_within(row - row_len + channels..row - row_len + 2 * channels, row);
-        }
-        if x == width - 1 {
-            middle[row + 2 * channels..row + row_len].fill(0.0);
-        } else {
-            middle.copy_within(
-                row + row_len + channels..row + row_len + 2 * channels,
-                row + 2 * channels,
-            );
-        }
-    }
-}
-
-/// One image's share of ∂L/∂weight, added to `sum` (`[3, c_out, 3·c_in]`, see [`unpack_weights`]): for each
-/// kernel row ky, the product of the output gradient (`[c_out, h·w]`) with the input's
-/// [`shifted_rows`] from row ky·w on (`[h·w, 3·c_in]`).
-fn weight_gradient_image(
-    input: &[f32],
-    grad: &[f32],
-    (c_in, c_out, height, width): (usize, usize, usize, usize),
-    rows: &mut [f32],
-    sum: &mut [f32],
-) {
-    shifted_rows(input, height, width, rows);
-    let n = height * width;
-    let row_len = 3 * c_in;
-    for ky in 0..3 {
-        // sum[ky, co, kx·c_in + ci] += Σ_p grad[co, p] · rows[p + ky·w, kx·c_in + ci]
-        // SAFETY: sum is written within its 3·c_out·3·c_in values; grad read within c_out·n; rows
-        // up to (n − 1 + 2·w)·3·c_in + 3·c_in − 1 < (h + 2)·w·3·c_in, its length.
-        unsafe {
-            add_product(
-                (c_out, row_len, n),
-                (sum.as_mut_ptr().add(ky * c_out * row_len), row_len as isize, 1),
-                (grad.as_ptr(), n as isize, 1),
-                (rows.as_ptr().add(ky * width * row_len), row_len as isize, 1),
-            );
-        }
     }
 }
 
@@ -286,11 +193,11 @@ impl SameConvBackend for Flex {
                     pointwise_weight_gradient_image(input, grad, (c_in, c_out, n), sum)
                 })
             } else {
-                let (dims, triple_len) = ((c_in, c_out, height, width), 3 * c_in * plane_len(height, width));
-                let packed = sum_over_images(x, in_len, grad, out_len, weight_len, |sum, (input, grad)| {
-                    with_scratch(triple_len, |rows| weight_gradient_image(input, grad, dims, rows, sum))
+                let dims = (c_in, c_out, height, width);
+                let du = sum_over_images(x, in_len, grad, out_len, 16 * c_out * c_in, |sum, (input, grad)| {
+                    super::winograd::transformed_weight_gradient_image(input, grad, dims, sum)
                 });
-                unpack_weights(&packed, c_in, c_out)
+                super::winograd::weight_gradient(&du, c_in, c_out)
             }
         });
         burn::backend::flex::FlexTensor::from_data(TensorData::new(weight, [c_out, c_in, kernel, kernel]))
@@ -402,7 +309,7 @@ mod tests {
         for (batch, ci, co, h, w, kernel) in [
             (3usize, 4usize, 6usize, 5usize, 7usize, 3usize),
             (1, 2, 3, 4, 4, 3),
-            // More pixels than one transposed block of `shifted_rows` (64); one column; one row.
+            // Odd sizes (Winograd tiles past the edge), 81 pixels, one column, one row.
             (2, 3, 5, 9, 9, 3),
             (2, 2, 3, 6, 1, 3),
             (1, 2, 2, 1, 5, 3),

@@ -18,8 +18,11 @@
 //! (the input, per image). The output transform then adds Aᵀ M A onto the output, which holds the
 //! bias. Odd sizes are covered by tiles that reach one pixel past the image: their inputs there
 //! are zero padding and their outputs there are dropped.
+//!
+//! The weight gradient is the adjoint of the same steps: ∂L/∂M = A (∂L/∂Y) Aᵀ per tile, 16 products
+//! ∂L/∂U_ξ = ∂L/∂M_ξ · V_ξᵀ summed over the images, and ∂L/∂g = Gᵀ (∂L/∂U) G.
 
-use super::conv_ops::{with_scratch, write_product};
+use super::conv_ops::{add_product, with_scratch, write_product};
 
 /// The 1-D input transform Bᵀ d of four values.
 #[inline(always)]
@@ -37,6 +40,18 @@ fn kernel_1d([g0, g1, g2]: [f32; 3]) -> [f32; 4] {
 #[inline(always)]
 fn output_1d([m0, m1, m2, m3]: [f32; 4]) -> [f32; 2] {
     [m0 + m1 + m2, m1 - m2 - m3]
+}
+
+/// The adjoint of [`output_1d`], A y of two values: the gradient of its four inputs.
+#[inline(always)]
+fn output_adjoint([y0, y1]: [f32; 2]) -> [f32; 4] {
+    [y0, y0 + y1, y0 - y1, -y1]
+}
+
+/// The adjoint of [`kernel_1d`], Gᵀ u of four values: the gradient of its three inputs.
+#[inline(always)]
+fn kernel_adjoint([u0, u1, u2, u3]: [f32; 4]) -> [f32; 3] {
+    [u0 + 0.5 * (u1 + u2), 0.5 * (u1 - u2), 0.5 * (u1 + u2) + u3]
 }
 
 /// The weights `[c_out, c_in, 3, 3]` transformed: `[16, c_out, c_in]`, position ξ = 4·a + b of
@@ -241,36 +256,160 @@ fn four_mut(out: &mut [f32], first: usize, step: usize, len: usize) -> [&mut [f3
     [&mut s0[..len], &mut s1[..len], &mut s2[..len], &mut rest[..len]]
 }
 
-/// One image: the 3×3 convolution (zero padding 1) of `input` `[c_in, h, w]` added to `output`
-/// `[c_out, h, w]` (which holds the bias), with the weights from [`transformed_weights`].
-///
-/// The transforms are short loops across a row of tiles, compiled for the widest vectors the
-/// processor has (picked at run time on x86-64, as for GroupNorm + SiLU).
-pub(super) fn conv_image(input: &[f32], u: &[f32], dims: (usize, usize, usize, usize), output: &mut [f32]) {
-    let (c_in, c_out, height, width) = dims;
-    with_scratch(scratch_len(c_in, c_out, height, width), |scratch| {
+/// Calls `$any($args)` compiled for the widest vectors the processor has: on x86-64 through a
+/// wrapper with AVX-512 or AVX2 enabled, picked at run time (as for GroupNorm + SiLU), so the
+/// `#[inline(always)]` loops inside vectorise for it.
+macro_rules! with_widest_vectors {
+    ($any:ident($($arg:ident: $ty:ty),*)) => {{
         #[cfg(target_arch = "x86_64")]
         {
             use super::norm_silu::{X86Vectors, x86_vectors};
-            /// [`conv_image_any`] with AVX-512.
             #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-            unsafe fn avx512(input: &[f32], u: &[f32], dims: Dims, output: &mut [f32], scratch: &mut [f32]) {
-                conv_image_any(input, u, dims, output, scratch)
+            unsafe fn avx512($($arg: $ty),*) {
+                $any($($arg),*)
             }
-            /// [`conv_image_any`] with AVX2.
             #[target_feature(enable = "avx2,fma")]
-            unsafe fn avx2(input: &[f32], u: &[f32], dims: Dims, output: &mut [f32], scratch: &mut [f32]) {
-                conv_image_any(input, u, dims, output, scratch)
+            unsafe fn avx2($($arg: $ty),*) {
+                $any($($arg),*)
             }
             // SAFETY: each is called only where the processor has its features.
             match x86_vectors() {
-                X86Vectors::Avx512 => return unsafe { avx512(input, u, dims, output, scratch) },
-                X86Vectors::Avx2 => return unsafe { avx2(input, u, dims, output, scratch) },
+                X86Vectors::Avx512 => return unsafe { avx512($($arg),*) },
+                X86Vectors::Avx2 => return unsafe { avx2($($arg),*) },
                 X86Vectors::Sse => {}
             }
         }
-        conv_image_any(input, u, dims, output, scratch)
+        $any($($arg),*)
+    }};
+}
+
+/// One image: the 3×3 convolution (zero padding 1) of `input` `[c_in, h, w]` added to `output`
+/// `[c_out, h, w]` (which holds the bias), with the weights from [`transformed_weights`].
+pub(super) fn conv_image(input: &[f32], u: &[f32], dims: Dims, output: &mut [f32]) {
+    let (c_in, c_out, height, width) = dims;
+    with_scratch(
+        scratch_len(c_in, c_out, height, width),
+        |scratch| with_widest_vectors!(conv_image_any(input: &[f32], u: &[f32], dims: Dims, output: &mut [f32], scratch: &mut [f32])),
+    )
+}
+
+/// One image's share of ∂L/∂U (`[16, c_out, c_in]`, the gradient with respect to the transformed
+/// weights), added to `sum`, given the image's `input` `[c_in, h, w]` and output gradient `grad`
+/// `[c_out, h, w]`: as M_ξ = U_ξ V_ξ, ∂L/∂U_ξ = ∂L/∂M_ξ · V_ξᵀ, 16 products over the tiles with
+/// ∂L/∂M = A (∂L/∂Y) Aᵀ per tile ([`gradient_transform_channel`]). [`weight_gradient`] turns the
+/// sum over the images into ∂L/∂w.
+pub(super) fn transformed_weight_gradient_image(input: &[f32], grad: &[f32], dims: Dims, sum: &mut [f32]) {
+    let (c_in, c_out, height, width) = dims;
+    with_scratch(scratch_len(c_in, c_out, height, width), |scratch| {
+        with_widest_vectors!(transformed_weight_gradient_any(
+            input: &[f32],
+            grad: &[f32],
+            dims: Dims,
+            sum: &mut [f32],
+            scratch: &mut [f32]
+        ))
     })
+}
+
+/// [`transformed_weight_gradient_image`] for whatever vectors the caller's target features allow.
+#[inline(always)]
+fn transformed_weight_gradient_any(
+    input: &[f32],
+    grad: &[f32],
+    (c_in, c_out, height, width): Dims,
+    sum: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let (tiles, pixels) = (Tiles::new(height, width).len(), height * width);
+    let (v, rest) = scratch.split_at_mut(16 * c_in * tiles);
+    let (dm, work) = rest.split_at_mut(16 * c_out * tiles);
+    for (ci, channel) in input.chunks_exact(pixels).enumerate() {
+        transform_channel(channel, (height, width), &mut v[ci * tiles..], c_in * tiles, work);
+    }
+    for (co, channel) in grad.chunks_exact(pixels).enumerate() {
+        gradient_transform_channel(channel, (height, width), &mut dm[co * tiles..], c_out * tiles, work);
+    }
+    for xi in 0..16 {
+        // ∂U_ξ [c_out, c_in] += ∂M_ξ [c_out, tiles] · V_ξᵀ [tiles, c_in]; the spare tiles' ∂M is 0.
+        // SAFETY: ∂U_ξ is c_out·c_in values at ξ·c_out·c_in inside the 16 blocks of `sum`; ∂M_ξ
+        // c_out·tiles at ξ·c_out·tiles and V_ξ c_in·tiles at ξ·c_in·tiles, inside their buffers.
+        unsafe {
+            add_product(
+                (c_out, c_in, tiles),
+                (sum.as_mut_ptr().add(xi * c_out * c_in), c_in as isize, 1),
+                (dm.as_ptr().add(xi * c_out * tiles), tiles as isize, 1),
+                (v.as_ptr().add(xi * c_in * tiles), 1, tiles as isize),
+            )
+        }
+    }
+}
+
+/// The adjoint of [`add_output_channel`] for one output channel's gradient `grad` (`[h, w]`):
+/// `dm` (`[16, stride]`, this channel's column block) at tile t gets A (∂Y) Aᵀ of the tile's 2×2
+/// gradient block (zero past the image), ξ = 4·a + b; zero at the spare tiles. The block's
+/// columns split into `left` and `right` planes by the parity of their rows, then both 1-D
+/// adjoints run over all tiles at once.
+#[inline(always)]
+fn gradient_transform_channel(
+    grad: &[f32],
+    (height, width): (usize, usize),
+    dm: &mut [f32],
+    stride: usize,
+    work: &mut [f32],
+) {
+    let tiles = Tiles::new(height, width);
+    let (n, pitch) = (tiles.len(), tiles.pitch);
+    // left[i][t], right[i][t]: the block's pixel (2·ty + i, 2·tx) and (2·ty + i, 2·tx + 1).
+    let [left0, right0, left1, right1] = four_mut(work, 0, n, n);
+    for plane in [&mut *left0, &mut *right0, &mut *left1, &mut *right1] {
+        plane.fill(0.0);
+    }
+    for (y, row) in grad.chunks_exact(width).enumerate() {
+        let first = y / 2 * pitch;
+        let (left, right) = if y % 2 == 0 {
+            (&mut *left0, &mut *right0)
+        } else {
+            (&mut *left1, &mut *right1)
+        };
+        let (left, right) = (
+            &mut left[first..first + tiles.columns],
+            &mut right[first..first + tiles.columns],
+        );
+        let (pairs, last) = row.as_chunks::<2>();
+        for ((l, r), &[a, b]) in left.iter_mut().zip(right.iter_mut()).zip(pairs) {
+            (*l, *r) = (a, b);
+        }
+        if let [a] = last {
+            left[pairs.len()] = *a;
+        }
+    }
+    for b in 0..4 {
+        let [d0, d1, d2, d3] = four_mut(dm, b * stride, 4 * stride, n);
+        for t in 0..n {
+            // Along x, column b of A (∂Y)ᵀ for both rows; then along y, the four rows a.
+            let [c0, c1] = [(left0[t], right0[t]), (left1[t], right1[t])].map(|(l, r)| output_adjoint([l, r])[b]);
+            [d0[t], d1[t], d2[t], d3[t]] = output_adjoint([c0, c1]);
+        }
+    }
+}
+
+/// ∂L/∂w `[c_out, c_in, 3, 3]` from ∂L/∂U `[16, c_out, c_in]`: as U = G g Gᵀ, ∂L/∂g = Gᵀ (∂L/∂U) G
+/// for every channel pair.
+pub(super) fn weight_gradient(du: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
+    let pairs = c_out * c_in;
+    let mut weight = vec![0.0f32; 9 * pairs];
+    for (pair, g) in weight.chunks_exact_mut(9).enumerate() {
+        // Gᵀ along b for each row a, then along a for each of the three columns.
+        let rows: [[f32; 3]; 4] =
+            std::array::from_fn(|a| kernel_adjoint(std::array::from_fn(|b| du[(4 * a + b) * pairs + pair])));
+        for x in 0..3 {
+            let column = kernel_adjoint([rows[0][x], rows[1][x], rows[2][x], rows[3][x]]);
+            for (y, &value) in column.iter().enumerate() {
+                g[3 * y + x] = value;
+            }
+        }
+    }
+    weight
 }
 
 /// (c_in, c_out, height, width) of a convolution.
@@ -346,6 +485,41 @@ mod tests {
                         }
                         let got = output[(o * height + y) * width + x];
                         assert_eq!(got, direct, "channel {o}, pixel ({y}, {x}) of {height}×{width}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The weight gradient, on integers where every sum is exact: equal to
+    /// ∂L/∂w[o, i, ky, kx] = Σ_{y, x} grad[o, y, x] · input[i, y + ky − 1, x + kx − 1].
+    #[test]
+    fn the_weight_gradient_equals_the_correlation_of_input_and_gradient_exactly() {
+        for (c_in, c_out, height, width) in [(2, 3, 5, 3), (1, 1, 2, 2), (3, 2, 4, 6), (2, 2, 1, 5), (1, 2, 7, 1)] {
+            let input: Vec<f32> = (0..c_in * height * width)
+                .map(|i| ((i * 7) % 11) as f32 - 5.0)
+                .collect();
+            let grad: Vec<f32> = (0..c_out * height * width)
+                .map(|i| ((i * 5) % 9) as f32 - 4.0)
+                .collect();
+            let mut du = vec![0.0f32; 16 * c_out * c_in];
+            transformed_weight_gradient_image(&input, &grad, (c_in, c_out, height, width), &mut du);
+            let dw = weight_gradient(&du, c_in, c_out);
+            for o in 0..c_out {
+                for i in 0..c_in {
+                    for (ky, kx) in (0..3).flat_map(|ky| (0..3).map(move |kx| (ky, kx))) {
+                        let mut direct = 0.0f32;
+                        for y in 0..height {
+                            for x in 0..width {
+                                let (yy, xx) = ((y + ky).wrapping_sub(1), (x + kx).wrapping_sub(1));
+                                if yy < height && xx < width {
+                                    direct +=
+                                        grad[(o * height + y) * width + x] * input[(i * height + yy) * width + xx];
+                                }
+                            }
+                        }
+                        let got = dw[((o * c_in + i) * 3 + ky) * 3 + kx];
+                        assert_eq!(got, direct, "∂w[{o}, {i}, {ky}, {kx}] at {height}×{width}");
                     }
                 }
             }
