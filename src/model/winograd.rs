@@ -321,11 +321,8 @@ fn transformed_weight_gradient_any(
     scratch: &mut [f32],
 ) {
     let (tiles, pixels) = (Tiles::new(height, width).len(), height * width);
-    let (v, rest) = scratch.split_at_mut(16 * c_in * tiles);
+    let (v, rest) = transformed_input(input, (c_in, height, width), tiles, scratch);
     let (dm, work) = rest.split_at_mut(16 * c_out * tiles);
-    for (ci, channel) in input.chunks_exact(pixels).enumerate() {
-        transform_channel(channel, (height, width), &mut v[ci * tiles..], c_in * tiles, work);
-    }
     for (co, channel) in grad.chunks_exact(pixels).enumerate() {
         gradient_transform_channel(channel, (height, width), &mut dm[co * tiles..], c_out * tiles, work);
     }
@@ -412,6 +409,26 @@ pub(super) fn weight_gradient(du: &[f32], c_in: usize, c_out: usize) -> Vec<f32>
     weight
 }
 
+/// V `[16, c_in, tiles]` of `input` `[c_in, h, w]` in the front of `scratch` (channel ci's values
+/// for position ξ at (ξ·c_in + ci)·tiles, `tiles` ≥ [`Tiles::len`]), and the rest of the scratch
+/// (which must hold M and [`Tiles::work_len`] values after V).
+#[inline(always)]
+fn transformed_input<'a>(
+    input: &[f32],
+    (c_in, height, width): (usize, usize, usize),
+    tiles: usize,
+    scratch: &'a mut [f32],
+) -> (&'a [f32], &'a mut [f32]) {
+    let (v, rest) = scratch.split_at_mut(16 * c_in * tiles);
+    let work_len = Tiles::new(height, width).work_len();
+    let work_start = rest.len() - work_len;
+    let work = &mut rest[work_start..];
+    for (ci, channel) in input.chunks_exact(height * width).enumerate() {
+        transform_channel(channel, (height, width), &mut v[ci * tiles..], c_in * tiles, work);
+    }
+    (v, rest)
+}
+
 /// (c_in, c_out, height, width) of a convolution.
 type Dims = (usize, usize, usize, usize);
 
@@ -426,12 +443,8 @@ fn conv_image_any(
     scratch: &mut [f32],
 ) {
     let (tiles, pixels) = (Tiles::new(height, width).product_len(), height * width);
-    let (v, rest) = scratch.split_at_mut(16 * c_in * tiles);
+    let (v, rest) = transformed_input(input, (c_in, height, width), tiles, scratch);
     let (m, work) = rest.split_at_mut(16 * c_out * tiles);
-    // V `[16, c_in, tiles]`: channel ci's values for position ξ at (ξ·c_in + ci)·tiles.
-    for (ci, channel) in input.chunks_exact(pixels).enumerate() {
-        transform_channel(channel, (height, width), &mut v[ci * tiles..], c_in * tiles, work);
-    }
     for xi in 0..16 {
         // M_ξ [c_out, tiles] = U_ξ [c_out, c_in] · V_ξ [c_in, tiles]
         // SAFETY: U_ξ is c_out·c_in values at ξ·c_out·c_in, V_ξ c_in·tiles at ξ·c_in·tiles and
