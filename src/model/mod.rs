@@ -2,6 +2,7 @@
 
 pub mod blocks;
 mod conv_ops;
+mod cpu_vectors;
 pub mod down_conv;
 pub mod dropout;
 pub mod embedding;

@@ -16,6 +16,9 @@ use burn::nn::GroupNorm;
 use burn::tensor::activation::silu;
 use burn::tensor::{DType, Tensor, TensorData};
 
+#[cfg(target_arch = "x86_64")]
+use super::cpu_vectors::{X86Vectors, x86_vectors};
+
 /// Backends that can run GroupNorm + SiLU as one operation.
 #[backend_extension(Flex, Cube: cfg(any(feature = "native", target_family = "wasm")), Autodiff: cfg(feature = "native"))]
 pub trait NormSiluBackend: Backend {
@@ -219,30 +222,6 @@ impl<'a> GroupLayout<'a> {
             epsilon: self.epsilon,
         }
     }
-}
-
-/// The widest vectors an x86-64 CPU offers the loops here (checked once, at run time).
-#[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy)]
-pub(super) enum X86Vectors {
-    Avx512,
-    Avx2,
-    Sse,
-}
-
-#[cfg(target_arch = "x86_64")]
-pub(super) fn x86_vectors() -> X86Vectors {
-    use std::arch::is_x86_feature_detected as has;
-    static VECTORS: std::sync::OnceLock<X86Vectors> = std::sync::OnceLock::new();
-    *VECTORS.get_or_init(|| {
-        if has!("avx512f") && has!("avx512vl") && has!("avx2") && has!("fma") {
-            X86Vectors::Avx512
-        } else if has!("avx2") && has!("fma") {
-            X86Vectors::Avx2
-        } else {
-            X86Vectors::Sse
-        }
-    })
 }
 
 /// One group of one image: its values, channel after channel, and those channels' γ and β.

@@ -257,13 +257,13 @@ fn four_mut(out: &mut [f32], first: usize, step: usize, len: usize) -> [&mut [f3
 }
 
 /// Calls `$any($args)` compiled for the widest vectors the processor has: on x86-64 through a
-/// wrapper with AVX-512 or AVX2 enabled, picked at run time (as for GroupNorm + SiLU), so the
+/// wrapper with AVX-512 or AVX2 enabled, picked at run time ([`super::cpu_vectors`]), so the
 /// `#[inline(always)]` loops inside vectorise for it.
 macro_rules! with_widest_vectors {
     ($any:ident($($arg:ident: $ty:ty),*)) => {{
         #[cfg(target_arch = "x86_64")]
         {
-            use super::norm_silu::{X86Vectors, x86_vectors};
+            use super::cpu_vectors::{X86Vectors, x86_vectors};
             #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
             unsafe fn avx512($($arg: $ty),*) {
                 $any($($arg),*)
