@@ -6,7 +6,7 @@ use ddpm_explorer::data::{ImageDataset, Split};
 use ddpm_explorer::diffusion::schedule::ScheduleKind;
 use ddpm_explorer::model::UNetConfig;
 use ddpm_explorer::native::device::{DeviceChoice, choose_device};
-use ddpm_explorer::native::train::{LossWeighting, TrainConfig, TrainError, checkpoint_config, train};
+use ddpm_explorer::native::train::{LossWeighting, LrDecay, TrainConfig, TrainError, checkpoint_config, train};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
@@ -42,6 +42,10 @@ pub(crate) struct TrainArgs {
     /// Clip the gradients' global L2 norm at this value; 0: no clipping [default: 1.0].
     #[arg(long)]
     grad_clip: Option<f64>,
+    /// From this step on, the learning rate falls linearly to zero at the last step (--steps). On
+    /// --resume it may be added at or after the checkpoint's step, e.g. to finish a constant-rate run.
+    #[arg(long, value_name = "STEP")]
+    lr_decay_from: Option<usize>,
     /// Weight the loss with Min-SNR-γ (Hang et al. 2023) with this γ (e.g. 5) instead of L_simple.
     #[arg(long)]
     min_snr_gamma: Option<f64>,
@@ -138,6 +142,12 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
         (None, Some(e)) => (e * data.len()).div_ceil(config.batch.max(1)),
         (None, None) => config.steps,
     };
+    if let Some(start) = a.lr_decay_from {
+        config.lr_decay = Some(LrDecay {
+            start,
+            end: config.steps,
+        });
+    }
     let steps = config.steps;
     config.validate()?;
     let chosen = choose_device(a.device)?;

@@ -123,9 +123,29 @@ impl<'m, M: EpsModel> ReverseChain<'m, M> {
 
     /// Takes one reverse step; `None` once x_0 is reached. Reads nothing back from the device.
     pub fn step(&mut self) -> Option<ChainStep> {
+        let (x_t, t) = self.model_input()?;
+        let eps = self.model.predict_eps(x_t, &t); // [b, c, h, w]
+        self.step_with(eps)
+    }
+
+    /// What the model is asked next: x_t and each image's t (`None` once x_0 is reached). With
+    /// [`Self::step_with`] this is [`Self::step`] in two halves, for a caller whose ε̂ comes from
+    /// elsewhere (the browser's Web Worker, which runs the U-Net off the page's thread).
+    ///
+    /// # Shapes
+    /// - x_t: `[batch, channels, height, width]`
+    pub fn model_input(&self) -> Option<(Tensor<4>, Vec<usize>)> {
         let coefs = self.next_coefs()?;
-        let t = vec![coefs.t; self.shape[0]];
-        let eps = self.model.predict_eps(self.x_t.clone(), &t); // [b, c, h, w]
+        Some((self.x_t.clone(), vec![coefs.t; self.shape[0]]))
+    }
+
+    /// Takes the next reverse step with `eps`, the model's ε̂ for [`Self::model_input`]; `None`
+    /// once x_0 is reached.
+    ///
+    /// # Shapes
+    /// - `eps`: `[batch, channels, height, width]`
+    pub fn step_with(&mut self, eps: Tensor<4>) -> Option<ChainStep> {
+        let coefs = self.next_coefs()?;
         let noise = (coefs.sigma > 0.0).then(|| self.rng.normal_tensor(self.shape, &self.device));
         let out = self.sampler.step(self.next_index, self.x_t.clone(), eps.clone(), noise);
         self.x_t = out.prev_sample.clone();
@@ -355,5 +375,29 @@ mod tests {
             clip_x0: true,
         };
         assert!(ReverseChain::sdedit(&oracle, &config, &schedule, x0.clone(), 1000, eps, 0).is_err());
+    }
+
+    #[test]
+    fn a_step_taken_in_two_halves_is_the_same_step() {
+        // The browser worker's path (model_input, ε̂ computed elsewhere, step_with) must take the
+        // very steps of step(), the noise z of a stochastic sampler included.
+        let schedule = NoiseSchedule::linear(50).unwrap();
+        let oracle = GaussianOracle {
+            schedule: schedule.clone(),
+            s2: 0.25,
+        };
+        let plan = || SamplerPlan::ddpm(&schedule, VarianceKind::BetaTilde, false);
+        let mut whole = ReverseChain::from_noise(&oracle, plan(), [2, 1, 3, 3], 5, &Device::flex());
+        let mut halves = ReverseChain::from_noise(&oracle, plan(), [2, 1, 3, 3], 5, &Device::flex());
+        let values = |t: Tensor<4>| t.into_data().as_slice::<f32>().unwrap().to_vec();
+        for step in 0..50 {
+            let (x_t, t) = halves.model_input().expect("steps left");
+            assert_eq!(t, vec![49 - step; 2], "each image at the step's t");
+            let b = halves.step_with(oracle.predict_eps(x_t, &t)).unwrap();
+            let a = whole.step().unwrap();
+            assert_eq!((a.index, a.coefs), (b.index, b.coefs));
+            assert_eq!(values(a.x_prev), values(b.x_prev), "step {step}");
+        }
+        assert!(halves.model_input().is_none() && whole.step().is_none());
     }
 }

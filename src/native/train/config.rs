@@ -41,6 +41,21 @@ pub struct TrainConfig {
     /// How the per-image losses are weighted over t.
     #[serde(default)]
     pub loss_weighting: LossWeighting,
+    /// A linear fall of the learning rate to zero after the constant phase; `None`: constant to
+    /// the end, as Ho et al. (runs recorded before the option existed read as `None`).
+    #[serde(default)]
+    pub lr_decay: Option<LrDecay>,
+}
+
+/// The learning rate falls linearly from its peak at step `start` to zero at step `end`
+/// ("decay to zero"): the noise of the late Adam steps shrinks with it, so the weights settle
+/// instead of wandering around the minimum at the peak rate's scale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LrDecay {
+    /// The last step at the peak rate (0-based step index where the fall begins).
+    pub start: usize,
+    /// The step at which the rate reaches zero; a run with this decay ends at or before it.
+    pub end: usize,
 }
 
 impl Default for TrainConfig {
@@ -62,6 +77,7 @@ impl Default for TrainConfig {
             log_every: 10,
             grad_clip: Some(1.0),
             loss_weighting: LossWeighting::Simple,
+            lr_decay: None,
         }
     }
 }
@@ -124,6 +140,17 @@ impl TrainConfig {
         {
             return bad("Min-SNR's γ must be a positive number");
         }
+        if let Some(decay) = self.lr_decay {
+            if decay.start >= decay.end {
+                return bad("the learning-rate decay must start before it ends");
+            }
+            if self.steps > decay.end {
+                return bad(&format!(
+                    "the learning rate reaches zero at step {} but the run is {} steps long",
+                    decay.end, self.steps
+                ));
+            }
+        }
         self.unet.validate().map_err(|e| TrainError::Settings(e.to_string()))
     }
 
@@ -142,6 +169,20 @@ impl TrainConfig {
         normalise(self) == normalise(other)
     }
 
+    /// Whether this recipe may continue a run recorded with `recorded` at checkpoint `step`: the
+    /// same recipe, except that a learning-rate decay may be added or moved while neither the
+    /// recorded one nor the new one has begun by `step`. Either way every step taken so far had
+    /// the learning rate this recipe gives it, so the recipe still reproduces the whole run.
+    pub fn continues(&self, recorded: &TrainConfig, step: usize) -> bool {
+        let not_begun = |decay: Option<LrDecay>| decay.is_none_or(|d| d.start >= step);
+        let without_decay = |c: &TrainConfig| TrainConfig {
+            lr_decay: None,
+            ..c.clone()
+        };
+        without_decay(self).same_recipe(&without_decay(recorded))
+            && (self.lr_decay == recorded.lr_decay || not_begun(self.lr_decay) && not_begun(recorded.lr_decay))
+    }
+
     /// The `config.json` of the exported model.
     pub fn diffusion_config(&self) -> DiffusionConfig {
         DiffusionConfig {
@@ -151,13 +192,19 @@ impl TrainConfig {
         }
     }
 
-    /// Learning rate at `step`: linear warm-up, then constant (as Ho et al.).
+    /// Learning rate at (0-based) `step`: linear warm-up, then constant (as Ho et al.), then with
+    /// [`LrDecay`] a linear fall: lr · (end − step) / (end − start) from `start` on.
     pub fn lr_at(&self, step: usize) -> f64 {
-        if self.warmup == 0 {
-            self.lr
+        let warmup = if self.warmup == 0 {
+            1.0
         } else {
-            self.lr * ((step + 1) as f64 / self.warmup as f64).min(1.0)
-        }
+            ((step + 1) as f64 / self.warmup as f64).min(1.0)
+        };
+        let decay = match self.lr_decay {
+            Some(LrDecay { start, end }) if step >= start => end.saturating_sub(step) as f64 / (end - start) as f64,
+            _ => 1.0,
+        };
+        self.lr * warmup * decay
     }
 }
 
@@ -181,6 +228,7 @@ mod tests {
         let map = json.as_object_mut().unwrap();
         map.remove("grad_clip");
         map.remove("loss_weighting");
+        map.remove("lr_decay");
         let old: TrainConfig = serde_json::from_value(json).unwrap();
         assert_eq!(old.grad_clip, None);
         assert_eq!(old.loss_weighting, LossWeighting::Simple);
@@ -190,5 +238,77 @@ mod tests {
             lr: 1e-3,
             ..TrainConfig::default()
         }));
+    }
+
+    #[test]
+    fn the_learning_rate_warms_up_holds_and_falls_linearly_to_zero() {
+        let config = TrainConfig {
+            lr: 1e-3,
+            warmup: 4,
+            steps: 20,
+            lr_decay: Some(LrDecay { start: 10, end: 20 }),
+            ..TrainConfig::default()
+        };
+        config.validate().unwrap();
+        // Warm-up: (step + 1)/4 of the peak; peak until step 10; then 1e-3 · (20 − step)/10.
+        let expected = [
+            (0, 0.25e-3),
+            (3, 1e-3),
+            (9, 1e-3),
+            (10, 1e-3),
+            (11, 0.9e-3),
+            (15, 0.5e-3),
+            (19, 0.1e-3),
+        ];
+        for (step, lr) in expected {
+            assert!(
+                (config.lr_at(step) - lr).abs() < 1e-15,
+                "step {step}: {} ≠ {lr}",
+                config.lr_at(step)
+            );
+        }
+        let too_long = TrainConfig {
+            steps: 21,
+            ..config.clone()
+        };
+        assert!(too_long.validate().is_err(), "the run may not outlast its decay");
+        let backwards = TrainConfig {
+            lr_decay: Some(LrDecay { start: 20, end: 20 }),
+            ..config
+        };
+        assert!(backwards.validate().is_err());
+    }
+
+    #[test]
+    fn a_decay_may_be_added_to_a_resumed_run_only_where_it_has_not_begun() {
+        let constant = TrainConfig {
+            steps: 100,
+            ..TrainConfig::default()
+        };
+        let decayed = |start| TrainConfig {
+            lr_decay: Some(LrDecay { start, end: 100 }),
+            ..constant.clone()
+        };
+        // At checkpoint 50: a decay from step 50 or later leaves steps 0..50 as they were.
+        assert!(decayed(50).continues(&constant, 50));
+        assert!(decayed(70).continues(&decayed(60), 50));
+        assert!(
+            constant.continues(&decayed(60), 50),
+            "a decay that has not begun may be dropped"
+        );
+        // One that would have changed steps already taken may not.
+        assert!(!decayed(40).continues(&constant, 50));
+        assert!(!constant.continues(&decayed(40), 50));
+        assert!(!decayed(60).continues(&decayed(40), 50));
+        assert!(
+            decayed(40).continues(&decayed(40), 50),
+            "the recorded decay itself continues"
+        );
+        // The rest of the recipe still may not change.
+        let other_lr = TrainConfig {
+            lr: 1e-3,
+            ..decayed(50)
+        };
+        assert!(!other_lr.continues(&constant, 50));
     }
 }

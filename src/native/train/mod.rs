@@ -12,7 +12,7 @@ pub mod ema;
 pub mod grads;
 
 pub use checkpoint::{RunDir, checkpoint_config, export_model, write_loss_plot};
-pub use config::{LossWeighting, TrainConfig};
+pub use config::{LossWeighting, LrDecay, TrainConfig};
 pub use ema::ema_update;
 pub use grads::clip_grad_global_norm;
 
@@ -151,12 +151,13 @@ pub fn train(
             reason,
         };
         let state = read_checkpoint_state(&dir)?;
-        if !state.config.same_recipe(config) {
-            return Err(resume_err(
+        if !config.continues(&state.config, state.step) {
+            return Err(resume_err(format!(
                 "its recipe (model, schedule, batch, lr, warm-up, EMA, seed) differs from these settings; \
-                 only the number of steps, the intervals and the gradient clipping may change when resuming"
-                    .into(),
-            ));
+                 only the number of steps, the intervals, the gradient clipping and a learning-rate decay \
+                 that begins at or after the checkpoint's step {} may change when resuming",
+                state.step
+            )));
         }
         let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| resume_err(format!("{name}: {e}")));
         model = diffusion.load_unet(read("model.bpk")?, &train_device)?;
