@@ -12,6 +12,7 @@ use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig, StepCoefs, 
 use ddpm_explorer::diffusion::schedule::{NoiseSchedule, ScheduleKind};
 use ddpm_explorer::image::{GrayImage, unit_to_byte};
 use ddpm_explorer::model::UNet;
+use ddpm_explorer::model::weights::{DiffusionConfig, unet_to_bytes};
 use ddpm_explorer::rng::NoiseRng;
 use ddpm_explorer::view_state::ViewState;
 use ddpm_explorer::web::article::{forward_equation, step_equation};
@@ -24,6 +25,7 @@ use ddpm_explorer::web::reverse_panel::{
     BATCH, Frame, chain_figure, evenly_spaced, format_duration, read_back, read_back_all, time_left,
 };
 use ddpm_explorer::web::state::PageState;
+use ddpm_explorer::web::worker::EpsWorker;
 use leptos::mount::mount_to;
 use leptos::prelude::*;
 use leptos::task::tick;
@@ -273,6 +275,30 @@ async fn without_an_adapter_the_cpu_backend_runs_and_says_so() {
         .unwrap();
     assert_eq!(out.len(), 2 * 784);
     assert!(out.iter().all(|v| v.is_finite()));
+}
+
+#[wasm_bindgen_test]
+async fn the_web_worker_predicts_what_the_unet_on_the_page_predicts() {
+    // The worker runs this same module on the same CPU backend: its ε̂ must be the page's, bit for
+    // bit, for every image at its own t; a request that does not fit is answered with an error.
+    let cpu = Device::flex();
+    let unet = tiny_unet(&cpu);
+    let config = DiffusionConfig {
+        unet: common::tiny_unet_config(),
+        schedule: ScheduleKind::Linear,
+        timesteps: 1000,
+    };
+    let weights = unet_to_bytes(unet.clone()).unwrap();
+    let worker = EpsWorker::start(&config.to_json(), &weights).await.unwrap();
+    let x = NoiseRng::new(8).normal_vec(2 * 784);
+    let here = read_back(unet.forward(input(&cpu), &[3, 700])).await.unwrap();
+    let there = worker.predict_eps(&x, [2, 1, 28, 28], &[3, 700]).await.unwrap();
+    assert_eq!(here, there);
+    let misfit = worker.predict_eps(&x, [3, 1, 28, 28], &[3, 700, 5]).await;
+    assert!(misfit.unwrap_err().contains("do not fit"));
+    // A worker that cannot build its model says why.
+    let broken = EpsWorker::start(&config.to_json(), &weights[..weights.len() / 2]).await;
+    assert!(broken.err().unwrap().contains("weights"));
 }
 
 #[wasm_bindgen_test]

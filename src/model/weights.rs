@@ -121,8 +121,8 @@ mod files {
 #[cfg(feature = "native")]
 pub use files::load_model;
 
-/// Serialises a model's weights to burnpack bytes (reads the tensors back: native only).
-#[cfg(feature = "native")]
+/// Serialises a model's weights to burnpack bytes. Reads the tensors back synchronously: natively,
+/// or from burn's CPU backend in the browser (a WebGPU tensor cannot be read that way there).
 pub fn unet_to_bytes(unet: UNet) -> Result<Vec<u8>, WeightsError> {
     unet.into_record()
         .into_bytes()

@@ -230,7 +230,7 @@ impl ComparisonRun {
                 break;
             }
             for (i, chain) in chains.iter_mut().enumerate().filter(|(i, _)| go[*i]) {
-                let Some(s) = chain.step() else { continue };
+                let Some(s) = engine.step(chain).await? else { continue };
                 let [x_prev, pred_x0] = read_back_all([s.x_prev, s.pred_x0]).await?;
                 self.sides[i].x_t.set(Some(small_grid(&x_prev)));
                 self.sides[i].pred_x0.set(Some(small_grid(&pred_x0)));

@@ -1,11 +1,14 @@
 //! The browser's model engine: a burn device (WebGPU, or the CPU backend when WebGPU is missing),
 //! the trained U-Net and its configuration, all fetched from the page's own origin.
 
+use super::reverse_panel::read_back;
+use super::worker::EpsWorker;
 use crate::data::{ImageDataset, parse_idx_images, parse_idx_labels};
+use crate::diffusion::sampler::{ChainStep, EpsModel, ReverseChain};
 use crate::model::UNet;
 use crate::model::weights::{CONFIG_FILE, DiffusionConfig, WEIGHTS_FILE};
 use crate::view_state::BackendPreference;
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor, TensorData};
 use js_sys::Reflect;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -26,6 +29,8 @@ pub struct BackendInfo {
     pub adapter: String,
     /// Why the CPU is used, when it is.
     pub fallback_reason: Option<String>,
+    /// On the CPU: `Ok` when the U-Net runs in a Web Worker, else why it runs on the page's thread.
+    pub worker: Result<(), String>,
 }
 
 impl BackendInfo {
@@ -33,8 +38,16 @@ impl BackendInfo {
     pub fn label(&self) -> String {
         match (&self.fallback_reason, self.webgpu) {
             (None, true) => format!("WebGPU · {}", self.adapter),
-            (Some(reason), _) => format!("CPU (burn flex) · {reason}"),
-            (None, false) => "CPU (burn flex)".to_string(),
+            (Some(reason), _) => format!("CPU (burn flex{}) · {reason}", self.cpu_place()),
+            (None, false) => format!("CPU (burn flex{})", self.cpu_place()),
+        }
+    }
+
+    /// Where the CPU backend runs, for the badge.
+    fn cpu_place(&self) -> String {
+        match &self.worker {
+            Ok(()) => ", in a Web Worker".into(),
+            Err(why) => format!(", on the page's thread: {why}"),
         }
     }
 }
@@ -51,6 +64,9 @@ pub struct Engine {
     pub config: DiffusionConfig,
     /// Real digits for the forward panel.
     pub digits: ImageDataset,
+    /// On the CPU backend, the copy of the U-Net that runs in a Web Worker (`None`: `unet` runs
+    /// every step, on the GPU or, when the worker could not start, on the page's thread).
+    pub worker: Option<EpsWorker>,
 }
 
 /// An adapter's description, and whether it is software (CPU emulation).
@@ -129,6 +145,7 @@ pub async fn select_device(preference: BackendPreference) -> (Device, BackendInf
                     webgpu: true,
                     adapter: adapter.name,
                     fallback_reason: None,
+                    worker: Err("WebGPU runs the model".into()),
                 },
             ),
             Err(e) => cpu_fallback(format!("WebGPU failed to start ({e})")),
@@ -145,6 +162,7 @@ pub fn cpu_fallback(reason: String) -> (Device, BackendInfo) {
             webgpu: false,
             adapter: "cpu".into(),
             fallback_reason: Some(reason),
+            worker: Err("no Web Worker started yet".into()),
         },
     )
 }
@@ -188,18 +206,52 @@ impl Engine {
         )
         .await;
         let (config_bytes, weights, images, labels) = files?;
-        let config = DiffusionConfig::from_json(&String::from_utf8_lossy(&config_bytes))
-            .map_err(|e| format!("{config_url}: {e}"))?;
+        let config_json = String::from_utf8_lossy(&config_bytes);
+        let config = DiffusionConfig::from_json(&config_json).map_err(|e| format!("{config_url}: {e}"))?;
         let unet = config
-            .load_unet(weights, &device)
+            .load_unet(weights.clone(), &device)
             .map_err(|e| format!("{weights_url}: {e}"))?;
         let digits = parse_digits(&images, &labels)?;
+        let mut backend = backend;
+        let worker = if backend.webgpu {
+            None
+        } else {
+            let started = EpsWorker::start(&config_json, &weights).await;
+            backend.worker = started.as_ref().map(drop).map_err(String::clone);
+            started.ok()
+        };
         Ok(Engine {
             device,
             backend,
             unet,
             config,
             digits,
+            worker,
         })
+    }
+
+    /// ε̂(x_t, t) from the U-Net, wherever it runs: on the device, or in the Web Worker (the batch
+    /// travels to it and back as host floats; the page's thread waits without blocking).
+    ///
+    /// # Shapes
+    /// - `x_t`: `[batch, channels, height, width]`, `t`: `batch` timesteps
+    /// - output: `[batch, channels, height, width]`
+    pub async fn predict_eps(&self, x_t: Tensor<4>, t: &[usize]) -> Result<Tensor<4>, String> {
+        let Some(worker) = &self.worker else {
+            return Ok(self.unet.forward(x_t, t));
+        };
+        let shape = x_t.dims();
+        let x_t = read_back(x_t).await?; // [b · c · h · w]
+        let eps = worker.predict_eps(&x_t, shape, t).await?; // [b · c · h · w]
+        Ok(Tensor::from_data(TensorData::new(eps, shape), &self.device))
+    }
+
+    /// One step of `chain` with ε̂ from [`Self::predict_eps`]; `None` once x_0 is reached.
+    pub async fn step<M: EpsModel>(&self, chain: &mut ReverseChain<'_, M>) -> Result<Option<ChainStep>, String> {
+        let Some((x_t, t)) = chain.model_input() else {
+            return Ok(None);
+        };
+        let eps = self.predict_eps(x_t, &t).await?; // [b, c, h, w]
+        Ok(chain.step_with(eps))
     }
 }

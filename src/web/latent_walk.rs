@@ -84,7 +84,7 @@ async fn run_walk(
     let show = |pixels: &[f32]| GrayImage::grid(pixels, SIZE, WALK_FRAMES, 1);
     strip.set(Some(show(&read_back(chain.current()).await?)));
     progress.set((0, total));
-    while let Some(s) = chain.step() {
+    while let Some(s) = engine.step(&mut chain).await? {
         strip.set(Some(show(&read_back(s.x_prev).await?)));
         progress.set((s.index + 1, total));
         yield_to_browser().await;

@@ -13,6 +13,7 @@ pub mod math_panel;
 pub mod reverse_panel;
 pub mod schedule_plot;
 pub mod state;
+pub mod worker;
 
 use wasm_bindgen::prelude::wasm_bindgen;
 

@@ -377,7 +377,7 @@ async fn run_chain(engine: &Engine, start: Start, state: PageState, view: ChainV
     let offset = done;
     while !view.stop.get_untracked() {
         let started = now_ms();
-        let Some(s) = chain.step() else { break };
+        let Some(s) = engine.step(&mut chain).await? else { break };
         let [x_t, pred_x0, eps] = read_back_all([s.x_prev, s.pred_x0, s.eps.div_scalar(3.0)]).await?;
         view.step_ms.set(now_ms() - started);
         view.frames.update(|f| {
