@@ -1,8 +1,7 @@
 //! The browser's model engine: a burn device (WebGPU, or the CPU backend when WebGPU is missing),
 //! the trained U-Net and its configuration, all fetched from the page's own origin.
 
-use super::reverse_panel::read_back;
-use super::worker::EpsWorker;
+use super::worker::{EpsRequest, EpsWorker};
 use crate::data::{ImageDataset, parse_idx_images, parse_idx_labels};
 use crate::diffusion::sampler::{ChainStep, EpsModel, ReverseChain};
 use crate::model::UNet;
@@ -230,28 +229,93 @@ impl Engine {
         })
     }
 
-    /// ε̂(x_t, t) from the U-Net, wherever it runs: on the device, or in the Web Worker (the batch
-    /// travels to it and back as host floats; the page's thread waits without blocking).
+    /// Asks for ε̂(x_t, t) from the U-Net, wherever it runs. In the Web Worker the request leaves
+    /// at once and the worker computes while the page goes on (it draws the step before); on the
+    /// device the network runs when [`PendingEps::eps`] is awaited, in the order it always had.
+    ///
+    /// # Shapes
+    /// - `x_t`: `[batch, channels, height, width]`, `t`: `batch` timesteps
+    pub fn request_eps(&self, x_t: Tensor<4>, t: &[usize]) -> Result<PendingEps<'_>, String> {
+        let Some(worker) = &self.worker else {
+            return Ok(PendingEps::OnDevice {
+                unet: &self.unet,
+                x_t: Box::new(x_t),
+                t: t.to_vec(),
+            });
+        };
+        let shape = x_t.dims();
+        // The CPU backend's tensors are ready at once: the read-back never waits.
+        let x_t = burn::tensor::try_read_sync(x_t.into_data_async())
+            .ok_or("x_t was not ready to read")?
+            .map_err(|e| e.to_string())?
+            .try_to_vec::<f32>()
+            .map_err(|e| format!("{e:?}"))?; // [b · c · h · w]
+        Ok(PendingEps::InWorker {
+            request: worker.request_eps(&x_t, shape, t)?,
+            shape,
+            device: self.device.clone(),
+        })
+    }
+
+    /// ε̂(x_t, t), as [`Self::request_eps`] and then its answer.
     ///
     /// # Shapes
     /// - `x_t`: `[batch, channels, height, width]`, `t`: `batch` timesteps
     /// - output: `[batch, channels, height, width]`
     pub async fn predict_eps(&self, x_t: Tensor<4>, t: &[usize]) -> Result<Tensor<4>, String> {
-        let Some(worker) = &self.worker else {
-            return Ok(self.unet.forward(x_t, t));
-        };
-        let shape = x_t.dims();
-        let x_t = read_back(x_t).await?; // [b · c · h · w]
-        let eps = worker.predict_eps(&x_t, shape, t).await?; // [b · c · h · w]
-        Ok(Tensor::from_data(TensorData::new(eps, shape), &self.device))
+        self.request_eps(x_t, t)?.eps().await
+    }
+
+    /// Asks for the ε̂ of `chain`'s next step (`None` once x_0 is reached).
+    pub fn request_next<M: EpsModel>(&self, chain: &ReverseChain<'_, M>) -> Result<Option<PendingEps<'_>>, String> {
+        chain
+            .model_input()
+            .map(|(x_t, t)| self.request_eps(x_t, &t))
+            .transpose()
     }
 
     /// One step of `chain` with ε̂ from [`Self::predict_eps`]; `None` once x_0 is reached.
     pub async fn step<M: EpsModel>(&self, chain: &mut ReverseChain<'_, M>) -> Result<Option<ChainStep>, String> {
-        let Some((x_t, t)) = chain.model_input() else {
+        let Some(pending) = self.request_next(chain)? else {
             return Ok(None);
         };
-        let eps = self.predict_eps(x_t, &t).await?; // [b, c, h, w]
+        let eps = pending.eps().await?; // [b, c, h, w]
         Ok(chain.step_with(eps))
+    }
+}
+
+/// ε̂ on its way: from the worker, or from the U-Net on the device once awaited.
+pub enum PendingEps<'e> {
+    /// The network runs on the engine's device when awaited.
+    OnDevice {
+        /// The network.
+        unet: &'e UNet,
+        /// Its input, `[batch, channels, height, width]` (boxed: a tensor handle is large beside
+        /// the other variant).
+        x_t: Box<Tensor<4>>,
+        /// Each image's timestep.
+        t: Vec<usize>,
+    },
+    /// Posted to the Web Worker.
+    InWorker {
+        /// The request.
+        request: EpsRequest<'e>,
+        /// The batch's shape.
+        shape: [usize; 4],
+        /// Where the answer goes.
+        device: Device,
+    },
+}
+
+impl PendingEps<'_> {
+    /// ε̂, `[batch, channels, height, width]`.
+    pub async fn eps(self) -> Result<Tensor<4>, String> {
+        match self {
+            PendingEps::OnDevice { unet, x_t, t } => Ok(unet.forward(*x_t, &t)),
+            PendingEps::InWorker { request, shape, device } => {
+                let eps = request.eps().await?; // [b · c · h · w]
+                Ok(Tensor::from_data(TensorData::new(eps, shape), &device))
+            }
+        }
     }
 }

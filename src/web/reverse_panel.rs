@@ -304,7 +304,7 @@ struct ChainView {
     stop: RwSignal<bool>,
     /// Steps done and in all.
     progress: RwSignal<(usize, usize)>,
-    /// The last step's time.
+    /// The time between the last two frames (a step as the page shows it).
     step_ms: RwSignal<f64>,
     /// Every step's pictures, x_T first.
     frames: RwSignal<Vec<Frame>>,
@@ -375,11 +375,17 @@ async fn run_chain(engine: &Engine, start: Start, state: PageState, view: ChainV
     view.frames.set(vec![first]);
     view.shown.set(0);
     let offset = done;
-    while !view.stop.get_untracked() {
-        let started = now_ms();
-        let Some(s) = engine.step(&mut chain).await? else { break };
+    let mut last_frame = now_ms();
+    let mut pending = engine.request_next(&chain)?;
+    while let Some(request) = pending.take() {
+        if view.stop.get_untracked() {
+            break;
+        }
+        let eps = request.eps().await?; // [b, c, h, w]
+        let Some(s) = chain.step_with(eps) else { break };
+        // In the Web Worker the next step is computed while this one is read back and drawn.
+        pending = engine.request_next(&chain)?;
         let [x_t, pred_x0, eps] = read_back_all([s.x_prev, s.pred_x0, s.eps.div_scalar(3.0)]).await?;
-        view.step_ms.set(now_ms() - started);
         view.frames.update(|f| {
             f.push(Frame {
                 coefs: Some(s.coefs),
@@ -391,6 +397,9 @@ async fn run_chain(engine: &Engine, start: Start, state: PageState, view: ChainV
         view.shown.set(s.index + 1 - offset);
         view.progress.set((s.index + 1 - offset, total - offset));
         step.set(Some(s.coefs));
+        let now = now_ms();
+        view.step_ms.set(now - last_frame);
+        last_frame = now;
         yield_to_browser().await;
     }
     Ok(())

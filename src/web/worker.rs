@@ -65,30 +65,69 @@ fn describe(error: &JsValue) -> String {
         .unwrap_or_else(|| format!("{error:?}"))
 }
 
-/// Posts with `post` and waits for the answer: the next message on `port`, or an error raised in
-/// the worker (`worker`'s `error` event), whichever comes first.
-async fn exchange(
-    port: &JsValue,
-    worker: &Worker,
+/// A message posted to the worker whose answer is still to come.
+struct Posted<'w> {
+    /// Resolves with the answer's event, or rejects with the worker's error event.
+    answer: JsFuture,
+    /// Where the answer arrives.
+    port: JsValue,
+    worker: &'w Worker,
+}
+
+/// Listens on `port` for the next message and on `worker` for an error, then posts with `post`.
+fn post<'w>(
+    port: JsValue,
+    worker: &'w Worker,
     post: impl FnOnce() -> Result<(), JsValue>,
-) -> Result<JsValue, String> {
+) -> Result<Posted<'w>, String> {
     let mut handlers = Ok(());
     let answer = Promise::new(&mut |resolve, reject| {
-        handlers = Reflect::set(port, &JsValue::from_str("onmessage"), &resolve).map(drop);
+        handlers = Reflect::set(&port, &JsValue::from_str("onmessage"), &resolve).map(drop);
         worker.set_onerror(Some(&reject));
     });
     handlers.map_err(|e| describe(&e))?;
     post().map_err(|e| format!("could not reach the model's worker: {}", describe(&e)))?;
-    let event = JsFuture::from(answer).await;
-    let _ = Reflect::set(port, &JsValue::from_str("onmessage"), &JsValue::NULL);
-    worker.set_onerror(None);
-    let data = field(
-        &event.map_err(|e| format!("the model's worker failed: {}", describe(&e)))?,
-        "data",
-    )?;
-    match field(&data, "error")?.as_string() {
-        Some(error) => Err(format!("the model's worker failed: {error}")),
-        None => Ok(data),
+    Ok(Posted {
+        answer: JsFuture::from(answer),
+        port,
+        worker,
+    })
+}
+
+impl Posted<'_> {
+    /// The answer's data: the next message on the port, or the error raised in the worker,
+    /// whichever comes first.
+    async fn answer(self) -> Result<JsValue, String> {
+        let event = self.answer.await;
+        let _ = Reflect::set(&self.port, &JsValue::from_str("onmessage"), &JsValue::NULL);
+        self.worker.set_onerror(None);
+        let data = field(
+            &event.map_err(|e| format!("the model's worker failed: {}", describe(&e)))?,
+            "data",
+        )?;
+        match field(&data, "error")?.as_string() {
+            Some(error) => Err(format!("the model's worker failed: {error}")),
+            None => Ok(data),
+        }
+    }
+}
+
+/// A request for ε̂ on its way to the worker (the worker computes while the page goes on).
+pub struct EpsRequest<'w> {
+    posted: Posted<'w>,
+    channel: MessageChannel,
+}
+
+impl EpsRequest<'_> {
+    /// Waits (without blocking the page) for ε̂, host floats image after image.
+    pub async fn eps(self) -> Result<Vec<f32>, String> {
+        let answer = self.posted.answer().await;
+        self.channel.port1().close();
+        let eps = field(&answer?, "eps")?;
+        Ok(eps
+            .dyn_into::<Float32Array>()
+            .map_err(|_| "ε̂ came back in the wrong form")?
+            .to_vec())
     }
 }
 
@@ -118,31 +157,34 @@ impl EpsWorker {
             ("config", &JsValue::from_str(config_json)),
             ("weights", &Uint8Array::from(weights).into()),
         ]);
-        let ready = exchange(&worker.worker, &worker.worker, || worker.worker.post_message(&start)).await;
+        let ready = match post(worker.worker.clone().into(), &worker.worker, || {
+            worker.worker.post_message(&start)
+        }) {
+            Ok(posted) => posted.answer().await,
+            Err(e) => Err(e),
+        };
         let _ = Url::revoke_object_url(&url);
         ready.map(|_| worker)
     }
 
-    /// ε̂(x_t, t) for a batch `x_t` of `shape` (host floats, image after image), each image at
-    /// its own timestep `t`.
-    pub async fn predict_eps(&self, x_t: &[f32], shape: [usize; 4], t: &[usize]) -> Result<Vec<f32>, String> {
+    /// Asks for ε̂(x_t, t) for a batch `x_t` of `shape` (host floats, image after image), each image
+    /// at its own timestep `t`: posted at once, answered by [`EpsRequest::eps`].
+    pub fn request_eps(&self, x_t: &[f32], shape: [usize; 4], t: &[usize]) -> Result<EpsRequest<'_>, String> {
         let channel = MessageChannel::new().map_err(|e| describe(&e))?;
         let x = Float32Array::from(x_t);
         let shape = Uint32Array::from(&shape.map(|d| d as u32)[..]);
         let t = Uint32Array::from(&t.iter().map(|&t| t as u32).collect::<Vec<_>>()[..]);
         let request = object(&[("x", &x), ("shape", &shape), ("t", &t), ("port", &channel.port2())]);
         let transfer = Array::of2(&channel.port2(), &x.buffer());
-        let port1: JsValue = channel.port1().into();
-        let answer = exchange(&port1, &self.worker, || {
+        let posted = post(channel.port1().into(), &self.worker, || {
             self.worker.post_message_with_transfer(&request, &transfer)
-        })
-        .await;
-        channel.port1().close();
-        let eps = field(&answer?, "eps")?;
-        Ok(eps
-            .dyn_into::<Float32Array>()
-            .map_err(|_| "ε̂ came back in the wrong form")?
-            .to_vec())
+        })?;
+        Ok(EpsRequest { posted, channel })
+    }
+
+    /// ε̂(x_t, t), as [`Self::request_eps`] and then its answer.
+    pub async fn predict_eps(&self, x_t: &[f32], shape: [usize; 4], t: &[usize]) -> Result<Vec<f32>, String> {
+        self.request_eps(x_t, shape, t)?.eps().await
     }
 }
 
