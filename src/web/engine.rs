@@ -257,15 +257,6 @@ impl Engine {
         })
     }
 
-    /// ε̂(x_t, t), as [`Self::request_eps`] and then its answer.
-    ///
-    /// # Shapes
-    /// - `x_t`: `[batch, channels, height, width]`, `t`: `batch` timesteps
-    /// - output: `[batch, channels, height, width]`
-    pub async fn predict_eps(&self, x_t: Tensor<4>, t: &[usize]) -> Result<Tensor<4>, String> {
-        self.request_eps(x_t, t)?.eps().await
-    }
-
     /// Asks for the ε̂ of `chain`'s next step (`None` once x_0 is reached).
     pub fn request_next<M: EpsModel>(&self, chain: &ReverseChain<'_, M>) -> Result<Option<PendingEps<'_>>, String> {
         chain
@@ -274,7 +265,7 @@ impl Engine {
             .transpose()
     }
 
-    /// One step of `chain` with ε̂ from [`Self::predict_eps`]; `None` once x_0 is reached.
+    /// One step of `chain` with ε̂ from wherever the U-Net runs; `None` once x_0 is reached.
     pub async fn step<M: EpsModel>(&self, chain: &mut ReverseChain<'_, M>) -> Result<Option<ChainStep>, String> {
         let Some(pending) = self.request_next(chain)? else {
             return Ok(None);
