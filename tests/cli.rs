@@ -208,6 +208,67 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     );
 }
 
+/// A learning-rate decay added when resuming, where it has not begun, gives the run that had it from
+/// the start (bit for bit), with the learning rates Ho et al.'s warm-up and a linear fall to zero
+/// give by hand; a decay that would have changed steps already taken is refused.
+#[test]
+fn a_decay_added_on_resume_equals_one_there_from_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_tiny_dataset(&data);
+    let (whole, split) = (tmp.path().join("whole"), tmp.path().join("split"));
+    let train = |out: &Path, steps: &str, resume: bool, decay_from: Option<&str>| {
+        let mut flags = vec![
+            "--steps",
+            steps,
+            "--batch",
+            "4",
+            "--checkpoint-every",
+            "3",
+            "--sample-every",
+            "0",
+            "--log-every",
+            "1",
+            "--warmup",
+            "2",
+        ];
+        if resume {
+            flags.push("--resume");
+        }
+        if let Some(step) = decay_from {
+            flags.extend(["--lr-decay-from", step]);
+        }
+        train_with(&data, out, &flags)
+    };
+    let o = train(&whole, "6", false, Some("3"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = train(&split, "3", false, None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_fails_with(&train(&split, "6", true, Some("2")), "may change when resuming");
+    let o = train(&split, "6", true, Some("3"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["checkpoint/model.bpk", "checkpoint/ema.bpk"] {
+        assert!(parameters(&whole, f) == parameters(&split, f), "{f} differs");
+    }
+    // lr 2e-4 (the default), warm-up over 2 steps, then 2e-4 · (6 − step)/(6 − 3) from step 3.
+    let rates = |run: &Path| -> Vec<f64> {
+        std::fs::read_to_string(run.join("loss.csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+            .collect()
+    };
+    let expected = [1e-4, 2e-4, 2e-4, 2e-4, 2e-4 * 2.0 / 3.0, 2e-4 / 3.0];
+    for run in [&whole, &split] {
+        let got = rates(run);
+        assert_eq!(got.len(), 6);
+        for (g, e) in got.iter().zip(expected) {
+            assert!((g - e).abs() <= 1e-3 * e, "{got:?} vs {expected:?}");
+        }
+    }
+}
+
 /// Every parameter value of the U-Net stored at `run/file`, in the network's own order.
 fn parameters(run: &Path, file: &str) -> Vec<f32> {
     use burn::module::{Module, ModuleVisitor, Param};
