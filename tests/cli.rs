@@ -108,6 +108,11 @@ fn train_with(data: &Path, out: &Path, flags: &[&str]) -> Output {
 }
 
 fn train_tiny(data: &Path, out: &Path, steps: &str, resume: bool) -> Output {
+    train_tiny_with(data, out, steps, resume, &[])
+}
+
+/// [`train_tiny`] with `extra` flags.
+fn train_tiny_with(data: &Path, out: &Path, steps: &str, resume: bool, extra: &[&str]) -> Output {
     let mut flags = vec![
         "--steps",
         steps,
@@ -125,6 +130,7 @@ fn train_tiny(data: &Path, out: &Path, steps: &str, resume: bool) -> Output {
     if resume {
         flags.push("--resume");
     }
+    flags.extend_from_slice(extra);
     train_with(data, out, &flags)
 }
 
@@ -218,27 +224,8 @@ fn a_decay_added_on_resume_equals_one_there_from_the_start() {
     write_tiny_dataset(&data);
     let (whole, split) = (tmp.path().join("whole"), tmp.path().join("split"));
     let train = |out: &Path, steps: &str, resume: bool, decay_from: Option<&str>| {
-        let mut flags = vec![
-            "--steps",
-            steps,
-            "--batch",
-            "4",
-            "--checkpoint-every",
-            "3",
-            "--sample-every",
-            "0",
-            "--log-every",
-            "1",
-            "--warmup",
-            "2",
-        ];
-        if resume {
-            flags.push("--resume");
-        }
-        if let Some(step) = decay_from {
-            flags.extend(["--lr-decay-from", step]);
-        }
-        train_with(&data, out, &flags)
+        let decay = decay_from.map(|step| ["--lr-decay-from", step]);
+        train_tiny_with(&data, out, steps, resume, decay.as_ref().map_or(&[], |d| &d[..]))
     };
     let o = train(&whole, "6", false, Some("3"));
     assert!(o.status.success(), "{}", stderr(&o));
