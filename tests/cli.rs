@@ -622,6 +622,8 @@ fn classifier_eval_and_plot_loss_end_to_end() {
         "400",
         "--json",
         report.to_str().unwrap(),
+        "--label",
+        "tiny run, step 2",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -630,6 +632,10 @@ fn classifier_eval_and_plot_loss_end_to_end() {
         "{out}"
     );
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(
+        json["weights"], "tiny run, step 2",
+        "--label names the weights in the JSON"
+    );
     let sets = json["sets"].as_array().unwrap();
     assert_eq!(sets.len(), 2);
     let runs = json["seeds"].as_array().unwrap().len();

@@ -51,6 +51,9 @@ pub(crate) struct EvalArgs {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// How the JSON names the weights, e.g. "step 112,000 (EMA, f16)" [default: the --weights path].
+    #[arg(long, requires = "json")]
+    label: Option<String>,
 }
 
 /// A sample set named on the command line: `ddimN` or `ddpm`.
@@ -245,7 +248,7 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
     }
     if let Some(path) = &a.json {
         let report = EvalReport {
-            weights: a.weights.display().to_string(),
+            weights: a.label.clone().unwrap_or_else(|| a.weights.display().to_string()),
             classifier_test_accuracy: record.test_accuracy,
             seeds,
             reference_images: test.len(),
