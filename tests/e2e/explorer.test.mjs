@@ -83,10 +83,14 @@ test('load, slide, generate, SDEdit: from its own origin, without errors', async
   await page.close();
 });
 
-test('on the CPU the U-Net runs in a Web Worker: a chain never blocks the page for 50 ms', async () => {
-  // 50 ms is the browser's own bound for a "long task" (the Long Tasks API reports nothing
-  // shorter); one U-Net forward for 16 digits takes about 100 ms on this backend, so a single
-  // step on the page's thread would show up here.
+test('on the CPU the U-Net runs in a Web Worker: no step blocks the page for a forward pass', async (t) => {
+  // Were the U-Net on the page's thread, every step would block it for one forward pass, which
+  // is most of a step: the worker computes step k+1's ε̂ while the page draws step k, so a step
+  // takes max(forward, drawing), and the drawing is a few ms against ~100 ms for the forward of
+  // 16 digits. So no long task (the Long Tasks API reports those over 50 ms) may last half a
+  // step, the mean step timed here from the click to the last step. The bound is relative, not
+  // 50 ms: a long task's duration is wall time, and on a busy 2-core machine the page's thread
+  // is sometimes descheduled for tens of ms in the middle of a few ms of drawing.
   const { page, problems } = await open({ width: 1280, height: 900 }, 'sampler=ddim&steps=8&eta=0&seed=0');
   assert.match(await page.textContent('.badge'), /CPU \(burn flex, in a Web Worker\)/);
   await page.evaluate(() => {
@@ -95,8 +99,10 @@ test('on the CPU the U-Net runs in a Web Worker: a chain never blocks the page f
       type: 'longtask',
     });
   });
+  const started = Date.now();
   await page.click('button.generate');
   await waitForSteps(page, 8);
+  const stepMs = (Date.now() - started) / 8;
   const x0 = await page.$eval('.reverse figure:nth-of-type(2) canvas', (c) => {
     const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
     let lit = 0;
@@ -105,7 +111,9 @@ test('on the CPU the U-Net runs in a Web Worker: a chain never blocks the page f
   });
   assert.ok(x0 > 0.02 && x0 < 0.4, `x̂_0 from the worker's ε̂ looks like strokes on black (${(100 * x0).toFixed(1)} % lit)`);
   const long = await page.evaluate(() => window.longTasks);
-  assert.deepEqual(long, [], `long tasks (ms) on the page's thread during the chain: ${long.join(', ')}`);
+  t.diagnostic(`mean step ${stepMs.toFixed(0)} ms; long tasks on the page's thread: [${long.join(', ')}] ms`);
+  const blocking = long.filter((ms) => ms >= stepMs / 2);
+  assert.deepEqual(blocking, [], `long tasks (ms) of half a step (${stepMs.toFixed(0)} ms) or more: ${long.join(', ')}`);
   assert.deepEqual(problems, []);
   await page.close();
 });
