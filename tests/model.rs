@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use ddpm_explorer::diffusion::schedule::ScheduleKind;
 use ddpm_explorer::model::weights::{DiffusionConfig, WeightsError};
-use ddpm_explorer::model::{UNetConfig, UNetConfigError};
+use ddpm_explorer::model::{SkipLayout, UNetConfig, UNetConfigError};
 use ddpm_explorer::rng::NoiseRng;
 
 fn input(batch: usize, device: &Device) -> Tensor<4> {
@@ -52,6 +52,65 @@ fn timesteps_change_the_prediction_per_image() {
     for (a, b) in single.as_slice::<f32>().unwrap().iter().zip(&v[..784]) {
         assert!((a - b).abs() < 1e-4);
     }
+}
+
+/// Parameters of a ResBlock from `c_in` to `c_out` channels with a time embedding of `embed`,
+/// counted by hand from its layers: GroupNorm (scale, shift), 3×3 conv, time projection, GroupNorm,
+/// 3×3 conv, and a 1×1 conv on the skip when the channel count changes.
+fn res_block_params(c_in: usize, c_out: usize, embed: usize) -> usize {
+    let skip = if c_in == c_out { 0 } else { c_in * c_out + c_out };
+    2 * c_in + (9 * c_in * c_out + c_out) + (embed * c_out + c_out) + 2 * c_out + (9 * c_out * c_out + c_out) + skip
+}
+
+#[test]
+fn ho_et_al_skip_layout_adds_a_decoder_block_per_level_fed_by_every_encoder_stage() {
+    // Channels 8/16, one ResBlock per level, time embedding 32. Per level, the decoder's blocks
+    // are 32→16 (16 from below + the 16 of level 1's output) and 24→8. Per block (Ho et al.), the
+    // encoder leaves skips of 8 (input conv), 8 (level 0's block), 8 (downsampler), 16 (level 1's
+    // block), taken last first: level 1's decoder runs 16+16→16 and 16+8→16, level 0's 16+8→8 and
+    // 8+8→8. So the per-block net has two more blocks, 24→16 and 16→8, and nothing else changes.
+    let device = Device::flex();
+    let per_level = common::tiny_unet_config();
+    assert_eq!(per_level.skip_layout(), SkipLayout::PerLevel);
+    let per_block = per_level.clone().with_skips(Some(SkipLayout::PerBlock));
+    let extra = res_block_params(24, 16, 32) + res_block_params(16, 8, 32);
+    assert_eq!(extra, 6800 + 2192);
+    let unet = common::perturbed(per_block.init(&device), 5);
+    assert_eq!(unet.num_params(), per_level.init(&device).num_params() + extra);
+    // The channels line up at every concatenation (a mismatch would panic), and the output keeps
+    // the input's shape and depends on t.
+    let x = input(1, &device);
+    let out = unet.forward(Tensor::cat(vec![x.clone(), x], 0), &[0, 999]).into_data();
+    let v = out.as_slice::<f32>().unwrap();
+    assert_eq!(v.len(), 2 * 784);
+    let diff: f32 = v[..784].iter().zip(&v[784..]).map(|(a, b)| (a - b).abs()).sum();
+    assert!(diff > 1e-3, "t had no effect ({diff})");
+}
+
+#[test]
+fn the_skip_layout_is_part_of_the_architecture_in_config_json() {
+    let device = Device::flex();
+    let per_level = DiffusionConfig {
+        unet: common::tiny_unet_config(),
+        schedule: ScheduleKind::Linear,
+        timesteps: 1000,
+    };
+    // A config.json from before the choice existed (no "skips") is the per-level layout.
+    let mut json: serde_json::Value = serde_json::from_str(&per_level.to_json()).unwrap();
+    json["unet"].as_object_mut().unwrap().remove("skips");
+    let old = DiffusionConfig::from_json(&json.to_string()).unwrap();
+    assert_eq!(old.unet.skip_layout(), SkipLayout::PerLevel);
+    // Written and read back, the per-block layout stays per block, and a per-level net's weights
+    // do not load into it.
+    let mut per_block = per_level.clone();
+    per_block.unet.skips = Some(SkipLayout::PerBlock);
+    assert!(per_block.to_json().contains(r#""skips": "per-block""#));
+    assert_eq!(DiffusionConfig::from_json(&per_block.to_json()).unwrap(), per_block);
+    let bytes = ddpm_explorer::model::weights::unet_to_bytes(per_level.unet.init(&device)).unwrap();
+    assert!(matches!(
+        per_block.load_unet(bytes, &device),
+        Err(WeightsError::Weights { .. })
+    ));
 }
 
 /// A small model with live (jittered) weights, and its config.
@@ -150,6 +209,7 @@ fn the_shipped_weights_decode_into_their_architecture() {
     let (config, unet) =
         ddpm_explorer::model::weights::load_model(&assets, &device).expect("assets/ holds a valid model");
     assert_eq!((config.unet.image_size, config.timesteps), (28, 1000));
+    assert_eq!(config.unet.skip_layout(), SkipLayout::PerLevel);
     let out = unet.forward(input(2, &device), &[999, 0]).into_data();
     let v = out.as_slice::<f32>().unwrap();
     assert_eq!(v.len(), 2 * 784);

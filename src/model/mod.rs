@@ -12,4 +12,4 @@ pub mod unet;
 pub mod weights;
 mod winograd;
 
-pub use unet::{UNet, UNetConfig, UNetConfigError};
+pub use unet::{SkipLayout, UNet, UNetConfig, UNetConfigError};

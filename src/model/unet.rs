@@ -9,6 +9,22 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, Initializer, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Which encoder activations the decoder receives (concatenated before a decoder ResBlock).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "native", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum SkipLayout {
+    /// One skip per level, the level's output before its downsampler, taken by the first of the
+    /// decoder level's `res_blocks` ResBlocks.
+    #[default]
+    PerLevel,
+    /// Ho et al.'s layout (their `diffusion_tf/models/unet.py`): a skip from the input convolution,
+    /// from every encoder ResBlock and from every downsampler, each taken by one of the decoder
+    /// level's `res_blocks + 1` ResBlocks.
+    PerBlock,
+}
 
 /// Configuration of [`UNet`]; saved as `config.json` beside the weights.
 #[derive(Config, Debug, PartialEq)]
@@ -34,6 +50,9 @@ pub struct UNetConfig {
     /// Dropout inside residual blocks (active only while training).
     #[config(default = 0.1)]
     pub dropout: f64,
+    /// The skip connections; `None` (a `config.json` written before the choice existed) is
+    /// [`SkipLayout::PerLevel`].
+    pub skips: Option<SkipLayout>,
 }
 
 /// One encoder level: residual blocks, attention at the lowest resolution, then a downsampler
@@ -45,8 +64,9 @@ pub struct DownLevel {
     downsample: Option<Downsample>,
 }
 
-/// One decoder level: the first residual block takes the encoder's skip, then attention at the
-/// lowest resolution and an upsampler (except on the full-resolution level).
+/// One decoder level: residual blocks that take the encoder's skips (the first block, or every
+/// block: [`SkipLayout`]), then attention at the lowest resolution and an upsampler (except on the
+/// full-resolution level).
 #[derive(Module, Debug)]
 pub struct UpLevel {
     res: Vec<ResBlock>,
@@ -73,6 +93,9 @@ pub struct UNet {
     up: Vec<UpLevel>,
     norm_out: GroupNorm,
     conv_out: Conv2d,
+    /// [`SkipLayout::PerBlock`]: every decoder block takes a skip (no weights: burn stores nothing
+    /// for a `bool`).
+    skip_per_block: bool,
 }
 
 /// An invalid [`UNetConfig`].
@@ -95,6 +118,11 @@ impl UNetConfig {
     /// Channels of each level.
     pub fn level_channels(&self) -> Vec<usize> {
         self.channel_mult.iter().map(|m| m * self.base_channels).collect()
+    }
+
+    /// The skip layout ([`SkipLayout::PerLevel`] when unset).
+    pub fn skip_layout(&self) -> SkipLayout {
+        self.skips.unwrap_or_default()
     }
 
     /// Size of the time embedding (4 × base channels, as in DDPM).
@@ -145,8 +173,16 @@ impl UNetConfig {
                 .init(device)
         };
         let attn = |c: usize| AttentionBlockConfig::new(c).with_groups(self.groups).init(device);
+        let per_block = self.skip_layout() == SkipLayout::PerBlock;
 
         let mut down = Vec::with_capacity(levels);
+        // Channels of the skips, in the order the encoder makes them (per block: the input
+        // convolution's first).
+        let mut skips = if per_block {
+            vec![self.base_channels]
+        } else {
+            Vec::new()
+        };
         let mut c_prev = self.base_channels;
         for (i, &c) in channels.iter().enumerate() {
             let last = i + 1 == levels;
@@ -157,6 +193,15 @@ impl UNetConfig {
                 attn: last.then(|| attn(c)),
                 downsample: (!last).then(|| Downsample::new(c, device)),
             });
+            // Per block: one skip per ResBlock and one from the downsampler; per level: one.
+            let made = if !per_block {
+                1
+            } else if last {
+                self.res_blocks
+            } else {
+                self.res_blocks + 1
+            };
+            skips.extend(std::iter::repeat_n(c, made));
             c_prev = c;
         }
         let c_mid = *channels.last().expect("at least one level");
@@ -167,10 +212,20 @@ impl UNetConfig {
         };
         let mut up = Vec::with_capacity(levels);
         let mut c_h = c_mid;
+        let blocks = self.res_blocks + usize::from(per_block);
         for (i, &c) in channels.iter().enumerate().rev() {
             up.push(UpLevel {
-                res: (0..self.res_blocks)
-                    .map(|j| res(if j == 0 { c_h + c } else { c }, c))
+                res: (0..blocks)
+                    .map(|j| {
+                        let c_in = if j == 0 { c_h } else { c };
+                        let takes_skip = per_block || j == 0;
+                        let c_skip = if takes_skip {
+                            skips.pop().expect("a skip for this block")
+                        } else {
+                            0
+                        };
+                        res(c_in + c_skip, c)
+                    })
                     .collect(),
                 attn: (i + 1 == levels).then(|| attn(c)),
                 upsample: (i > 0).then(|| Upsample::new(c, device)),
@@ -190,6 +245,7 @@ impl UNetConfig {
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .with_initializer(Initializer::Zeros)
                 .init(device),
+            skip_per_block: per_block,
         }
     }
 }
@@ -205,27 +261,38 @@ impl UNet {
         let device = x_t.device();
         let emb = self.time_embed.forward(t, &device); // [b, embed_dim]
         let mut h = conv_forward(&self.conv_in, x_t); // [b, c0, s, s]
-        let mut skips = Vec::with_capacity(self.down.len());
-        for level in &self.down {
-            for block in &level.res {
-                h = block.forward(h, emb.clone()); // [b, c_i, s_i, s_i]
-            }
-            if let Some(attn) = &level.attn {
-                h = attn.forward(h); // [b, c_i, s_i, s_i]
-            }
+        let mut skips = Vec::new();
+        if self.skip_per_block {
             skips.push(h.clone());
+        }
+        for level in &self.down {
+            let blocks = level.res.len();
+            for (j, block) in level.res.iter().enumerate() {
+                h = block.forward(h, emb.clone()); // [b, c_i, s_i, s_i]
+                if j + 1 == blocks
+                    && let Some(attn) = &level.attn
+                {
+                    h = attn.forward(h); // [b, c_i, s_i, s_i]
+                }
+                if self.skip_per_block || j + 1 == blocks {
+                    skips.push(h.clone());
+                }
+            }
             if let Some(down) = &level.downsample {
                 h = down.forward(h); // [b, c_i, s_i/2, s_i/2]
+                if self.skip_per_block {
+                    skips.push(h.clone());
+                }
             }
         }
         h = self.mid.res1.forward(h, emb.clone()); // [b, c_L, s_L, s_L]
         h = self.mid.attn.forward(h); // [b, c_L, s_L, s_L]
         h = self.mid.res2.forward(h, emb.clone()); // [b, c_L, s_L, s_L]
         for level in &self.up {
-            let skip = skips.pop().expect("one skip per level");
             for (j, block) in level.res.iter().enumerate() {
-                if j == 0 {
-                    h = Tensor::cat(vec![h, skip.clone()], 1); // [b, c_h + c_i, s_i, s_i]
+                if self.skip_per_block || j == 0 {
+                    let skip = skips.pop().expect("a skip for this block"); // [b, c_skip, s_i, s_i]
+                    h = Tensor::cat(vec![h, skip], 1); // [b, c_h + c_skip, s_i, s_i]
                 }
                 h = block.forward(h, emb.clone()); // [b, c_i, s_i, s_i]
             }

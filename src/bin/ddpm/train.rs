@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use ddpm_explorer::data::{ImageDataset, Split};
 use ddpm_explorer::diffusion::schedule::ScheduleKind;
-use ddpm_explorer::model::UNetConfig;
+use ddpm_explorer::model::{SkipLayout, UNetConfig};
 use ddpm_explorer::native::device::{DeviceChoice, choose_device};
 use ddpm_explorer::native::train::{LossWeighting, LrDecay, TrainConfig, TrainError, checkpoint_config, train};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -89,6 +89,10 @@ pub(crate) struct TrainArgs {
     /// Dropout in residual blocks [default: 0.1].
     #[arg(long)]
     dropout: Option<f64>,
+    /// U-Net skip connections: per-level (one per resolution level) or per-block (Ho et al.'s: one
+    /// per ResBlock and downsampler, one more decoder ResBlock per level) [default: per-level].
+    #[arg(long)]
+    skips: Option<SkipLayout>,
 }
 
 impl TrainArgs {
@@ -109,6 +113,9 @@ impl TrainArgs {
         c.unet.dropout = self.dropout.unwrap_or(c.unet.dropout);
         c.schedule = self.schedule.unwrap_or(c.schedule);
         c.seed = self.seed.unwrap_or(c.seed);
+        if let Some(skips) = self.skips {
+            c.unet.skips = Some(skips);
+        }
         if let Some(mult) = &self.channel_mult {
             c.unet.channel_mult = mult.clone();
         }

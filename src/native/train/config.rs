@@ -159,6 +159,11 @@ impl TrainConfig {
     /// as the continuation of the shipped weights did).
     pub fn same_recipe(&self, other: &TrainConfig) -> bool {
         let normalise = |c: &TrainConfig| TrainConfig {
+            // A recipe recorded before the skip layout was a choice (`None`) is per level.
+            unet: UNetConfig {
+                skips: Some(c.unet.skip_layout()),
+                ..c.unet.clone()
+            },
             steps: 0,
             sample_every: 0,
             checkpoint_every: 1,
@@ -238,6 +243,24 @@ mod tests {
             lr: 1e-3,
             ..TrainConfig::default()
         }));
+    }
+
+    #[test]
+    fn a_recipe_written_before_the_skip_layout_was_a_choice_is_per_level() {
+        use crate::model::SkipLayout;
+        let mut json = serde_json::to_value(TrainConfig::default()).unwrap();
+        json["unet"].as_object_mut().unwrap().remove("skips");
+        let old: TrainConfig = serde_json::from_value(json).unwrap();
+        let with = |skips| TrainConfig {
+            unet: UNetConfig {
+                skips,
+                ..UNetConfig::new()
+            },
+            ..TrainConfig::default()
+        };
+        // `--skips per-level` continues it; `--skips per-block` is another network.
+        assert!(old.same_recipe(&with(Some(SkipLayout::PerLevel))));
+        assert!(!old.same_recipe(&with(Some(SkipLayout::PerBlock))));
     }
 
     #[test]
