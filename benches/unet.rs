@@ -13,7 +13,7 @@ use burn::tensor::{Device, Tensor};
 use criterion::{Criterion, criterion_group};
 use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig, VarianceKind, apply_step};
 use ddpm_explorer::diffusion::schedule::NoiseSchedule;
-use ddpm_explorer::model::UNetConfig;
+use ddpm_explorer::model::{SkipLayout, UNetConfig};
 use ddpm_explorer::native::allocator::keep_freed_buffers;
 use ddpm_explorer::native::threads::on_worker_threads;
 use ddpm_explorer::native::train::ema_update;
@@ -36,10 +36,16 @@ fn device() -> Device {
 }
 
 /// The default U-Net, or with `DDPM_BENCH_RES_BLOCKS` residual blocks per level (the shipped model
-/// has 1).
+/// has 1) and with Ho et al.'s skips when `DDPM_BENCH_SKIPS=per-block`.
 fn unet_config() -> UNetConfig {
     let res_blocks = std::env::var("DDPM_BENCH_RES_BLOCKS").ok().and_then(|v| v.parse().ok());
-    UNetConfig::new().with_res_blocks(res_blocks.unwrap_or(2))
+    let skips = match std::env::var("DDPM_BENCH_SKIPS").as_deref() {
+        Ok("per-block") => SkipLayout::PerBlock,
+        _ => SkipLayout::PerLevel,
+    };
+    UNetConfig::new()
+        .with_res_blocks(res_blocks.unwrap_or(2))
+        .with_skips(Some(skips))
 }
 
 /// Reads the result back, so asynchronous backends finish the work inside the timing.
