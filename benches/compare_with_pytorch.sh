@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RES_BLOCKS=2
-PEER=../shared/peers/torch_unet.py
+PEER=benches/torch_unet.py   # the layer-for-layer PyTorch port of the U-Net, carried here
 while [ $# -gt 0 ]; do
   case "$1" in
     --res-blocks) RES_BLOCKS=$2; shift 2 ;;

@@ -61,10 +61,27 @@ impl ViewState {
     }
 
     /// t and the DDIM steps brought within a model's `timesteps`.
-    pub fn clamped(mut self, timesteps: usize) -> Self {
-        self.t = self.t.min(timesteps.saturating_sub(1));
-        if let SamplerConfig::Ddim { steps, .. } = &mut self.sampler {
-            *steps = (*steps).clamp(1, timesteps.max(1));
+    pub fn clamped(self, timesteps: usize) -> Self {
+        self.clamped_noting(timesteps, &mut Vec::new())
+    }
+
+    /// [`Self::clamped`], adding a line to `notices` for each value it had to change.
+    pub fn clamped_noting(mut self, timesteps: usize, notices: &mut Vec<String>) -> Self {
+        let last = timesteps.saturating_sub(1);
+        if self.t > last {
+            notices.push(format!(
+                "t = {} is past this model's last timestep; showing t = {last}",
+                self.t
+            ));
+            self.t = last;
+        }
+        if let SamplerConfig::Ddim { steps, .. } = &mut self.sampler
+            && *steps > timesteps.max(1)
+        {
+            notices.push(format!(
+                "steps = {steps} is more than this model's {timesteps} timesteps; using {timesteps}"
+            ));
+            *steps = timesteps.max(1);
         }
         self
     }
@@ -72,29 +89,70 @@ impl ViewState {
     /// Parses a query string without knowing the model's T (the backend has to be known before
     /// the model is loaded); [`Self::from_query`] clamps t and the steps to T as well.
     pub fn parse(query: &str) -> Self {
+        Self::parse_noting(query).0
+    }
+
+    /// [`Self::parse`], with a line for each value it could not take as written: which key, what it
+    /// said, and what is shown instead. The page shows them, so a link that asked for something
+    /// impossible says so instead of silently showing something else.
+    pub fn parse_noting(query: &str) -> (Self, Vec<String>) {
+        let mut notices = Vec::new();
         let mut s = Self::default();
         let (mut kind, mut steps, mut eta, mut variance) =
             ("ddim".to_string(), 50usize, 0.0f64, VarianceKind::default());
         for pair in query.trim_start_matches('?').split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let note = |expected: &str, kept: String| format!("{k}={v} is not {expected}: ignored (using {kept})");
+            let mut unreadable = |expected: &str, kept: String| notices.push(note(expected, kept));
             match k {
-                "schedule" => s.schedule = v.parse().unwrap_or(s.schedule),
-                "t" => s.t = v.parse().unwrap_or(s.t),
-                "digit" => s.digit = v.parse().unwrap_or(s.digit),
-                "seed" => s.seed = v.parse().unwrap_or(s.seed),
-                "sampler" if v == "ddpm" || v == "ddim" => kind = v.to_string(),
-                "steps" => steps = v.parse().unwrap_or(steps),
-                "eta" => eta = v.parse().unwrap_or(eta),
-                "variance" => variance = v.parse().unwrap_or(variance),
-                "replay" => s.replay = v.parse().ok(),
+                "schedule" => match v.parse() {
+                    Ok(kind) => s.schedule = kind,
+                    Err(_) => unreadable("linear or cosine", s.schedule.to_string()),
+                },
+                "t" => match v.parse() {
+                    Ok(t) => s.t = t,
+                    Err(_) => unreadable("a timestep (a whole number from 0)", s.t.to_string()),
+                },
+                "digit" => match v.parse() {
+                    Ok(d) => s.digit = d,
+                    Err(_) => unreadable("a digit's index (a whole number from 0)", s.digit.to_string()),
+                },
+                "seed" => match v.parse() {
+                    Ok(seed) => s.seed = seed,
+                    Err(_) => unreadable("a seed (a whole number from 0)", s.seed.to_string()),
+                },
+                "sampler" => match v {
+                    "ddpm" | "ddim" => kind = v.to_string(),
+                    _ => unreadable("ddpm or ddim", kind.clone()),
+                },
+                "steps" => match v.parse::<usize>() {
+                    Ok(n) if n >= 1 => steps = n,
+                    _ => unreadable("a number of steps (1 or more)", steps.to_string()),
+                },
+                "eta" => match v.parse::<f64>() {
+                    Ok(e) if (0.0..=1.0).contains(&e) => eta = e,
+                    _ => unreadable("an η between 0 and 1", eta.to_string()),
+                },
+                "variance" => match v.parse() {
+                    Ok(kind) => variance = kind,
+                    Err(_) => unreadable("beta or beta-tilde", variance.to_string()),
+                },
+                "replay" => match v.parse() {
+                    Ok(k) => s.replay = Some(k),
+                    Err(_) => unreadable("a step number (a whole number from 0)", "none".into()),
+                },
                 "backend" => {
                     s.backend = match v {
                         "cpu" => BackendPreference::Cpu,
                         "webgpu" => BackendPreference::WebGpu,
-                        _ => BackendPreference::Auto,
+                        "auto" => BackendPreference::Auto,
+                        _ => {
+                            unreadable("cpu, webgpu or auto", "auto".into());
+                            BackendPreference::Auto
+                        }
                     }
                 }
-                _ => {}
+                _ => unreadable_key(&mut notices, k),
             }
         }
         s.sampler = if kind == "ddpm" {
@@ -104,12 +162,12 @@ impl ViewState {
             }
         } else {
             SamplerConfig::Ddim {
-                steps: steps.max(1),
-                eta: if eta.is_finite() { eta.clamp(0.0, 1.0) } else { 0.0 },
+                steps,
+                eta,
                 clip_x0: true,
             }
         };
-        s
+        (s, notices)
     }
 
     /// The query string (with the leading `?`).
@@ -129,6 +187,11 @@ impl ViewState {
             self.schedule, self.t, self.digit, self.seed
         )
     }
+}
+
+/// The notice for a key the page does not know.
+fn unreadable_key(notices: &mut Vec<String>, key: &str) {
+    notices.push(format!("'{key}' is not a setting of this page: ignored"));
 }
 
 #[cfg(test)]
@@ -158,15 +221,40 @@ mod tests {
         assert_eq!(d.t, 999);
         assert_eq!(d.seed, 1);
         assert_eq!(d.replay, None);
-        assert_eq!(
-            d.sampler,
-            SamplerConfig::Ddim {
-                steps: 1,
-                eta: 1.0,
-                clip_x0: true
-            }
-        );
+        // Unreadable or out-of-range values are ignored: the defaults stay.
+        assert_eq!(d.sampler, SamplerConfig::default());
         assert_eq!(ViewState::from_query("", 1000), ViewState::default());
+    }
+
+    #[test]
+    fn every_value_not_taken_as_written_is_noted_with_its_key_and_why() {
+        let (view, notices) = ViewState::parse_noting("?steps=-5&eta=abc&t=12&bogus=1&sampler=plms");
+        assert_eq!(view.sampler, SamplerConfig::default());
+        assert_eq!(view.t, 12);
+        assert_eq!(notices.len(), 4, "{notices:?}");
+        assert!(
+            notices[0].starts_with("steps=-5 is not a number of steps"),
+            "{notices:?}"
+        );
+        assert!(
+            notices[1].starts_with("eta=abc is not an η between 0 and 1"),
+            "{notices:?}"
+        );
+        assert!(notices[2].contains("'bogus' is not a setting"), "{notices:?}");
+        assert!(
+            notices[3].starts_with("sampler=plms is not ddpm or ddim"),
+            "{notices:?}"
+        );
+        let mut clamped = Vec::new();
+        let view = ViewState::parse("?t=5000&steps=2000").clamped_noting(1000, &mut clamped);
+        assert_eq!((view.t, clamped.len()), (999, 2));
+        assert!(
+            clamped[0].contains("t = 5000") && clamped[1].contains("steps = 2000"),
+            "{clamped:?}"
+        );
+        // A link the page wrote itself has nothing to note.
+        let (_, none) = ViewState::parse_noting(&ViewState::default().to_query());
+        assert!(none.is_empty(), "{none:?}");
     }
 
     #[test]

@@ -701,3 +701,336 @@ fn classifier_eval_and_plot_loss_end_to_end() {
     ]);
     assert_fails_with(&o, "reading");
 }
+
+/// The grey bytes of a PNG written by `sample --out-dir` (one 28 × 28 image).
+fn png_pixels(path: &Path) -> Vec<u8> {
+    let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    buf
+}
+
+/// How much an image varies from row to row against from column to column: the variance of its
+/// row means over that of its column means. A vertical bar of the toy set has equal row means (≈ 0);
+/// a square varies both ways alike (≈ 1). A constant background offset changes neither.
+fn row_to_column_variance(pixels: &[u8]) -> f64 {
+    let var = |v: &[f64]| {
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64
+    };
+    let rows: Vec<f64> = pixels
+        .chunks(28)
+        .map(|r| r.iter().map(|&p| p as f64).sum::<f64>() / 28.0)
+        .collect();
+    let cols: Vec<f64> = (0..28)
+        .map(|x| (0..28).map(|y| pixels[y * 28 + x] as f64).sum::<f64>() / 28.0)
+        .collect();
+    var(&rows) / var(&cols).max(1e-9)
+}
+
+#[test]
+fn a_conditional_run_learns_its_classes_and_samples_them_guided() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_tiny_dataset(&data);
+    std::fs::write(data.join("classes.txt"), "square\nbar\n").unwrap();
+    let out = tmp.path().join("run");
+    let flags = [
+        "--conditional",
+        "--steps",
+        "800",
+        "--batch",
+        "16",
+        "--checkpoint-every",
+        "800",
+        "--sample-every",
+        "0",
+        "--log-every",
+        "50",
+        "--warmup",
+        "10",
+        "--lr",
+        "2e-3",
+        "--lr-decay-from",
+        "400",
+        "--ema",
+        "0.99",
+    ];
+    let o = train_with(&data, &out, &flags);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("export/config.json")).unwrap()).unwrap();
+    assert_eq!(config["unet"]["num_classes"], 2);
+    assert_eq!(config["class_names"], serde_json::json!(["square", "bar"]));
+    let train: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+    assert_eq!(train["p_uncond"], 0.1);
+    // Guided (w = 2) samples of each class, by name and by index (stochastic DDIM-100, η = 1).
+    let ratios_of = |class: &str| -> Vec<f64> {
+        let dir = tmp.path().join(format!("class-{class}"));
+        let o = ddpm(&[
+            "sample",
+            "--weights",
+            out.join("export").to_str().unwrap(),
+            "--class",
+            class,
+            "--guidance",
+            "2",
+            "--n",
+            "16",
+            "--steps",
+            "100",
+            "--eta",
+            "1",
+            "--device",
+            "cpu",
+            "--out-dir",
+            dir.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let mut ratios: Vec<f64> = (0..16)
+            .map(|i| row_to_column_variance(&png_pixels(&dir.join(format!("{i:05}.png")))))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios
+    };
+    let (squares, bars) = (ratios_of("square"), ratios_of("1"));
+    // Medians: a model that ignored the class would give both sets the same.
+    assert!(
+        squares[8] > 0.5 && bars[8] < 0.2,
+        "row/column variance: squares {squares:?}, bars {bars:?}"
+    );
+    // A class the model does not have, and a class asked of an unconditional model, are refused.
+    let o = ddpm(&[
+        "sample",
+        "--weights",
+        out.join("export").to_str().unwrap(),
+        "--class",
+        "circle",
+        "--out",
+        tmp.path().join("x.png").to_str().unwrap(),
+    ]);
+    assert_fails_with(&o, "unknown class 'circle'");
+    let o = ddpm(&[
+        "sample",
+        "--weights",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/assets"),
+        "--class",
+        "3",
+        "--out",
+        tmp.path().join("y.png").to_str().unwrap(),
+    ]);
+    assert_fails_with(&o, "unconditional");
+    assert!(!tmp.path().join("x.png").exists() && !tmp.path().join("y.png").exists());
+}
+
+#[test]
+fn a_diverging_run_stops_with_one_line_and_writes_no_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_tiny_dataset(&data);
+    let out = tmp.path().join("run");
+    let o = train_tiny_with(&data, &out, "200", false, &["--lr", "1e12", "--grad-clip", "0"]);
+    assert_fails_with(&o, "training stopped at step");
+    assert!(!out.join("export").exists(), "a diverged run exported weights");
+}
+
+#[test]
+fn bad_counts_and_probabilities_are_refused_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_tiny_dataset(&data);
+    let out = tmp.path().join("run");
+    assert_fails_with(
+        &train_tiny_with(&data, &out, "5", false, &["--dropout", "2"]),
+        "--dropout",
+    );
+    assert_fails_with(
+        &train_tiny_with(&data, &out, "5", false, &["--dropout=-0.1"]),
+        "--dropout",
+    );
+    assert_fails_with(
+        &train_with(&data, &out, &["--steps", "5", "--batch", "100000"]),
+        "batch size",
+    );
+    assert_fails_with(
+        &train_tiny_with(&data, &out, "5", false, &["--timesteps", "10000000"]),
+        "timesteps",
+    );
+    assert_fails_with(
+        &train_tiny_with(&data, &out, "5", false, &["--conditional", "--p-uncond", "1.5"]),
+        "--p-uncond",
+    );
+    assert!(!out.join("checkpoint").exists());
+    let png = tmp.path().join("s.png");
+    let weights = concat!(env!("CARGO_MANIFEST_DIR"), "/assets");
+    for (flag, value) in [
+        ("--n", "0"),
+        ("--n", "1000000000"),
+        ("--batch", "0"),
+        ("--batch", "5000"),
+    ] {
+        let o = ddpm(&[
+            "sample",
+            "--weights",
+            weights,
+            flag,
+            value,
+            "--out",
+            png.to_str().unwrap(),
+        ]);
+        assert_fails_with(&o, flag);
+    }
+    let o = ddpm(&[
+        "sample",
+        "--weights",
+        weights,
+        "--guidance=-1",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert_fails_with(&o, "guidance");
+    assert!(!png.exists());
+}
+
+/// A crash between the two renames of a checkpoint write leaves `checkpoint.old` (and maybe a
+/// half-written `checkpoint.tmp`) and no `checkpoint`: resuming takes the fallback and ends with
+/// the weights of a run never interrupted. Ctrl-C (SIGINT) writes a checkpoint where it stops,
+/// and resuming from it ends the same way too.
+#[test]
+fn resumes_from_the_fallback_checkpoint_and_after_sigint_equal_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_tiny_dataset(&data);
+    let whole = tmp.path().join("whole");
+    let o = train_tiny(&data, &whole, "8", false);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The fallback: a crash after `checkpoint` became `checkpoint.old`, mid-way through the tmp.
+    let crashed = tmp.path().join("crashed");
+    let o = train_tiny(&data, &crashed, "4", false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::rename(crashed.join("checkpoint"), crashed.join("checkpoint.old")).unwrap();
+    std::fs::create_dir_all(crashed.join("checkpoint.tmp")).unwrap();
+    std::fs::write(crashed.join("checkpoint.tmp/model.bpk"), b"half a file").unwrap();
+    // …and a stale lock from the killed process (an id no process has).
+    std::fs::write(crashed.join("train.lock"), "4194304\n").unwrap();
+    let o = train_tiny(&data, &crashed, "8", true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!crashed.join("train.lock").exists(), "the lock outlived its run");
+
+    // SIGINT: a long run stopped by Ctrl-C after a few steps, then resumed to the end.
+    let stopped = tmp.path().join("stopped");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ddpm"))
+        .args([
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            stopped.to_str().unwrap(),
+        ])
+        .args([
+            "--steps",
+            "8",
+            "--batch",
+            "4",
+            "--checkpoint-every",
+            "100",
+            "--sample-every",
+            "0",
+            "--log-every",
+            "1",
+            "--warmup",
+            "2",
+        ])
+        .args(TINY_MODEL)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first logged step (a plain line: stderr is a pipe), then interrupt.
+    let mut stderr_pipe = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    use std::io::BufRead;
+    while stderr_pipe.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if line.starts_with("step 1/8") {
+            break;
+        }
+        line.clear();
+    }
+    assert!(seen.contains("step 1/8"), "no plain progress line: {seen}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr_pipe, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "{seen}{rest}");
+    assert!(rest.contains("stopped at step"), "{seen}{rest}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(stopped.join("checkpoint/state.json")).unwrap()).unwrap();
+    let at = state["step"].as_u64().unwrap();
+    assert!((1..8).contains(&at), "checkpoint at step {at}");
+    let o = train_tiny(&data, &stopped, "8", true);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    for run in [&crashed, &stopped] {
+        for f in ["checkpoint/model.bpk", "checkpoint/ema.bpk", "export/model.bpk"] {
+            assert!(
+                parameters(&whole, f) == parameters(run, f),
+                "{f} of {} differs from the uninterrupted run",
+                run.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_second_run_is_kept_out_of_a_busy_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_tiny_dataset(&data);
+    let out = tmp.path().join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    // This test process is alive: its id in the lock means the folder is in use.
+    std::fs::write(out.join("train.lock"), format!("{}\n", std::process::id())).unwrap();
+    assert_fails_with(&train_tiny(&data, &out, "2", false), "in use by another training run");
+    assert!(!out.join("checkpoint").exists());
+    assert!(out.join("train.lock").exists(), "someone else's lock was removed");
+}
+
+/// A learning-rate change asked for on resume applies from the checkpoint's step, is recorded in
+/// train.json, and a plain `--lr` on resume is still refused.
+#[test]
+fn a_learning_rate_change_on_resume_is_explicit_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_tiny_dataset(&data);
+    let out = tmp.path().join("run");
+    assert!(train_tiny(&data, &out, "4", false).status.success());
+    assert_fails_with(
+        &train_tiny_with(&data, &out, "6", true, &["--lr", "1e-4"]),
+        "may change when resuming",
+    );
+    let o = train_tiny_with(&data, &out, "6", true, &["--lr", "1e-4", "--change-lr"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let train: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+    assert_eq!(train["lr_changes"], serde_json::json!([{"from_step": 4, "lr": 1e-4}]));
+    // loss.csv's rates: 1e-4 then 2e-4 ×3 (warm-up over 2 steps at the default 2e-4), then 1e-4.
+    let rates: Vec<f64> = std::fs::read_to_string(out.join("loss.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
+    let expected = [1e-4, 2e-4, 2e-4, 2e-4, 1e-4, 1e-4];
+    assert_eq!(rates.len(), 6);
+    for (g, e) in rates.iter().zip(expected) {
+        assert!((g - e).abs() <= 1e-3 * e, "{rates:?}");
+    }
+    // Resuming again keeps the recorded change without repeating the flags.
+    let o = train_tiny(&data, &out, "7", true);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

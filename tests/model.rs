@@ -94,6 +94,7 @@ fn the_skip_layout_is_part_of_the_architecture_in_config_json() {
         unet: common::tiny_unet_config(),
         schedule: ScheduleKind::Linear,
         timesteps: 1000,
+        class_names: None,
     };
     // A config.json from before the choice existed (no "skips") is the per-level layout.
     let mut json: serde_json::Value = serde_json::from_str(&per_level.to_json()).unwrap();
@@ -120,6 +121,7 @@ fn small_trained_model(device: &Device) -> (DiffusionConfig, ddpm_explorer::mode
         unet: unet_config.clone(),
         schedule: ScheduleKind::Cosine,
         timesteps: 1000,
+        class_names: None,
     };
     (config, common::perturbed(unet_config.init(device), 2))
 }
@@ -216,4 +218,152 @@ fn the_shipped_weights_decode_into_their_architecture() {
     assert!(v.iter().all(|x| x.is_finite()));
     // A trained ε-predictor is not the zero function it starts as.
     assert!(v.iter().any(|x| x.abs() > 1e-3));
+}
+
+/// `unet` with one weight of its input convolution set to `value`.
+fn with_one_weight(unet: ddpm_explorer::model::UNet, value: f32) -> ddpm_explorer::model::UNet {
+    use burn::module::{ModuleMapper, Param};
+    struct Poison(bool, f32);
+    impl ModuleMapper for Poison {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if self.0 || D != 4 {
+                return param;
+            }
+            self.0 = true;
+            let value = self.1;
+            param.map(|t| {
+                let shape = t.shape();
+                let mut v = t.into_data().try_to_vec::<f32>().unwrap();
+                v[0] = value;
+                Tensor::from_data(TensorData::new(v, shape), &Device::flex())
+            })
+        }
+    }
+    unet.map(&mut Poison(false, value))
+}
+
+#[test]
+fn weights_holding_nan_or_infinity_are_refused_at_load_in_f32_and_f16() {
+    let device = Device::flex();
+    let (config, unet) = small_trained_model(&device);
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let poisoned = with_one_weight(unet.clone(), bad);
+        let full = ddpm_explorer::model::weights::unet_to_bytes(poisoned.clone()).unwrap();
+        let half = ddpm_explorer::model::weights::unet_to_half_bytes(&poisoned).unwrap();
+        for bytes in [full, half] {
+            let err = config.load_unet(bytes, &device).unwrap_err();
+            assert!(matches!(err, WeightsError::NonFinite { .. }), "{bad}: {err}");
+            assert!(err.to_string().contains("NaN or infinite"), "{err}");
+        }
+    }
+    // A large finite weight (65,000 is below f16's largest, 65,504) still loads.
+    let big = ddpm_explorer::model::weights::unet_to_half_bytes(&with_one_weight(unet, 65_000.0)).unwrap();
+    assert!(config.load_unet(big, &device).is_ok());
+}
+
+#[test]
+fn bounds_and_dropout_are_checked_in_the_config() {
+    let too_big = UNetConfig::new().with_base_channels(100_000).validate();
+    assert!(matches!(
+        too_big,
+        Err(UNetConfigError::TooLarge {
+            name: "base_channels",
+            ..
+        })
+    ));
+    assert_eq!(
+        UNetConfig::new().with_dropout(2.0).validate(),
+        Err(UNetConfigError::Dropout(2.0))
+    );
+    assert_eq!(
+        UNetConfig::new().with_dropout(-0.1).validate(),
+        Err(UNetConfigError::Dropout(-0.1))
+    );
+    assert!(UNetConfig::new().with_dropout(0.0).validate().is_ok());
+    // A config.json asking for a network of terabytes is one error, not an allocation.
+    let json = r#"{"unet":{"image_channels":1,"image_size":28,"base_channels":32,"channel_mult":[1,2,2],
+        "res_blocks":1000000,"groups":8,"dropout":0.1},"schedule":"linear","timesteps":1000}"#;
+    assert!(matches!(
+        DiffusionConfig::from_json(json),
+        Err(WeightsError::Architecture(UNetConfigError::TooLarge {
+            name: "res_blocks",
+            ..
+        }))
+    ));
+}
+
+#[test]
+fn an_unconditional_config_loads_unchanged_and_a_zero_class_embedding_changes_nothing() {
+    let device = Device::flex();
+    let (config, unet) = small_trained_model(&device);
+    // config.json as written before conditioning existed: no num_classes, no class_names.
+    let json = config.to_json();
+    assert!(
+        !json.contains("num_classes") || json.contains("\"num_classes\": null"),
+        "{json}"
+    );
+    assert!(!json.contains("class_names"), "{json}");
+    let loaded = DiffusionConfig::from_json(&json).unwrap();
+    assert_eq!(loaded.unet.num_classes, None);
+    let bytes = ddpm_explorer::model::weights::unet_to_bytes(unet.clone()).unwrap();
+    let plain = loaded.load_unet(bytes, &device).unwrap();
+    assert_eq!(plain.num_classes(), None);
+    // Made conditional with a zero class embedding, every class (and ∅) predicts exactly what the
+    // unconditional network predicts: x + 0 is x.
+    let x = input(3, &device);
+    let want = plain.forward(x.clone(), &[10, 400, 990]).into_data();
+    let conditional = plain.with_zero_class_embedding(10);
+    assert_eq!(conditional.num_classes(), Some(10));
+    for classes in [[Some(0), Some(5), Some(9)], [None, None, None]] {
+        let got = conditional
+            .forward_classes(x.clone(), &[10, 400, 990], Some(&classes))
+            .into_data();
+        assert_eq!(got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap());
+    }
+    // A conditional config round-trips with its class names; names that do not match are refused.
+    let cond = DiffusionConfig {
+        unet: config.unet.clone().with_num_classes(Some(2)),
+        class_names: Some(vec!["square".into(), "bar".into()]),
+        ..config.clone()
+    };
+    assert_eq!(DiffusionConfig::from_json(&cond.to_json()).unwrap(), cond);
+    assert_eq!(cond.class_names(), ["square", "bar"]);
+    let wrong = DiffusionConfig {
+        class_names: Some(vec!["one".into()]),
+        ..cond
+    };
+    assert!(matches!(
+        DiffusionConfig::from_json(&wrong.to_json()),
+        Err(WeightsError::Config(_))
+    ));
+}
+
+/// Loading never panics, whatever the bytes: every truncation of a valid file, the header's bytes
+/// flipped one at a time, and random bytes are each an error (the page relies on this: a panic in
+/// wasm would abort the module, not unwind).
+#[test]
+fn no_bytes_make_loading_panic() {
+    let device = Device::flex();
+    let (config, unet) = small_trained_model(&device);
+    let bytes = ddpm_explorer::model::weights::unet_to_half_bytes(&unet).unwrap();
+    let loads = |b: Vec<u8>| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ddpm_explorer::model::weights::check_finite(&b).and_then(|_| config.load_unet(b, &device).map(drop))
+        }))
+    };
+    let step = (bytes.len() / 200).max(1);
+    for len in (0..bytes.len()).step_by(step).chain([bytes.len() - 1]) {
+        let result = loads(bytes[..len].to_vec());
+        assert!(matches!(result, Ok(Err(_))), "a file cut at {len} bytes: {result:?}");
+    }
+    for i in 0..bytes.len().min(512) {
+        let mut flipped = bytes.clone();
+        flipped[i] ^= 0xff;
+        assert!(loads(flipped).is_ok(), "flipping byte {i} panicked");
+    }
+    let mut rng = NoiseRng::new(11);
+    for len in [0usize, 1, 7, 8, 16, 64, 1000, 100_000] {
+        let random: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        assert!(matches!(loads(random), Ok(Err(_))), "{len} random bytes");
+    }
 }

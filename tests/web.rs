@@ -287,6 +287,7 @@ async fn the_web_worker_predicts_what_the_unet_on_the_page_predicts() {
         unet: common::tiny_unet_config(),
         schedule: ScheduleKind::Linear,
         timesteps: 1000,
+        class_names: None,
     };
     let weights = unet_to_bytes(unet.clone()).unwrap();
     let worker = EpsWorker::start(&config.to_json(), &weights).await.unwrap();

@@ -17,6 +17,9 @@ pub const LINEAR_BETA_START: f64 = 1e-4;
 pub const LINEAR_BETA_END: f64 = 0.02;
 /// Offset `s` of the cosine schedule (Nichol & Dhariwal 2021, eq. 17).
 pub const COSINE_OFFSET: f64 = 0.008;
+/// The most timesteps a schedule may have (Ho et al. use 1,000; continuous-time limits are
+/// approached well before 100,000).
+pub const MAX_TIMESTEPS: usize = 100_000;
 /// Largest β the cosine schedule allows, to avoid a singularity at t = T (Nichol & Dhariwal §3.2).
 pub const COSINE_MAX_BETA: f64 = 0.999;
 
@@ -26,6 +29,9 @@ pub enum ScheduleError {
     /// A schedule needs at least one step.
     #[error("a schedule needs at least one timestep (got 0)")]
     NoTimesteps,
+    /// More timesteps than [`MAX_TIMESTEPS`].
+    #[error("{0} timesteps is above the bound of {MAX_TIMESTEPS}")]
+    TooManyTimesteps(usize),
     /// A timestep outside `0..T`.
     #[error("timestep {t} is out of range: this schedule has t = 0..{}", .timesteps - 1)]
     TimestepOutOfRange {
@@ -139,6 +145,9 @@ pub struct ScheduleRow {
 impl NoiseSchedule {
     /// The schedule of `kind` with `timesteps` steps.
     pub fn new(kind: ScheduleKind, timesteps: usize) -> Result<Self, ScheduleError> {
+        if timesteps > MAX_TIMESTEPS {
+            return Err(ScheduleError::TooManyTimesteps(timesteps));
+        }
         match kind {
             ScheduleKind::Linear => Self::linear(timesteps),
             ScheduleKind::Cosine => Self::cosine(timesteps),

@@ -171,6 +171,49 @@ pub fn class_entropy_bits(predictions: &[usize], classes: usize) -> f64 {
         .sum()
 }
 
+/// For each query image, the Euclidean distance (in pixel units of [−1, 1]) to its nearest image
+/// among `references`; images are flat, `dim` values each. The memorisation check compares these
+/// for generated samples against the same distances for held-out images.
+pub fn nearest_distances(queries: &[f32], references: &[f32], dim: usize) -> Vec<f64> {
+    assert!(dim > 0 && queries.len() % dim == 0 && references.len() % dim == 0);
+    let ref_norms: Vec<f64> = references
+        .chunks(dim)
+        .map(|r| r.iter().map(|&v| (v as f64) * (v as f64)).sum())
+        .collect();
+    queries
+        .chunks(dim)
+        .map(|q| {
+            let q_norm: f64 = q.iter().map(|&v| (v as f64) * (v as f64)).sum();
+            // ‖q − r‖² = ‖q‖² + ‖r‖² − 2 q·r, the dot products in f32 lanes, summed in f64.
+            let best = references
+                .chunks(dim)
+                .zip(&ref_norms)
+                .map(|(r, &r_norm)| {
+                    let dot: f32 = q.iter().zip(r).map(|(a, b)| a * b).sum();
+                    q_norm + r_norm - 2.0 * dot as f64
+                })
+                .fold(f64::INFINITY, f64::min);
+            best.max(0.0).sqrt()
+        })
+        .collect()
+}
+
+/// The `q`-quantile (0 ≤ q ≤ 1) of `values` by linear interpolation between order statistics
+/// (NumPy's default, "linear").
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    assert!(!values.is_empty() && (0.0..=1.0).contains(&q));
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// Share of `values` strictly below `threshold`.
+pub fn share_below(values: &[f64], threshold: f64) -> f64 {
+    values.iter().filter(|&&v| v < threshold).count() as f64 / values.len().max(1) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,5 +276,18 @@ mod tests {
         assert_eq!(class_entropy_bits(&[7; 20], 10), 0.0);
         assert!((class_entropy_bits(&[1, 1, 1, 2], 10) - 0.811_278_124_459_132_8).abs() < 1e-12);
         assert_eq!(argmax(&[0.1, 0.7, 0.7, 0.2]), 1);
+    }
+
+    #[test]
+    fn nearest_distances_quantiles_and_shares_by_hand() {
+        // Two references in 2-d: (0, 0) and (3, 4). Query (3, 0): distances 3 and 4 → 3; query
+        // (3, 4.5): 0.5.
+        let d = nearest_distances(&[3.0, 0.0, 3.0, 4.5], &[0.0, 0.0, 3.0, 4.0], 2);
+        assert!((d[0] - 3.0).abs() < 1e-9 && (d[1] - 0.5).abs() < 1e-6, "{d:?}");
+        // NumPy: np.quantile([4, 1, 3, 2, 5], 0.1) = 1.4; np.quantile(..., 0.5) = 3.
+        assert!((quantile(&[4.0, 1.0, 3.0, 2.0, 5.0], 0.1) - 1.4).abs() < 1e-12);
+        assert_eq!(quantile(&[4.0, 1.0, 3.0, 2.0, 5.0], 0.5), 3.0);
+        assert_eq!(share_below(&[1.0, 2.0, 3.0, 4.0], 2.5), 0.5);
+        assert_eq!(share_below(&[1.0, 2.0], 1.0), 0.0);
     }
 }

@@ -76,6 +76,19 @@ pub fn sample_images<M: EpsModel>(
     schedule: &NoiseSchedule,
     batches: SampleBatches,
     device: &burn::tensor::Device,
+    on_step: impl FnMut(),
+) -> Result<Vec<f32>, SamplerError> {
+    sample_images_by(|_| Ok(model), sampler, schedule, batches, device, on_step)
+}
+
+/// [`sample_images`] with a model per batch: `model_for(range)` is asked for the ε-predictor of
+/// the images `range` (a guided model with those images' classes, say).
+pub fn sample_images_by<M: EpsModel>(
+    model_for: impl Fn(std::ops::Range<usize>) -> Result<M, SamplerError>,
+    sampler: &SamplerConfig,
+    schedule: &NoiseSchedule,
+    batches: SampleBatches,
+    device: &burn::tensor::Device,
     mut on_step: impl FnMut(),
 ) -> Result<Vec<f32>, SamplerError> {
     let [c, h, w] = batches.image;
@@ -83,13 +96,55 @@ pub fn sample_images<M: EpsModel>(
     for (k, from) in (0..batches.n).step_by(batches.batch.max(1)).enumerate() {
         let count = batches.batch.min(batches.n - from);
         let chain_seed = NoiseRng::stream_seed(batches.seed, k as u64);
-        let mut chain = ReverseChain::from_noise(model, sampler.build(schedule)?, [count, c, h, w], chain_seed, device);
+        let model = model_for(from..from + count)?;
+        let mut chain =
+            ReverseChain::from_noise(&model, sampler.build(schedule)?, [count, c, h, w], chain_seed, device);
         while chain.step().is_some() {
             on_step();
         }
         images.extend_from_slice(chain.current().into_data().as_slice::<f32>().expect("f32 samples"));
     }
     Ok(images)
+}
+
+/// Share of images whose predicted class is the one asked for (`requested[i]` for image i).
+pub fn requested_class_share(predictions: &[usize], requested: &[usize]) -> f64 {
+    assert_eq!(predictions.len(), requested.len());
+    let hits = predictions.iter().zip(requested).filter(|(p, r)| p == r).count();
+    hits as f64 / predictions.len().max(1) as f64
+}
+
+/// The memorisation check of one sample set: each sample's distance to its nearest training
+/// image, against the same distance for held-out images (which the model never saw).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Memorisation {
+    /// The set.
+    pub name: String,
+    /// The 1st percentile of the held-out images' nearest-training distances.
+    pub held_out_p1: f64,
+    /// Median nearest-training distance of the held-out images.
+    pub held_out_median: f64,
+    /// Median nearest-training distance of the samples.
+    pub sample_median: f64,
+    /// Share of samples closer to a training image than the held-out images' 1st percentile
+    /// (about 1 % for a model that does not copy; near 100 % for one that does).
+    pub share_closer_than_held_out_p1: f64,
+}
+
+impl Memorisation {
+    /// The check for `samples` against `train`, with `held_out_distances` (each held-out image's
+    /// nearest-training distance, [`metrics::nearest_distances`]) as the yardstick.
+    pub fn of(name: &str, samples: &[f32], train: &[f32], held_out_distances: &[f64], dim: usize) -> Self {
+        let d = metrics::nearest_distances(samples, train, dim);
+        let p1 = metrics::quantile(held_out_distances, 0.01);
+        Self {
+            name: name.to_string(),
+            held_out_p1: p1,
+            held_out_median: metrics::quantile(held_out_distances, 0.5),
+            sample_median: metrics::quantile(&d, 0.5),
+            share_closer_than_held_out_p1: metrics::share_below(&d, p1),
+        }
+    }
 }
 
 /// A figure measured several times (with other seeds, or over images): its mean and the standard
@@ -207,11 +262,33 @@ pub struct EvalReport {
     pub sets: Vec<SetSummary>,
     /// The bound for each variance asked for.
     pub nll: Vec<NllSummary>,
+    /// Class-conditional models: the classes asked for at each guidance scale.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub guided: Vec<GuidedSummary>,
+    /// The memorisation check of each sample set judged by it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub memorisation: Vec<Memorisation>,
+}
+
+/// A class-conditional model's samples at one guidance scale, each class asked for equally often.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GuidedSummary {
+    /// The guidance scale w.
+    pub guidance: f64,
+    /// Share of samples the classifier assigns to the class asked for, over the runs.
+    pub requested_class_share: Measured,
+    /// The usual figures of the set.
+    pub set: SetSummary,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requested_class_share_counts_hits() {
+        assert_eq!(requested_class_share(&[1, 2, 3, 3], &[1, 2, 0, 3]), 0.75);
+    }
 
     #[test]
     fn measured_is_the_mean_and_its_standard_error() {

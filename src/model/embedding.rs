@@ -3,9 +3,9 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::activation::silu;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// `[sin(t·f_0), …, sin(t·f_{h−1}), cos(t·f_0), …, cos(t·f_{h−1})]` with h = dim/2 and
 /// f_i = 10000^{−i/(h−1)}, exactly as DDPM's `get_timestep_embedding` (sin and cos concatenated).
@@ -58,6 +58,11 @@ impl TimeEmbeddingConfig {
 }
 
 impl TimeEmbedding {
+    /// Size of the output embedding.
+    pub fn embed_dim(&self) -> usize {
+        self.linear_out.weight.dims()[1]
+    }
+
     /// Embeds a batch of timesteps.
     ///
     /// # Shapes
@@ -68,6 +73,76 @@ impl TimeEmbedding {
         let x = Tensor::<2>::from_data(sinusoid, device); // [batch, sinusoid_dim]
         let x = silu(self.linear_in.forward(x)); // [batch, embed_dim]
         self.linear_out.forward(x) // [batch, embed_dim]
+    }
+}
+
+/// Configuration of [`ClassEmbedding`].
+#[derive(Config, Debug)]
+pub struct ClassEmbeddingConfig {
+    /// Number of real classes (the table has one more row: "no class").
+    pub num_classes: usize,
+    /// Size of the embedding (the time embedding's).
+    pub embed_dim: usize,
+    /// Start from zeros, so the class adds nothing until trained (a model made conditional from
+    /// unconditional weights starts as that model); otherwise N(0, 1) as burn's default.
+    #[config(default = false)]
+    pub zero_init: bool,
+}
+
+/// A learned vector per class, plus one for "no class" (∅, the last row), added to the timestep
+/// embedding (Ho & Salimans 2022 train one network for both, dropping the label with probability
+/// p_uncond).
+#[derive(Module, Debug)]
+pub struct ClassEmbedding {
+    table: Embedding,
+}
+
+impl ClassEmbeddingConfig {
+    /// Initialises the table on `device`.
+    pub fn init(&self, device: &Device) -> ClassEmbedding {
+        let mut config = EmbeddingConfig::new(self.num_classes + 1, self.embed_dim);
+        if self.zero_init {
+            config = config.with_initializer(Initializer::Zeros);
+        }
+        ClassEmbedding {
+            table: config.init(device),
+        }
+    }
+}
+
+impl ClassEmbedding {
+    /// Number of real classes (rows − 1).
+    pub fn num_classes(&self) -> usize {
+        self.table.weight.dims()[0] - 1
+    }
+
+    /// The row index of each image's class, ∅ being the last row.
+    ///
+    /// # Panics
+    /// If a class is not below [`Self::num_classes`].
+    pub fn rows(&self, classes: &[Option<usize>]) -> Vec<i64> {
+        let n = self.num_classes();
+        classes
+            .iter()
+            .map(|c| match *c {
+                Some(c) if c < n => c as i64,
+                Some(c) => panic!("class {c} is out of range for a model with {n} classes"),
+                None => n as i64,
+            })
+            .collect()
+    }
+
+    /// Embeds a batch of classes (`None`: no class).
+    ///
+    /// # Shapes
+    /// - `classes`: `batch` entries
+    /// - output: `[batch, embed_dim]`
+    pub fn forward(&self, classes: &[Option<usize>], device: &Device) -> Tensor<2> {
+        let b = classes.len();
+        let rows = Tensor::<2, Int>::from_data(TensorData::new(self.rows(classes), [b, 1]), device); // [b, 1]
+        let e = self.table.forward(rows); // [b, 1, embed_dim]
+        let d = e.dims()[2];
+        e.reshape([b, d]) // [b, embed_dim]
     }
 }
 

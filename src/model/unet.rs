@@ -1,7 +1,7 @@
 //! The ε-predicting U-Net (Ho et al. 2020, Appendix B, scaled down for 28×28 digits).
 
 use super::blocks::{AttentionBlock, AttentionBlockConfig, Downsample, ResBlock, ResBlockConfig, Upsample, group_norm};
-use super::embedding::{TimeEmbedding, TimeEmbeddingConfig};
+use super::embedding::{ClassEmbedding, ClassEmbeddingConfig, TimeEmbedding, TimeEmbeddingConfig};
 use super::norm_silu::norm_silu;
 use super::same_conv::conv_forward;
 use burn::config::Config;
@@ -53,7 +53,14 @@ pub struct UNetConfig {
     /// The skip connections; `None` (a `config.json` written before the choice existed) is
     /// [`SkipLayout::PerLevel`].
     pub skips: Option<SkipLayout>,
+    /// Class-conditional models: the number of classes. The class embedding then has
+    /// `num_classes + 1` rows, the last being "no class" (∅, for classifier-free guidance);
+    /// `None` (every model trained before conditioning existed): unconditional, no embedding.
+    pub num_classes: Option<usize>,
 }
+
+/// The most classes a conditional model may have (a bound on what a `config.json` can ask for).
+pub const MAX_CLASSES: usize = 1000;
 
 /// One encoder level: residual blocks, attention at the lowest resolution, then a downsampler
 /// (except on the last level).
@@ -86,6 +93,8 @@ pub struct MidBlock {
 #[derive(Module, Debug)]
 pub struct UNet {
     time_embed: TimeEmbedding,
+    /// Class-conditional models only: added to the time embedding.
+    class_embed: Option<ClassEmbedding>,
     conv_in: Conv2d,
     down: Vec<DownLevel>,
     mid: MidBlock,
@@ -112,7 +121,30 @@ pub enum UNetConfigError {
     /// A zero-sized setting.
     #[error("U-Net setting '{0}' must be positive")]
     Zero(&'static str),
+    /// A setting above its bound.
+    #[error("U-Net setting '{name}' is {value}, above its bound of {max}")]
+    TooLarge {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A dropout probability outside [0, 1).
+    #[error("U-Net dropout must be in [0, 1) (got {0})")]
+    Dropout(f64),
 }
+
+/// Bounds on what a configuration may ask for: far above any network this crate is meant for
+/// (Ho et al.'s 35.7 M-parameter CIFAR-10 net has 128 base channels and multipliers up to 2), low
+/// enough that a typo or a hostile `config.json` cannot ask for terabytes.
+const MAX_IMAGE_CHANNELS: usize = 4;
+const MAX_IMAGE_SIZE: usize = 256;
+const MAX_BASE_CHANNELS: usize = 512;
+const MAX_CHANNEL_MULT: usize = 8;
+const MAX_LEVELS: usize = 6;
+const MAX_RES_BLOCKS: usize = 8;
 
 impl UNetConfig {
     /// Channels of each level.
@@ -145,6 +177,30 @@ impl UNetConfig {
         }
         if self.channel_mult.contains(&0) {
             return Err(UNetConfigError::Zero("channel_mult"));
+        }
+        if self.num_classes == Some(0) {
+            return Err(UNetConfigError::Zero("num_classes"));
+        }
+        for (name, value, max) in [
+            ("image_channels", self.image_channels, MAX_IMAGE_CHANNELS),
+            ("image_size", self.image_size, MAX_IMAGE_SIZE),
+            ("base_channels", self.base_channels, MAX_BASE_CHANNELS),
+            ("channel_mult levels", self.channel_mult.len(), MAX_LEVELS),
+            (
+                "channel_mult",
+                self.channel_mult.iter().copied().max().unwrap_or(0),
+                MAX_CHANNEL_MULT,
+            ),
+            ("res_blocks", self.res_blocks, MAX_RES_BLOCKS),
+            ("groups", self.groups, self.base_channels),
+            ("num_classes", self.num_classes.unwrap_or(0), MAX_CLASSES),
+        ] {
+            if value > max {
+                return Err(UNetConfigError::TooLarge { name, value, max });
+            }
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(UNetConfigError::Dropout(self.dropout));
         }
         if self.image_size == 0 || !self.image_size.is_multiple_of(1 << (self.channel_mult.len() - 1)) {
             return Err(UNetConfigError::TooSmall {
@@ -234,6 +290,9 @@ impl UNetConfig {
         }
         UNet {
             time_embed: TimeEmbeddingConfig::new(self.base_channels, embed_dim).init(device),
+            class_embed: self
+                .num_classes
+                .map(|n| ClassEmbeddingConfig::new(n, embed_dim).init(device)),
             conv_in: Conv2dConfig::new([self.image_channels, self.base_channels], [3, 3])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .init(device),
@@ -251,15 +310,53 @@ impl UNetConfig {
 }
 
 impl UNet {
-    /// Predicts the noise in `x_t`.
+    /// Predicts the noise in `x_t`, unconditionally (a conditional model is given "no class").
     ///
     /// # Shapes
     /// - `x_t`: `[batch, image_channels, image_size, image_size]`
     /// - `t`: `batch` timesteps
     /// - output: `[batch, image_channels, image_size, image_size]`
     pub fn forward(&self, x_t: Tensor<4>, t: &[usize]) -> Tensor<4> {
+        self.forward_classes(x_t, t, None)
+    }
+
+    /// The number of classes of a class-conditional model (`None`: unconditional).
+    pub fn num_classes(&self) -> Option<usize> {
+        self.class_embed.as_ref().map(ClassEmbedding::num_classes)
+    }
+
+    /// This network made class-conditional with `num_classes` classes, its class embedding all
+    /// zeros: until trained, it predicts exactly what it did before for every class (the way a
+    /// conditional model starts from unconditional weights).
+    pub fn with_zero_class_embedding(mut self, num_classes: usize) -> Self {
+        let device = self.conv_in.weight.device();
+        let embed_dim = self.time_embed.embed_dim();
+        self.class_embed = Some(
+            ClassEmbeddingConfig::new(num_classes, embed_dim)
+                .with_zero_init(true)
+                .init(&device),
+        );
+        self
+    }
+
+    /// Predicts the noise in `x_t` given each image's class: `classes[i]` is `Some(c)` for class c
+    /// or `None` for "no class" (∅); `classes = None` is ∅ for every image. An unconditional
+    /// model ignores the classes.
+    ///
+    /// # Panics
+    /// If `classes` has another length than the batch, or names a class ≥ `num_classes`.
+    ///
+    /// # Shapes
+    /// - `x_t`: `[batch, image_channels, image_size, image_size]`
+    /// - `t`, `classes`: `batch` entries each
+    /// - output: `[batch, image_channels, image_size, image_size]`
+    pub fn forward_classes(&self, x_t: Tensor<4>, t: &[usize], classes: Option<&[Option<usize>]>) -> Tensor<4> {
         let device = x_t.device();
-        let emb = self.time_embed.forward(t, &device); // [b, embed_dim]
+        let mut emb = self.time_embed.forward(t, &device); // [b, embed_dim]
+        if let Some(class_embed) = &self.class_embed {
+            let null = vec![None; t.len()];
+            emb = emb + class_embed.forward(classes.unwrap_or(&null), &device); // [b, embed_dim]
+        }
         let mut h = conv_forward(&self.conv_in, x_t); // [b, c0, s, s]
         let mut skips = Vec::new();
         if self.skip_per_block {

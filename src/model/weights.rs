@@ -32,6 +32,12 @@ pub enum WeightsError {
         /// burn's own message.
         reason: String,
     },
+    /// The weights hold NaN or infinite values.
+    #[error("the weights hold NaN or infinite values in '{tensor}': they were saved from a diverged run")]
+    NonFinite {
+        /// The first tensor found with one.
+        tensor: String,
+    },
 }
 
 /// Everything needed to rebuild a trained diffusion model, saved as `config.json`.
@@ -43,14 +49,37 @@ pub struct DiffusionConfig {
     pub schedule: ScheduleKind,
     /// T.
     pub timesteps: usize,
+    /// A class-conditional model's class names, in label order ("0" … "9" for digits, "Sneaker"
+    /// … for Fashion-MNIST); absent for unconditional models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_names: Option<Vec<String>>,
 }
 
 impl DiffusionConfig {
+    /// The class names of a conditional model: the recorded ones, or the label numbers when
+    /// none were recorded; empty for an unconditional model.
+    pub fn class_names(&self) -> Vec<String> {
+        match (self.unet.num_classes, &self.class_names) {
+            (Some(n), Some(names)) if names.len() == n => names.clone(),
+            (Some(n), _) => (0..n).map(|i| i.to_string()).collect(),
+            (None, _) => Vec::new(),
+        }
+    }
+
     /// Parses `config.json` contents and validates them.
     pub fn from_json(json: &str) -> Result<Self, WeightsError> {
         let config: Self = serde_json::from_str(json).map_err(|e| WeightsError::Config(e.to_string()))?;
         config.unet.validate()?;
         config.noise_schedule()?;
+        if let Some(names) = &config.class_names
+            && Some(names.len()) != config.unet.num_classes
+        {
+            return Err(WeightsError::Config(format!(
+                "{} class names for a model with {} classes",
+                names.len(),
+                config.unet.num_classes.unwrap_or(0)
+            )));
+        }
         Ok(config)
     }
 
@@ -76,11 +105,40 @@ impl DiffusionConfig {
 /// shapes are checked: unreadable bytes or another architecture are an error, not a panic.
 pub fn load_weights<M: Module>(module: M, bytes: Vec<u8>) -> Result<M, WeightsError> {
     let bad = |reason: String| WeightsError::Weights { reason };
+    check_finite(&bytes)?;
     let record = std::panic::catch_unwind(|| ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)))
         .map_err(|_| bad("unreadable burnpack data".into()))?
         .map_err(|e| bad(e.to_string()))?
         .cast_to_module_dtype();
     module.try_load_record(record).map_err(|e| bad(e.to_string()))
+}
+
+/// Refuses burnpack `bytes` that hold a NaN or an infinity in any float tensor (a model saved from
+/// a diverged run), by reading the file's tensors on the host before any model is built.
+pub fn check_finite(bytes: &[u8]) -> Result<(), WeightsError> {
+    use burn_pack::{DType, Reader};
+    let bad = |reason: String| WeightsError::Weights { reason };
+    let reader = Reader::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| bad(e.to_string()))?;
+    for tensor in reader.into_tensors().map_err(|e| bad(e.to_string()))? {
+        let (name, dtype, _, _, data) = tensor.into_parts().map_err(|e| bad(e.to_string()))?;
+        let finite = match dtype {
+            DType::F32 => data
+                .chunks_exact(4)
+                .all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
+            // IEEE half: exponent bits all ones is ∞ or NaN.
+            DType::F16 => data
+                .chunks_exact(2)
+                .all(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 != 0x7c00),
+            DType::F64 => data
+                .chunks_exact(8)
+                .all(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")).is_finite()),
+            _ => true,
+        };
+        if !finite {
+            return Err(WeightsError::NonFinite { tensor: name });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(feature = "native")]

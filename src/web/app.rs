@@ -19,7 +19,7 @@ use std::rc::Rc;
 #[component]
 pub fn App() -> impl IntoView {
     // The URL is read once, here; the backend it asks for is needed before the model is loaded.
-    let view = ViewState::parse(&page_query());
+    let (view, notices) = ViewState::parse_noting(&page_query());
     let preference = view.backend;
     let engine =
         LocalResource::new(move || async move { Engine::load(preference).await.map(|e| SendWrapper::new(Rc::new(e))) });
@@ -32,7 +32,7 @@ pub fn App() -> impl IntoView {
             <p class="loading" role="status"><span class="spinner"></span>"Loading the model weights and opening the compute device…"</p>
         }>
             {move || engine.get().map(|loaded| match loaded {
-                Ok(engine) => view! { <Explorer engine=engine view=view.clone() /> }.into_any(),
+                Ok(engine) => view! { <Explorer engine=engine view=view.clone() notices=notices.clone() /> }.into_any(),
                 Err(message) => view! {
                     <p class="error" role="alert">{format!("The model could not be loaded: {message}")}</p>
                 }.into_any(),
@@ -62,9 +62,12 @@ pub fn Explorer(
     engine: SendWrapper<Rc<Engine>>,
     /// What the URL asked for when the page opened.
     view: ViewState,
+    /// What of the URL could not be taken as written, and why.
+    notices: Vec<String>,
 ) -> impl IntoView {
     let timesteps = engine.config.timesteps;
-    let initial = view.clamped(timesteps);
+    let mut notices = notices;
+    let initial = view.clamped_noting(timesteps, &mut notices);
     let digits: Vec<Vec<f32>> = (0..engine.digits.len())
         .map(|i| bytes_to_unit(engine.digits.image(i)))
         .collect();
@@ -98,6 +101,12 @@ pub fn Explorer(
             {backend.label()}
         </p>
         <p class="model-info">{trained_with}</p>
+        {(!notices.is_empty()).then(|| view! {
+            <div class="notice" role="status">
+                <p>"Some settings in this link were not used:"</p>
+                <ul>{notices.into_iter().map(|n| view! { <li>{n}</li> }).collect_view()}</ul>
+            </div>
+        })}
         <main>
             <ForwardPanel digits=digits />
             <MathPanel />

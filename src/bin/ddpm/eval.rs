@@ -48,6 +48,10 @@ pub(crate) struct EvalArgs {
     /// Seed of the first run's samples and of the bound's noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Class-conditional models: the guidance scales w at which samples of every class (asked for
+    /// equally often) are judged, with the first sample set's sampler.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,3")]
+    guidance: Vec<f64>,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -86,9 +90,14 @@ fn parse_sample_set(name: &str) -> Result<(String, SamplerConfig)> {
 }
 
 pub(crate) fn run(a: EvalArgs) -> Result<()> {
+    use ddpm_explorer::diffusion::sampler::Guided;
     use ddpm_explorer::diffusion::vlb::estimate_bits_per_dim_for;
     use ddpm_explorer::eval::classifier::load_classifier;
-    use ddpm_explorer::eval::{EvalReport, NllSummary, SampleBatches, SetSummary, quality, sample_images};
+    use ddpm_explorer::eval::metrics::nearest_distances;
+    use ddpm_explorer::eval::{
+        EvalReport, GuidedSummary, Measured, Memorisation, NllSummary, SampleBatches, SetSummary, quality,
+        requested_class_share, sample_images, sample_images_by,
+    };
     use ddpm_explorer::rng::NoiseRng;
     if a.n < 2 {
         bail!("--n must be at least 2 (a covariance needs two images)");
@@ -155,6 +164,12 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
         })
         .collect();
     let mut summaries = vec![SetSummary::of("real digits (training split)", real_runs, 0.0)];
+    // The memorisation check's yardstick: how far each held-out image lies from its nearest
+    // training image.
+    let dim = size * size;
+    let train_pixels = train.pixels(0..train.len());
+    let held_out_distances = nearest_distances(&test.pixels(0..test.len()), &train_pixels, dim);
+    let mut memorisation = Vec::new();
 
     for (label, sampler_config) in &sets {
         let steps = sampler_config.build(&schedule)?.timesteps().len();
@@ -174,9 +189,64 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
             };
             let images = sample_images(&unet, sampler_config, &schedule, batches, &device, || bar.inc(1))?;
             runs.push(quality(label, &classifier, &images, &reference, &device));
+            if runs.len() == 1 {
+                memorisation.push(Memorisation::of(
+                    label,
+                    &images,
+                    &train_pixels,
+                    &held_out_distances,
+                    dim,
+                ));
+            }
         }
         bar.finish_and_clear();
         summaries.push(SetSummary::of(label, runs, started.elapsed().as_secs_f64()));
+    }
+
+    // Conditional models: every class asked for equally often, at each guidance scale.
+    let mut guided = Vec::new();
+    if let (Some(classes), Some((label, sampler_config))) = (unet.num_classes(), sets.first()) {
+        let requested: Vec<usize> = (0..a.n).map(|i| i % classes).collect();
+        let steps = sampler_config.build(&schedule)?.timesteps().len();
+        for &w in &a.guidance {
+            let name = format!("{label}, each class, w = {w}");
+            let bar = ProgressBar::new((a.runs * a.n.div_ceil(a.batch) * steps * if w > 0.0 { 2 } else { 1 }) as u64);
+            bar.set_message(name.clone());
+            let started = std::time::Instant::now();
+            let (mut runs, mut shares) = (Vec::new(), Vec::new());
+            for &seed in &seeds {
+                let batches = SampleBatches {
+                    n: a.n,
+                    batch: a.batch,
+                    image: [1, size, size],
+                    seed,
+                };
+                let model_for = |range: std::ops::Range<usize>| {
+                    Guided::new(&unet, requested[range].iter().map(|&c| Some(c)).collect(), w)
+                };
+                let images = sample_images_by(model_for, sampler_config, &schedule, batches, &device, || {
+                    bar.inc(if w > 0.0 { 2 } else { 1 })
+                })?;
+                let predictions = classifier.describe(&images, &device).predictions();
+                shares.push(requested_class_share(&predictions, &requested));
+                runs.push(quality(&name, &classifier, &images, &reference, &device));
+                if runs.len() == 1 {
+                    memorisation.push(Memorisation::of(
+                        &name,
+                        &images,
+                        &train_pixels,
+                        &held_out_distances,
+                        dim,
+                    ));
+                }
+            }
+            bar.finish_and_clear();
+            guided.push(GuidedSummary {
+                guidance: w,
+                requested_class_share: Measured::of(&shares),
+                set: SetSummary::of(&name, runs, started.elapsed().as_secs_f64()),
+            });
+        }
     }
 
     println!(
@@ -199,6 +269,40 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
             s.class_entropy_bits.show(3, 1.0),
             format!("{:.1}–{:.1}", lo * 100.0, hi * 100.0),
             s.seconds
+        );
+    }
+
+    if !guided.is_empty() {
+        println!(
+            "class-conditional samples (each class asked for about {} times per run):",
+            a.n / unet.num_classes().unwrap_or(1)
+        );
+        println!(
+            "{:<40} {:>18} {:>16} {:>16} {:>8}",
+            "set", "requested class (%)", "Fréchet", "conf > 0.9 (%)", "seconds"
+        );
+        for g in &guided {
+            println!(
+                "{:<40} {:>18} {:>16} {:>16} {:>8.0}",
+                g.set.name,
+                g.requested_class_share.show(1, 100.0),
+                g.set.frechet_distance.show(2, 1.0),
+                g.set.confident_share.show(1, 100.0),
+                g.set.seconds
+            );
+        }
+    }
+    println!(
+        "memorisation (nearest training image, pixel distance; held-out images: median {:.2}, 1st percentile {:.2}):",
+        ddpm_explorer::eval::metrics::quantile(&held_out_distances, 0.5),
+        ddpm_explorer::eval::metrics::quantile(&held_out_distances, 0.01)
+    );
+    for m in &memorisation {
+        println!(
+            "  {:<40} median {:.2}, closer than held-out's 1st percentile: {:.1} %",
+            m.name,
+            m.sample_median,
+            m.share_closer_than_held_out_p1 * 100.0
         );
     }
 
@@ -254,6 +358,8 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
             reference_images: test.len(),
             sets: summaries,
             nll,
+            guided,
+            memorisation,
         };
         ddpm_explorer::native::io::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())
             .with_context(|| format!("writing '{}'", path.display()))?;

@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ddpm_explorer::diffusion::sampler::{DEFAULT_DDIM_STEPS, ReverseChain, SamplerConfig, VarianceKind};
+use ddpm_explorer::diffusion::sampler::guidance::parse_class;
+use ddpm_explorer::diffusion::sampler::{DEFAULT_DDIM_STEPS, Guided, ReverseChain, SamplerConfig, VarianceKind};
 use ddpm_explorer::diffusion::schedule::NoiseSchedule;
 use ddpm_explorer::image::GrayImage;
 use ddpm_explorer::model::weights::load_model;
@@ -16,9 +17,20 @@ pub(crate) struct SampleArgs {
     /// Model folder (config.json + model.bpk) or a .bpk file with config.json beside it.
     #[arg(long, default_value = "assets")]
     weights: PathBuf,
-    /// Number of images.
+    /// Number of images (with --class all: per class).
     #[arg(long, default_value_t = 16)]
     n: usize,
+    /// Images sampled at once; --n is drawn in batches of this size (memory grows with it).
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Class-conditional models: the class to draw, by index or name (e.g. 7, sneaker), or `all`
+    /// for a row per class. Without it a conditional model draws through its "no class" label.
+    #[arg(long)]
+    class: Option<String>,
+    /// Classifier-free guidance scale w: ε̃ = (1 + w)·ε(x, c) − w·ε(x, ∅); 0 is the conditional
+    /// model itself, larger trades diversity for likeness to the class.
+    #[arg(long, default_value_t = 0.0)]
+    guidance: f64,
     /// ddpm (all T steps) or ddim.
     #[arg(long, default_value = "ddim", value_parser = ["ddpm", "ddim"])]
     sampler: String,
@@ -102,9 +114,39 @@ fn write_latent_walk(
     Ok(())
 }
 
+/// The most images one `sample` may write (a bound on time and disk, not memory: batches keep
+/// memory flat).
+const MAX_IMAGES: usize = 1_000_000;
+/// The largest batch (the U-Net's activations for 1,024 digits take about 1.5 GB).
+const MAX_BATCH: usize = 1024;
+
+/// Each image's class: `--class` against the model's class names (`None`: no class).
+fn requested_classes(a: &SampleArgs, names: &[String]) -> Result<(Vec<Option<usize>>, usize)> {
+    match a.class.as_deref() {
+        None => Ok((vec![None; a.n], (a.n as f64).sqrt().ceil() as usize)),
+        Some(_) if names.is_empty() => bail!("--class: this model is unconditional (trained without classes)"),
+        Some("all") => Ok((
+            (0..names.len())
+                .flat_map(|c| std::iter::repeat_n(Some(c), a.n))
+                .collect(),
+            a.n,
+        )),
+        Some(text) => {
+            let c = parse_class(text, names)?;
+            Ok((vec![Some(c); a.n], (a.n as f64).sqrt().ceil() as usize))
+        }
+    }
+}
+
 pub(crate) fn run(a: SampleArgs) -> Result<()> {
     if a.n == 0 {
         bail!("--n must be at least 1");
+    }
+    if a.n > MAX_IMAGES {
+        bail!("--n is {}, above the bound of {MAX_IMAGES} images", a.n);
+    }
+    if a.batch == 0 || a.batch > MAX_BATCH {
+        bail!("--batch must be in 1..={MAX_BATCH} (got {})", a.batch);
     }
     if a.out.is_none() && a.out_dir.is_none() && a.chain.is_none() {
         bail!("nothing to write: pass --out FILE.png, --out-dir DIR or --chain FILE.png");
@@ -129,10 +171,10 @@ pub(crate) fn run(a: SampleArgs) -> Result<()> {
         let image = [config.unet.image_channels, size, size];
         return write_latent_walk(&a, other, &unet, &sampler_config, &schedule, image, &chosen);
     }
+    let (classes, columns) = requested_classes(&a, &config.class_names())?;
+    Guided::new(&unet, classes.clone(), a.guidance)?;
     let sampler = sampler_config.build(&schedule)?;
     let total = sampler.timesteps().len();
-    let shape = [a.n, config.unet.image_channels, size, size];
-    let mut chain = ReverseChain::from_noise(&unet, sampler, shape, a.seed, &chosen.device);
     // Steps after which a chain frame is taken: `chain_frames` of them, evenly spread, the last
     // one being x_0.
     let frames = a.chain_frames.max(1);
@@ -144,26 +186,44 @@ pub(crate) fn run(a: SampleArgs) -> Result<()> {
         data.as_slice::<f32>().expect("f32").to_vec()
     };
     let (mut xt_frames, mut x0_frames) = (Vec::new(), Vec::new());
-    if a.chain.is_some() {
-        xt_frames.extend(first_image(chain.current()));
-        // x̂_0 is not defined before the first step: a black frame.
-        x0_frames.extend(vec![-1.0f32; per_image]);
-    }
-    let bar = ProgressBar::new(total as u64);
-    while let Some(step) = chain.step() {
-        bar.inc(1);
-        let done = step.index + 1;
-        if a.chain.is_some() && frame_steps.contains(&done) {
-            xt_frames.extend(first_image(step.x_prev.clone()));
-            x0_frames.extend(first_image(step.pred_x0.clone()));
+    let batches = classes.len().div_ceil(a.batch);
+    let bar = ProgressBar::new((total * batches) as u64);
+    let mut all_pixels = Vec::with_capacity(classes.len() * per_image);
+    for (b, batch_classes) in classes.chunks(a.batch).enumerate() {
+        // The first batch keeps --seed's own noise (so `--n` ≤ `--batch` is one chain, as always);
+        // the others take streams of it.
+        let seed = if b == 0 {
+            a.seed
+        } else {
+            ddpm_explorer::rng::NoiseRng::stream_seed(a.seed, b as u64)
+        };
+        let guided = Guided::new(&unet, batch_classes.to_vec(), a.guidance)?;
+        let shape = [batch_classes.len(), config.unet.image_channels, size, size];
+        let mut chain = ReverseChain::from_noise(&guided, sampler.clone(), shape, seed, &chosen.device);
+        if b == 0 && a.chain.is_some() {
+            xt_frames.extend(first_image(chain.current()));
+            // x̂_0 is not defined before the first step: a black frame.
+            x0_frames.extend(vec![-1.0f32; per_image]);
         }
+        while let Some(step) = chain.step() {
+            bar.inc(1);
+            let done = step.index + 1;
+            if b == 0 && a.chain.is_some() && frame_steps.contains(&done) {
+                xt_frames.extend(first_image(step.x_prev.clone()));
+                x0_frames.extend(first_image(step.pred_x0.clone()));
+            }
+        }
+        all_pixels.extend_from_slice(chain.current().into_data().as_slice::<f32>().expect("f32 samples"));
     }
     bar.finish_and_clear();
-    let x0 = chain.current().into_data();
-    let pixels = x0.as_slice::<f32>().expect("f32 samples");
-    eprintln!("sampled {} images with {total} {} steps on {chosen}", a.n, a.sampler);
+    let pixels = &all_pixels[..];
+    eprintln!(
+        "sampled {} images with {total} {} steps on {chosen}",
+        classes.len(),
+        a.sampler
+    );
     if let Some(path) = &a.out {
-        let grid = GrayImage::grid(pixels, size, (a.n as f64).sqrt().ceil() as usize, 2);
+        let grid = GrayImage::grid(pixels, size, columns, 2);
         write_png(path, &grid.scaled(a.scale)).with_context(|| format!("writing '{}'", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
@@ -174,7 +234,7 @@ pub(crate) fn run(a: SampleArgs) -> Result<()> {
             write_png(&path, &GrayImage::grid(img, size, 1, 0))
                 .with_context(|| format!("writing '{}'", path.display()))?;
         }
-        eprintln!("wrote {} images to {}", a.n, dir.display());
+        eprintln!("wrote {} images to {}", classes.len(), dir.display());
     }
     if let Some(path) = &a.chain {
         let frames = xt_frames.len() / per_image;

@@ -6,9 +6,14 @@ use ddpm_explorer::data::{ImageDataset, Split};
 use ddpm_explorer::diffusion::schedule::ScheduleKind;
 use ddpm_explorer::model::{SkipLayout, UNetConfig};
 use ddpm_explorer::native::device::{DeviceChoice, choose_device};
-use ddpm_explorer::native::train::{LossWeighting, LrDecay, TrainConfig, TrainError, checkpoint_config, train};
+use ddpm_explorer::native::train::{
+    LossWeighting, LrChange, LrDecay, TrainConfig, TrainError, checkpoint_config, checkpoint_step, train,
+};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// `train`'s flags. The recipe flags are optional: a new run takes each one it is not given from
 /// [`TrainConfig::default`], a resumed run from its checkpoint's `state.json`.
@@ -65,6 +70,10 @@ pub(crate) struct TrainArgs {
     /// Continue from the latest checkpoint in --out, with the recipe recorded there.
     #[arg(long)]
     resume: bool,
+    /// With --resume and --lr: change the peak learning rate from the checkpoint's step on (the
+    /// change is recorded in train.json, so the run stays reproducible).
+    #[arg(long, requires_all = ["resume", "lr"])]
+    change_lr: bool,
     /// auto (a GPU if there is one, else CPU), cpu or wgpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
@@ -89,6 +98,19 @@ pub(crate) struct TrainArgs {
     /// Dropout in residual blocks [default: 0.1].
     #[arg(long)]
     dropout: Option<f64>,
+    /// Train a class-conditional model (classifier-free guidance, Ho & Salimans 2022) on the
+    /// dataset's labels; the class names are read from `classes.txt` in the dataset folder when it
+    /// is there, else the labels' numbers.
+    #[arg(long)]
+    conditional: bool,
+    /// With --conditional: the probability of replacing a label by "no class" [default: 0.1].
+    #[arg(long, requires = "conditional")]
+    p_uncond: Option<f64>,
+    /// Start from an exported model (a folder with config.json and model.bpk) instead of random
+    /// weights; its network must be this run's. With --conditional an unconditional model
+    /// becomes conditional with a class embedding of zeros, so it starts as that model.
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
     /// U-Net skip connections: per-level (one per resolution level) or per-block (Ho et al.'s: one
     /// per ResBlock and downsampler, one more decoder ResBlock per level) [default: per-level].
     #[arg(long)]
@@ -108,7 +130,9 @@ impl TrainArgs {
         set(&mut c.log_every, self.log_every);
         set(&mut c.unet.base_channels, self.channels);
         set(&mut c.unet.res_blocks, self.res_blocks);
-        c.lr = self.lr.unwrap_or(c.lr);
+        if !self.change_lr {
+            c.lr = self.lr.unwrap_or(c.lr);
+        }
         c.ema_decay = self.ema.unwrap_or(c.ema_decay);
         c.unet.dropout = self.dropout.unwrap_or(c.unet.dropout);
         c.schedule = self.schedule.unwrap_or(c.schedule);
@@ -125,6 +149,12 @@ impl TrainArgs {
         if let Some(gamma) = self.min_snr_gamma {
             c.loss_weighting = LossWeighting::MinSnr { gamma };
         }
+        if let Some(p) = self.p_uncond {
+            c.p_uncond = Some(p);
+        }
+        if let Some(init) = &self.init_from {
+            c.init_from = Some(init.display().to_string());
+        }
         c
     }
 }
@@ -138,6 +168,11 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
         unsafe { std::env::set_var("BURN_DEVICE", "flex") };
     }
     let data = ImageDataset::load(&a.data, Split::Train).context("loading the training data")?;
+    if let Some(d) = a.dropout
+        && !(0.0..1.0).contains(&d)
+    {
+        anyhow::bail!("--dropout must be in [0, 1) (got {d})");
+    }
     // A resumed run starts from its own recipe, so continuing needs no repeated flags; a flag that
     // changes the recipe is then refused by `train` with the reason.
     let base = match (a.resume, checkpoint_config(&a.out)?) {
@@ -145,11 +180,26 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
         _ => TrainConfig::default(),
     };
     let mut config = a.apply_to(base);
+    if a.conditional && config.unet.num_classes.is_none() {
+        let names = class_names(&a.data, &data)?;
+        config.unet.num_classes = Some(names.len());
+        config.class_names = Some(names);
+        config.p_uncond = Some(a.p_uncond.unwrap_or(DEFAULT_P_UNCOND));
+    }
     config.steps = match (a.steps, a.epochs) {
         (Some(s), _) => s,
         (None, Some(e)) => (e * data.len()).div_ceil(config.batch.max(1)),
         (None, None) => config.steps,
     };
+    if a.change_lr
+        && let (Some(lr), Some(step)) = (a.lr, checkpoint_step(&a.out)?)
+    {
+        if !(lr > 0.0 && lr.is_finite()) {
+            anyhow::bail!("--lr must be a positive number (got {lr})");
+        }
+        config.lr_changes.push(LrChange { from_step: step, lr });
+        eprintln!("the peak learning rate changes to {lr:e} from step {step} on (recorded in train.json)");
+    }
     if let Some(start) = a.lr_decay_from {
         config.lr_decay = Some(LrDecay {
             start,
@@ -167,14 +217,38 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
         config.batch,
         millions_of_parameters(&config.unet)
     );
-    let bar = ProgressBar::new(steps as u64);
+    // A bar on a terminal; a plain line per log interval when stderr is a file or a pipe.
+    let plain = !std::io::stderr().is_terminal();
+    let bar = if plain {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(steps as u64)
+    };
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} steps  loss {msg}  [{elapsed_precise} < {eta_precise}]")
             .expect("valid template"),
     );
+    stop_on_signals();
+    let log_every = config.log_every;
+    let started = std::time::Instant::now();
     let summary = train(&config, &data, &a.out, &chosen.device, a.resume, |p| {
         bar.set_position(p.step as u64);
         bar.set_message(format!("{:.4}  {:.1} img/s", p.loss, p.images_per_second));
+        if plain && (p.step % log_every == 0 || p.step == p.steps) {
+            eprintln!(
+                "step {}/{}  loss {:.4}  {:.1} img/s  elapsed {}s",
+                p.step,
+                p.steps,
+                p.loss,
+                p.images_per_second,
+                started.elapsed().as_secs()
+            );
+        }
+        if STOP.load(Ordering::Relaxed) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     })
     .map_err(|e| match e {
         TrainError::RunExists(dir) => anyhow::anyhow!(
@@ -184,6 +258,13 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
         e => e.into(),
     })?;
     bar.finish();
+    if summary.interrupted {
+        eprintln!(
+            "stopped at step {} by a signal: checkpoint and export written; continue with --resume",
+            summary.end_step
+        );
+        return Ok(());
+    }
     eprintln!(
         "done: steps {}..{}, last loss {:.4}, {:.1} img/s; EMA weights exported to {}",
         summary.start_step,
@@ -193,6 +274,63 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
         summary.export_dir.display()
     );
     Ok(())
+}
+
+/// Set by SIGINT or SIGTERM: the run writes a checkpoint after its current step and ends.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Makes the first Ctrl-C (SIGINT) or SIGTERM ask the run to stop after its current step, with a
+/// checkpoint; a second one ends the process at once (the checkpoint on disk stays whole, as
+/// after SIGKILL).
+fn stop_on_signals() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        if STOP.swap(true, Ordering::SeqCst) {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(130) };
+        }
+    }
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
+        unsafe { libc::signal(signal, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+    }
+}
+
+/// Ho & Salimans' label-dropout rate.
+const DEFAULT_P_UNCOND: f64 = 0.1;
+
+/// The class names of a labelled dataset: `classes.txt` (a name per line) in its folder, else the
+/// label numbers 0 … max label.
+fn class_names(path: &std::path::Path, data: &ImageDataset) -> Result<Vec<String>> {
+    let Some(&max) = data.labels.iter().max() else {
+        anyhow::bail!(
+            "--conditional needs labels: '{}' has no labels-idx1 file beside its images",
+            path.display()
+        );
+    };
+    let dir = if path.is_dir() {
+        path
+    } else {
+        path.parent().unwrap_or(path)
+    };
+    let file = dir.join("classes.txt");
+    if file.is_file() {
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let names: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        if names.len() <= max as usize {
+            anyhow::bail!(
+                "{} names {} classes but the labels go up to {max}",
+                file.display(),
+                names.len()
+            );
+        }
+        return Ok(names);
+    }
+    Ok((0..=max).map(|i| i.to_string()).collect())
 }
 
 /// "0.83 M": the size of the network a config describes.

@@ -16,6 +16,13 @@ pub trait EpsModel {
     fn predict_eps(&self, x_t: Tensor<4>, t: &[usize]) -> Tensor<4>;
 }
 
+/// A borrowed ε-predictor predicts as its owner does.
+impl<M: EpsModel + ?Sized> EpsModel for &M {
+    fn predict_eps(&self, x_t: Tensor<4>, t: &[usize]) -> Tensor<4> {
+        (**self).predict_eps(x_t, t)
+    }
+}
+
 /// The U-Net is the ε-predictor the samplers run (the model knows nothing of the samplers).
 impl EpsModel for crate::model::UNet {
     fn predict_eps(&self, x_t: Tensor<4>, t: &[usize]) -> Tensor<4> {

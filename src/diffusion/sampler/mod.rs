@@ -24,10 +24,12 @@ pub mod chain;
 pub mod ddim;
 pub mod ddpm;
 pub mod fused;
+pub mod guidance;
 pub mod interpolate;
 
 pub use chain::{ChainStep, EpsModel, ReverseChain, lockstep};
 pub use ddpm::VarianceKind;
+pub use guidance::{ConditionalEpsModel, Guided};
 
 use crate::diffusion::schedule::NoiseSchedule;
 use burn::tensor::Tensor;
@@ -67,6 +69,28 @@ pub enum SamplerError {
         name: String,
         /// What is accepted.
         expected: &'static str,
+    },
+    /// A guidance scale outside [0, MAX_GUIDANCE].
+    #[error("the guidance scale w must be in [0, {max}] (got {0})", max = guidance::MAX_GUIDANCE)]
+    GuidanceOutOfRange(f64),
+    /// A class asked of a model trained without classes.
+    #[error("this model is unconditional (trained without classes): it cannot be asked for a class")]
+    NotConditional,
+    /// A class index the model does not have.
+    #[error("class {class} is out of range: the model has classes 0 to {}", .classes - 1)]
+    ClassOutOfRange {
+        /// Asked for.
+        class: usize,
+        /// The model's number of classes.
+        classes: usize,
+    },
+    /// A class name the model does not have.
+    #[error("unknown class '{name}': expected an index or one of {names}")]
+    UnknownClass {
+        /// Asked for.
+        name: String,
+        /// The model's class names.
+        names: String,
     },
 }
 

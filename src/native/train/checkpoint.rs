@@ -2,8 +2,8 @@
 
 use super::{TrainConfig, TrainError, io_err};
 use crate::model::UNet;
-use crate::model::weights::{CONFIG_FILE, DiffusionConfig, WEIGHTS_FILE, unet_to_bytes};
-use crate::native::io::write_atomic;
+use crate::model::weights::{CONFIG_FILE, DiffusionConfig, WEIGHTS_FILE, check_finite, unet_to_bytes};
+use crate::native::io::{sync_dir, write_atomic, write_synced};
 use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -24,6 +24,15 @@ pub fn checkpoint_config(out: &Path) -> Result<Option<TrainConfig>, TrainError> 
     read_checkpoint_state(&dir).map(|state| Some(state.config))
 }
 
+/// The step of the latest checkpoint in the run folder `out` (what `train --resume` continues
+/// from), or `None` when the folder has no checkpoint.
+pub fn checkpoint_step(out: &Path) -> Result<Option<usize>, TrainError> {
+    let Some(dir) = RunDir::new(out).resumable() else {
+        return Ok(None);
+    };
+    read_checkpoint_state(&dir).map(|state| Some(state.step))
+}
+
 pub(super) fn read_checkpoint_state(dir: &Path) -> Result<CheckpointState, TrainError> {
     let err = |reason: String| TrainError::Resume {
         path: dir.display().to_string(),
@@ -31,6 +40,71 @@ pub(super) fn read_checkpoint_state(dir: &Path) -> Result<CheckpointState, Train
     };
     let text = std::fs::read_to_string(dir.join("state.json")).map_err(|e| err(e.to_string()))?;
     serde_json::from_str(&text).map_err(|e| err(format!("state.json: {e}")))
+}
+
+/// A run folder held by one training process: `train.lock` holds its process id, and is removed
+/// when the run ends. A second run in the same folder is refused while that process lives; a
+/// lock left by a killed process (its id no longer running) is taken over.
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    /// Takes the lock of the run folder `out` (created if needed).
+    pub fn acquire(out: &Path) -> Result<Self, TrainError> {
+        std::fs::create_dir_all(out).map_err(io_err(format!("creating {}", out.display())))?;
+        let path = out.join("train.lock");
+        let me = std::process::id();
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    use std::io::Write;
+                    writeln!(file, "{me}")
+                        .and_then(|_| file.sync_all())
+                        .map_err(io_err("writing train.lock"))?;
+                    return Ok(Self { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u32>().ok());
+                    if let Some(pid) = holder
+                        && pid != me
+                        && process_is_alive(pid)
+                    {
+                        return Err(TrainError::Busy {
+                            out: out.to_path_buf(),
+                            pid,
+                        });
+                    }
+                    // Stale: its process is gone (or the file is unreadable half-written).
+                    std::fs::remove_file(&path).map_err(io_err("removing a stale train.lock"))?;
+                }
+                Err(e) => return Err(io_err("creating train.lock")(e)),
+            }
+        }
+        Err(TrainError::Settings(format!(
+            "could not take {}: another run is taking it at the same moment",
+            path.display()
+        )))
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether a process with this id runs (signal 0 checks without sending anything).
+fn process_is_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists and may be signalled.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Paths inside a run's output folder.
@@ -94,22 +168,31 @@ pub(super) fn save_checkpoint(
         std::fs::remove_dir_all(&tmp).map_err(io_err("clearing checkpoint.tmp"))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io_err("creating checkpoint.tmp"))?;
-    std::fs::write(tmp.join("model.bpk"), unet_to_bytes(model.clone())?).map_err(io_err("writing model.bpk"))?;
-    std::fs::write(tmp.join("ema.bpk"), unet_to_bytes(ema.clone())?).map_err(io_err("writing ema.bpk"))?;
+    let (model_bytes, ema_bytes) = (unet_to_bytes(model.clone())?, unet_to_bytes(ema.clone())?);
+    // Never a non-finite checkpoint: the last good one stays.
+    check_finite(&model_bytes)?;
+    check_finite(&ema_bytes)?;
+    write_synced(&tmp.join("model.bpk"), &model_bytes).map_err(io_err("writing model.bpk"))?;
+    write_synced(&tmp.join("ema.bpk"), &ema_bytes).map_err(io_err("writing ema.bpk"))?;
     let optim_bytes = optim
         .into_bytes()
         .map_err(|e| TrainError::Settings(format!("saving the optimiser: {e}")))?;
-    std::fs::write(tmp.join("optim.bpk"), &optim_bytes[..]).map_err(io_err("writing optim.bpk"))?;
+    write_synced(&tmp.join("optim.bpk"), &optim_bytes[..]).map_err(io_err("writing optim.bpk"))?;
     let json = serde_json::to_string_pretty(state).expect("state serialises");
-    std::fs::write(tmp.join("state.json"), json).map_err(io_err("writing state.json"))?;
+    write_synced(&tmp.join("state.json"), json.as_bytes()).map_err(io_err("writing state.json"))?;
+    // The files and the folder's entries are on the disk before the folder takes the name
+    // `checkpoint`; each rename is flushed before the next step.
+    sync_dir(&tmp).map_err(io_err("flushing checkpoint.tmp"))?;
     let (cur, old) = (run.checkpoint(), run.checkpoint_old());
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(io_err("removing checkpoint.old"))?;
     }
     if cur.exists() {
         std::fs::rename(&cur, &old).map_err(io_err("rotating checkpoint"))?;
+        sync_dir(&run.root).map_err(io_err("flushing the run folder"))?;
     }
     std::fs::rename(&tmp, &cur).map_err(io_err("publishing checkpoint"))?;
+    sync_dir(&run.root).map_err(io_err("flushing the run folder"))?;
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(io_err("removing checkpoint.old"))?;
     }
@@ -119,6 +202,7 @@ pub(super) fn save_checkpoint(
 /// Writes a model folder — burnpack `weights` and `config.json` — to `dir`, each file atomically:
 /// what a run exports, `ddpm export` copies and the web app loads.
 pub fn export_model(dir: &Path, config: &DiffusionConfig, weights: &[u8]) -> Result<(), TrainError> {
+    check_finite(weights)?;
     std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
     write_atomic(&dir.join(WEIGHTS_FILE), weights).map_err(io_err("writing the exported weights"))?;
     write_atomic(&dir.join(CONFIG_FILE), config.to_json().as_bytes()).map_err(io_err("writing config.json"))?;

@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use super::TrainError;
 
+/// The most optimisation steps a run may ask for (Ho et al.'s longest run was 800,000).
+pub const MAX_STEPS: usize = 100_000_000;
+/// The largest batch a step may take (a bound on memory: a 28 × 28 batch of 4,096 takes about
+/// 6 GB of activations with the default net).
+pub const MAX_BATCH: usize = 4096;
+
 /// The training recipe; saved in `train.json` beside checkpoints so a run can be reproduced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -45,6 +51,32 @@ pub struct TrainConfig {
     /// the end, as Ho et al. (runs recorded before the option existed read as `None`).
     #[serde(default)]
     pub lr_decay: Option<LrDecay>,
+    /// Class-conditional training (the U-Net's `num_classes` is set): the probability of replacing
+    /// an image's label by "no class" (Ho & Salimans 2022 use 0.1 or 0.2); `None` for
+    /// unconditional runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_uncond: Option<f64>,
+    /// The class names, in label order, that the exported `config.json` records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_names: Option<Vec<String>>,
+    /// The exported model (a folder with `config.json` and `model.bpk`) the run's weights began
+    /// from instead of a random initialisation; a conditional run may start from an unconditional
+    /// model, its class embedding then starting at zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<String>,
+    /// Changes of the peak learning rate asked for on resume (`--resume --lr X --change-lr`), in
+    /// order: from each one's step on, its rate replaces `lr` (warm-up and decay still apply).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lr_changes: Vec<LrChange>,
+}
+
+/// A change of the peak learning rate from a step on, recorded so the run stays reproducible.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LrChange {
+    /// The first (0-based) step at the new rate.
+    pub from_step: usize,
+    /// The new peak rate.
+    pub lr: f64,
 }
 
 /// The learning rate falls linearly from its peak at step `start` to zero at step `end`
@@ -78,6 +110,10 @@ impl Default for TrainConfig {
             grad_clip: Some(1.0),
             loss_weighting: LossWeighting::Simple,
             lr_decay: None,
+            p_uncond: None,
+            class_names: None,
+            init_from: None,
+            lr_changes: Vec::new(),
         }
     }
 }
@@ -123,6 +159,15 @@ impl TrainConfig {
         if self.batch == 0 {
             return bad("the batch size must be at least 1");
         }
+        for (what, value, max) in [
+            ("the number of steps", self.steps, MAX_STEPS),
+            ("the batch size", self.batch, MAX_BATCH),
+            ("the warm-up", self.warmup, MAX_STEPS),
+        ] {
+            if value > max {
+                return bad(&format!("{what} is {value}, above its bound of {max}"));
+            }
+        }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad("the learning rate must be a positive number");
         }
@@ -150,6 +195,19 @@ impl TrainConfig {
                     decay.end, self.steps
                 ));
             }
+        }
+        match (self.unet.num_classes, self.p_uncond) {
+            (Some(_), Some(p)) if !(0.0..1.0).contains(&p) => {
+                return bad(&format!("--p-uncond must be in [0, 1) (got {p})"));
+            }
+            (Some(_), None) => return bad("a conditional run needs p_uncond (the label-dropout rate)"),
+            (None, Some(_)) => return bad("p_uncond is only for conditional runs (--conditional)"),
+            _ => {}
+        }
+        if let (Some(n), Some(names)) = (self.unet.num_classes, &self.class_names)
+            && names.len() != n
+        {
+            return bad(&format!("{} class names for {n} classes", names.len()));
         }
         self.unet.validate().map_err(|e| TrainError::Settings(e.to_string()))
     }
@@ -182,9 +240,16 @@ impl TrainConfig {
         let not_begun = |decay: Option<LrDecay>| decay.is_none_or(|d| d.start >= step);
         let without_decay = |c: &TrainConfig| TrainConfig {
             lr_decay: None,
+            lr_changes: Vec::new(),
             ..c.clone()
         };
+        // Recorded changes stay; new ones may only begin at or after the checkpoint's step.
+        let changes_continue = self.lr_changes.starts_with(&recorded.lr_changes)
+            && self.lr_changes[recorded.lr_changes.len()..]
+                .iter()
+                .all(|c| c.from_step >= step);
         without_decay(self).same_recipe(&without_decay(recorded))
+            && changes_continue
             && (self.lr_decay == recorded.lr_decay || not_begun(self.lr_decay) && not_begun(recorded.lr_decay))
     }
 
@@ -194,12 +259,19 @@ impl TrainConfig {
             unet: self.unet.clone(),
             schedule: self.schedule,
             timesteps: self.timesteps,
+            class_names: self.class_names.clone(),
         }
     }
 
     /// Learning rate at (0-based) `step`: linear warm-up, then constant (as Ho et al.), then with
     /// [`LrDecay`] a linear fall: lr · (end − step) / (end − start) from `start` on.
     pub fn lr_at(&self, step: usize) -> f64 {
+        let peak = self
+            .lr_changes
+            .iter()
+            .rev()
+            .find(|c| step >= c.from_step)
+            .map_or(self.lr, |c| c.lr);
         let warmup = if self.warmup == 0 {
             1.0
         } else {
@@ -209,7 +281,7 @@ impl TrainConfig {
             Some(LrDecay { start, end }) if step >= start => end.saturating_sub(step) as f64 / (end - start) as f64,
             _ => 1.0,
         };
-        self.lr * warmup * decay
+        peak * warmup * decay
     }
 }
 

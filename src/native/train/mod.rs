@@ -11,24 +11,25 @@ pub mod config;
 pub mod ema;
 pub mod grads;
 
-pub use checkpoint::{RunDir, checkpoint_config, export_model, write_loss_plot};
-pub use config::{LossWeighting, LrDecay, TrainConfig};
+pub use checkpoint::{RunDir, RunLock, checkpoint_config, checkpoint_step, export_model, write_loss_plot};
+pub use config::{LossWeighting, LrChange, LrDecay, TrainConfig};
 pub use ema::ema_update;
 pub use grads::clip_grad_global_norm;
 
 use crate::data::{BatchSampler, ImageDataset};
 use crate::diffusion::forward::q_sample;
-use crate::diffusion::sampler::{ReverseChain, SamplerConfig};
+use crate::diffusion::sampler::{Guided, ReverseChain, SamplerConfig};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::image::GrayImage;
-use crate::model::UNet;
-use crate::model::weights::{WeightsError, unet_to_bytes};
+use crate::model::weights::{DiffusionConfig, WeightsError, unet_to_bytes};
+use crate::model::{UNet, UNetConfig};
 use crate::native::io::{write_atomic, write_png};
 use crate::rng::NoiseRng;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use checkpoint::{CheckpointState, loss_csv_up_to, read_checkpoint_state, save_checkpoint};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -57,6 +58,23 @@ pub enum TrainError {
     /// Bad settings.
     #[error("{0}")]
     Settings(String),
+    /// The run stopped because its loss or gradients went bad; nothing after the last good
+    /// checkpoint was written.
+    #[error("training stopped at step {step}: {cause}; the last good checkpoint is kept (try a smaller learning rate)")]
+    Diverged {
+        /// The (1-based) step at which it was detected.
+        step: usize,
+        /// What was seen.
+        cause: String,
+    },
+    /// Another training process holds the run folder.
+    #[error("'{}' is in use by another training run (process {pid}); wait for it or choose another --out", .out.display())]
+    Busy {
+        /// The folder.
+        out: PathBuf,
+        /// The process holding it.
+        pid: u32,
+    },
     /// A new run was asked for in a folder that already holds one.
     #[error("'{}' already holds a checkpoint: resume it, or start the new run in another folder", .0.display())]
     RunExists(PathBuf),
@@ -75,6 +93,8 @@ pub struct TrainSummary {
     pub images_per_second: f64,
     /// Where the EMA model was exported.
     pub export_dir: PathBuf,
+    /// Whether the caller stopped the run early (a checkpoint at `end_step` was written).
+    pub interrupted: bool,
 }
 
 /// Progress reported to the caller (the CLI draws a bar with it).
@@ -94,27 +114,42 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TrainErr
     move |error| TrainError::Io { context, error }
 }
 
-/// A grid of `n` samples from `unet` (the default sampler: DDIM, 50 steps, η = 0) as a picture.
+/// A grid of `n` samples from `unet` (the default sampler: DDIM, 50 steps, η = 0) as a picture. A
+/// class-conditional model draws two rows, a column per class, guided with w = 2 instead.
 pub fn sample_grid(unet: &UNet, schedule: &NoiseSchedule, n: usize, seed: u64, device: &Device) -> GrayImage {
     let sampler = SamplerConfig::default_for(schedule.timesteps())
         .build(schedule)
         .expect("valid default sampler");
     let size = 28;
-    let x0 = ReverseChain::from_noise(unet, sampler, [n, 1, size, size], seed, device).run();
+    let (x0, columns) = match unet.num_classes() {
+        None => {
+            let x0 = ReverseChain::from_noise(unet, sampler, [n, 1, size, size], seed, device).run();
+            (x0, (n as f64).sqrt().ceil() as usize)
+        }
+        Some(classes) => {
+            let labels = (0..2 * classes).map(|i| Some(i % classes)).collect::<Vec<_>>();
+            let n = labels.len();
+            let guided = Guided::new(unet, labels, 2.0).expect("classes in range");
+            let x0 = ReverseChain::from_noise(&guided, sampler, [n, 1, size, size], seed, device).run();
+            (x0, classes)
+        }
+    };
     let data = x0.into_data();
     let pixels = data.as_slice::<f32>().expect("f32 samples");
-    GrayImage::grid(pixels, size, (n as f64).sqrt().ceil() as usize, 2)
+    GrayImage::grid(pixels, size, columns, 2)
 }
 
 /// Trains on `data` into the run folder `out`. With `resume`, continues from the folder's latest
-/// checkpoint (its recipe must match `config` except for the total number of steps).
+/// checkpoint (its recipe must match `config` except for the total number of steps). After each
+/// step `on_progress` is told where the run is; `ControlFlow::Break` (the CLI's answer to Ctrl-C
+/// or SIGTERM) writes a checkpoint and the export at that step and ends the run there.
 pub fn train(
     config: &TrainConfig,
     data: &ImageDataset,
     out: &Path,
     device: &Device,
     resume: bool,
-    mut on_progress: impl FnMut(&Progress),
+    mut on_progress: impl FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<TrainSummary, TrainError> {
     config.validate()?;
     if data.rows != config.unet.image_size || data.cols != config.unet.image_size {
@@ -126,6 +161,7 @@ pub fn train(
     let schedule =
         NoiseSchedule::new(config.schedule, config.timesteps).map_err(|e| TrainError::Settings(e.to_string()))?;
     let run = RunDir::new(out);
+    let _lock = RunLock::acquire(out)?;
     std::fs::create_dir_all(run.samples()).map_err(io_err(format!("creating {}", out.display())))?;
     let train_device = device.clone().autodiff();
     let plain_device = device.clone();
@@ -154,8 +190,9 @@ pub fn train(
         if !config.continues(&state.config, state.step) {
             return Err(resume_err(format!(
                 "its recipe (model, schedule, batch, lr, warm-up, EMA, seed) differs from these settings; \
-                 only the number of steps, the intervals, the gradient clipping and a learning-rate decay \
-                 that begins at or after the checkpoint's step {} may change when resuming",
+                 only the number of steps, the intervals, the gradient clipping, a learning-rate decay \
+                 that begins at or after the checkpoint's step {} and a new rate asked for with \
+                 --change-lr may change when resuming",
                 state.step
             )));
         }
@@ -168,6 +205,20 @@ pub fn train(
         start_step = state.step;
     } else if run.resumable().is_some() {
         return Err(TrainError::RunExists(out.to_path_buf()));
+    } else if let Some(init) = &config.init_from {
+        (model, ema) = initial_weights(Path::new(init), config, &train_device, &plain_device)?;
+    }
+    if let Some(n) = config.unet.num_classes {
+        if data.labels.len() != data.len() {
+            return Err(TrainError::Settings(
+                "conditional training needs the dataset's labels (the labels-idx1 file beside the images)".into(),
+            ));
+        }
+        if let Some(&bad) = data.labels.iter().find(|&&l| l as usize >= n) {
+            return Err(TrainError::Settings(format!(
+                "the dataset has label {bad} but the model has {n} classes"
+            )));
+        }
     }
     write_atomic(
         &out.join("train.json"),
@@ -192,6 +243,8 @@ pub fn train(
     let mut batches = BatchSampler::new(data.len(), config.seed);
     let started = Instant::now();
     let mut last_loss = f64::NAN;
+    let mut watch = DivergenceWatch::default();
+    let mut end_step = config.steps;
     let size = config.unet.image_size;
     for step in start_step..config.steps {
         // Algorithm 1: x_0 ~ q(x_0), t ~ Uniform, ε ~ N(0, I); step on ∇‖ε − ε_θ(x_t, t)‖².
@@ -203,7 +256,12 @@ pub fn train(
         let x0 = data.batch(&indices, &train_device); // [b, 1, s, s]
         let noise = rng.normal_tensor([config.batch, 1, size, size], &train_device); // [b, 1, s, s]
         let x_t = q_sample(&schedule, x0, &t, noise.clone()); // [b, 1, s, s]
-        let eps = model.forward(x_t, &t); // [b, 1, s, s]
+        let classes = config.p_uncond.map(|p| {
+            // Its own stream, so the draws of t and ε are those of an unconditional run.
+            let mut rng = NoiseRng::new(NoiseRng::stream_seed(step_seed, LABEL_DROPOUT_STREAM));
+            drop_labels(indices.iter().map(|&i| data.labels[i]), p, &mut rng)
+        });
+        let eps = model.forward_classes(x_t, &t, classes.as_deref()); // [b, 1, s, s]
         let loss = match config.loss_weighting {
             LossWeighting::Simple => (eps - noise).square().mean(), // [1]
             weighting => {
@@ -218,39 +276,42 @@ pub fn train(
             }
         };
         let lr = config.lr_at(step);
+        // Every step's loss and gradient norm are read back and checked before the weights move,
+        // so a bad step never reaches the weights, a checkpoint or an export.
+        let step_loss = loss.clone().into_scalar::<f32>() as f64;
+        watch.check_loss(step + 1, step_loss)?;
         let log_now = (step + 1) % config.log_every == 0 || step + 1 == config.steps;
         if log_now {
-            last_loss = loss.clone().into_scalar::<f32>() as f64;
+            last_loss = step_loss;
             use std::io::Write;
             writeln!(loss_log, "{},{last_loss:.6},{lr:.3e}", step + 1).map_err(io_err("appending to loss.csv"))?;
-            if !last_loss.is_finite() {
-                return Err(TrainError::Settings(format!(
-                    "the loss diverged to {last_loss} at step {} (try a smaller learning rate)",
-                    step + 1
-                )));
-            }
         }
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        if let Some(max_norm) = config.grad_clip {
-            grads = clip_grad_global_norm(grads, &model, max_norm).0;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        // Without clipping the norm is still taken (a scale of exactly 1 changes no gradient).
+        let (grads, norm) = clip_grad_global_norm(grads, &model, config.grad_clip.unwrap_or(f64::INFINITY));
+        if let Some(norm) = norm {
+            watch.check_grad_norm(step + 1, norm.into_scalar::<f32>() as f64)?;
         }
         model = optim.step(lr, model, grads);
         ema = ema_update(ema, &model, config.ema_decay, step);
 
         let done = step + 1;
         let images_per_second = (done - start_step) as f64 * config.batch as f64 / started.elapsed().as_secs_f64();
-        on_progress(&Progress {
+        let stop = on_progress(&Progress {
             step: done,
             steps: config.steps,
             loss: last_loss,
             images_per_second,
-        });
+        })
+        .is_break();
         if config.sample_every > 0 && done % config.sample_every == 0 {
             let grid = sample_grid(&ema, &schedule, 16, config.seed, &plain_device);
             write_png(&run.samples().join(format!("step_{done:07}.png")), &grid)
                 .map_err(io_err("writing a sample grid"))?;
         }
-        if done % config.checkpoint_every == 0 || done == config.steps {
+        // A checkpoint waits while the loss is above the divergence threshold: only weights whose
+        // loss is back to normal are kept.
+        if (stop || done % config.checkpoint_every == 0 || done == config.steps) && watch.healthy() {
             let state = CheckpointState {
                 step: done,
                 config: config.clone(),
@@ -259,16 +320,131 @@ pub fn train(
             export_model(&run.export(), &diffusion, &unet_to_bytes(ema.clone())?)?;
             write_loss_plot(&run)?;
         }
+        if stop {
+            end_step = done;
+            break;
+        }
     }
     let images_per_second =
-        (config.steps - start_step) as f64 * config.batch as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        (end_step - start_step) as f64 * config.batch as f64 / started.elapsed().as_secs_f64().max(1e-9);
     Ok(TrainSummary {
         start_step,
-        end_step: config.steps,
+        end_step,
         last_loss,
         images_per_second,
         export_dir: run.export(),
+        interrupted: end_step < config.steps,
     })
+}
+
+/// The stream of a step's seed that draws its label dropout.
+const LABEL_DROPOUT_STREAM: u64 = 0x1abe1;
+
+/// Each label as a class, replaced by "no class" (`None`) with probability `p_uncond` (Ho &
+/// Salimans 2022, Algorithm 1): one uniform draw per image.
+pub fn drop_labels(labels: impl IntoIterator<Item = u8>, p_uncond: f64, rng: &mut NoiseRng) -> Vec<Option<usize>> {
+    labels
+        .into_iter()
+        .map(|l| (rng.next_f64() >= p_uncond).then_some(l as usize))
+        .collect()
+}
+
+/// The divergence rule: an ε-predictor that outputs zeros scores E‖ε‖²/d = 1 under L_simple (and
+/// at most 1 under Min-SNR, whose weights are ≤ 1), and a healthy run stays below that after its
+/// first steps. A loss above [`Self::THRESHOLD`] (ten times the untrained score) for
+/// [`Self::PATIENCE`] steps in a row is a diverged run; a non-finite loss or gradient norm stops it
+/// at once.
+#[derive(Debug, Default)]
+pub struct DivergenceWatch {
+    above: usize,
+}
+
+impl DivergenceWatch {
+    /// Loss above which a step counts towards divergence.
+    pub const THRESHOLD: f64 = 10.0;
+    /// Steps in a row above the threshold that make a run diverged.
+    pub const PATIENCE: usize = 50;
+
+    /// Checks step `step`'s loss.
+    pub fn check_loss(&mut self, step: usize, loss: f64) -> Result<(), TrainError> {
+        if !loss.is_finite() {
+            return Err(TrainError::Diverged {
+                step,
+                cause: format!("the loss is {loss}"),
+            });
+        }
+        self.above = if loss > Self::THRESHOLD { self.above + 1 } else { 0 };
+        if self.above >= Self::PATIENCE {
+            return Err(TrainError::Diverged {
+                step,
+                cause: format!(
+                    "the loss diverged: above {} (ten times an untrained model's ≈ 1) for {} steps in a row, now {loss:.3e}",
+                    Self::THRESHOLD,
+                    Self::PATIENCE
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks step `step`'s gradient norm (before clipping).
+    pub fn check_grad_norm(&self, step: usize, norm: f64) -> Result<(), TrainError> {
+        if norm.is_finite() {
+            Ok(())
+        } else {
+            Err(TrainError::Diverged {
+                step,
+                cause: format!("the gradient norm is {norm}"),
+            })
+        }
+    }
+
+    /// Whether the latest loss was below the threshold.
+    pub fn healthy(&self) -> bool {
+        self.above == 0
+    }
+}
+
+/// The weights a run starts from with `init_from`: the exported model there, for both the trained
+/// weights and their EMA; made class-conditional (class embedding at zero) when the recipe is and
+/// the model is not. Its architecture must be the recipe's.
+fn initial_weights(
+    dir: &Path,
+    config: &TrainConfig,
+    train_device: &Device,
+    plain_device: &Device,
+) -> Result<(UNet, UNet), TrainError> {
+    let loaded = DiffusionConfig::load(dir)?;
+    let wanted_unconditional = UNetConfig {
+        num_classes: None,
+        ..config.unet.clone()
+    };
+    let same_net = loaded.unet == config.unet
+        || (loaded.unet.num_classes.is_none()
+            && UNetConfig {
+                skips: Some(loaded.unet.skip_layout()),
+                ..loaded.unet.clone()
+            } == UNetConfig {
+                skips: Some(wanted_unconditional.skip_layout()),
+                ..wanted_unconditional.clone()
+            });
+    if !same_net || loaded.schedule != config.schedule || loaded.timesteps != config.timesteps {
+        return Err(TrainError::Settings(format!(
+            "--init-from {}: its network or schedule differs from this run's (its config.json: {})",
+            dir.display(),
+            serde_json::to_string(&loaded).expect("serialises")
+        )));
+    }
+    let bytes = std::fs::read(dir.join(crate::model::weights::WEIGHTS_FILE))
+        .map_err(io_err(format!("reading the weights in {}", dir.display())))?;
+    let load = |device: &Device| -> Result<UNet, TrainError> {
+        let unet = loaded.load_unet(bytes.clone(), device)?;
+        Ok(match (unet.num_classes(), config.unet.num_classes) {
+            (None, Some(n)) => unet.with_zero_class_embedding(n),
+            _ => unet,
+        })
+    };
+    Ok((load(train_device)?, load(plain_device)?))
 }
 
 /// Small modules with known parameters, for the unit tests of this folder.
@@ -288,5 +464,54 @@ mod test_layers {
 
     pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().as_slice::<f32>().unwrap().to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_dropped_at_the_stated_rate() {
+        // 200,000 Bernoulli(0.1) draws: the share is 0.1 ± 0.00067 (one standard deviation);
+        // ±0.003 is 4.5 of them. Kept labels keep their class.
+        let mut rng = NoiseRng::new(3);
+        let labels = (0..200_000u32).map(|i| (i % 10) as u8);
+        let classes = drop_labels(labels, 0.1, &mut rng);
+        let dropped = classes.iter().filter(|c| c.is_none()).count() as f64 / classes.len() as f64;
+        assert!((dropped - 0.1).abs() < 0.003, "dropped {dropped}");
+        for (i, c) in classes.iter().enumerate() {
+            if let Some(c) = c {
+                assert_eq!(*c, i % 10);
+            }
+        }
+        // p = 0 keeps every label.
+        assert!(drop_labels([1, 2, 3], 0.0, &mut rng).iter().all(Option::is_some));
+    }
+
+    #[test]
+    fn divergence_is_a_non_finite_value_or_fifty_steps_above_ten() {
+        let mut watch = DivergenceWatch::default();
+        assert!(watch.check_loss(1, 1.0).is_ok());
+        for step in 2..51 {
+            assert!(watch.check_loss(step, 11.0).is_ok(), "step {step}");
+        }
+        assert!(!watch.healthy());
+        // The 50th step in a row above 10 stops the run; a step at or below 10 resets the count.
+        let err = watch.check_loss(51, 8.7e24).unwrap_err().to_string();
+        assert!(err.contains("step 51") && err.contains("diverged"), "{err}");
+        let mut watch = DivergenceWatch::default();
+        for step in 1..50 {
+            watch.check_loss(step, 11.0).unwrap();
+        }
+        watch.check_loss(50, 10.0).unwrap();
+        assert!(watch.healthy());
+        watch.check_loss(51, 11.0).unwrap();
+        for bad in [f64::NAN, f64::INFINITY] {
+            let err = DivergenceWatch::default().check_loss(7, bad).unwrap_err().to_string();
+            assert!(err.contains("step 7") && err.contains("the loss is"), "{err}");
+            let err = watch.check_grad_norm(8, bad).unwrap_err().to_string();
+            assert!(err.contains("step 8") && err.contains("gradient norm"), "{err}");
+        }
     }
 }
