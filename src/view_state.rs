@@ -36,7 +36,14 @@ pub struct ViewState {
     /// The reverse chain's step on screen (`&replay=k`): a link with it regenerates the chain from
     /// x_T (same seed and sampler) and shows step k.
     pub replay: Option<usize>,
+    /// Class-conditional models: the class the reverse chain asks for (`&class=7`; `None`: any).
+    pub class: Option<usize>,
+    /// Class-conditional models: the guidance scale w (`&w=2`).
+    pub guidance: f64,
 }
+
+/// The guidance scales the page offers (its slider's range).
+pub const PAGE_MAX_GUIDANCE: f64 = 5.0;
 
 impl Default for ViewState {
     fn default() -> Self {
@@ -48,6 +55,8 @@ impl Default for ViewState {
             sampler: SamplerConfig::default(),
             backend: BackendPreference::Auto,
             replay: None,
+            class: None,
+            guidance: 0.0,
         }
     }
 }
@@ -63,6 +72,27 @@ impl ViewState {
     /// t and the DDIM steps brought within a model's `timesteps`.
     pub fn clamped(self, timesteps: usize) -> Self {
         self.clamped_noting(timesteps, &mut Vec::new())
+    }
+
+    /// The class brought within a model's `classes` (`None`: unconditional, which takes none).
+    pub fn with_classes_noting(mut self, classes: Option<usize>, notices: &mut Vec<String>) -> Self {
+        if let Some(c) = self.class {
+            match classes {
+                None => {
+                    notices.push(format!("class={c}: this model draws without classes; ignored"));
+                    self.class = None;
+                }
+                Some(n) if c >= n => {
+                    notices.push(format!(
+                        "class={c} is not one of this model's classes 0 to {}; showing any",
+                        n - 1
+                    ));
+                    self.class = None;
+                }
+                Some(_) => {}
+            }
+        }
+        self
     }
 
     /// [`Self::clamped`], adding a line to `notices` for each value it had to change.
@@ -137,6 +167,18 @@ impl ViewState {
                     Ok(kind) => variance = kind,
                     Err(_) => unreadable("beta or beta-tilde", variance.to_string()),
                 },
+                "class" => match v.parse() {
+                    Ok(c) => s.class = Some(c),
+                    Err(_) if v == "any" => s.class = None,
+                    Err(_) => unreadable("a class index (a whole number from 0) or any", "any".into()),
+                },
+                "w" => match v.parse::<f64>() {
+                    Ok(w) if (0.0..=PAGE_MAX_GUIDANCE).contains(&w) => s.guidance = w,
+                    _ => unreadable(
+                        &format!("a guidance scale between 0 and {PAGE_MAX_GUIDANCE}"),
+                        "0".into(),
+                    ),
+                },
                 "replay" => match v.parse() {
                     Ok(k) => s.replay = Some(k),
                     Err(_) => unreadable("a step number (a whole number from 0)", "none".into()),
@@ -182,8 +224,12 @@ impl ViewState {
             BackendPreference::Cpu => "&backend=cpu",
         };
         let replay = self.replay.map(|k| format!("&replay={k}")).unwrap_or_default();
+        let class = self
+            .class
+            .map(|c| format!("&class={c}&w={}", self.guidance))
+            .unwrap_or_default();
         format!(
-            "?schedule={}&t={}&digit={}&seed={}&{sampler}{replay}{backend}",
+            "?schedule={}&t={}&digit={}&seed={}&{sampler}{class}{replay}{backend}",
             self.schedule, self.t, self.digit, self.seed
         )
     }
@@ -211,10 +257,12 @@ mod tests {
             },
             backend: BackendPreference::Cpu,
             replay: Some(17),
+            class: Some(7),
+            guidance: 2.5,
         };
         assert_eq!(
             s.to_query(),
-            "?schedule=cosine&t=999&digit=3&seed=42&sampler=ddpm&variance=beta&replay=17&backend=cpu"
+            "?schedule=cosine&t=999&digit=3&seed=42&sampler=ddpm&variance=beta&class=7&w=2.5&replay=17&backend=cpu"
         );
         assert_eq!(ViewState::from_query(&s.to_query(), 1000), s);
         let d = ViewState::from_query("?t=5000&eta=7&steps=0&bogus=1&seed=x", 1000);
@@ -252,6 +300,14 @@ mod tests {
             clamped[0].contains("t = 5000") && clamped[1].contains("steps = 2000"),
             "{clamped:?}"
         );
+        // Guidance: a w past the slider and a class the model does not have are noted.
+        let (view, notices) = ViewState::parse_noting("?class=12&w=9");
+        assert_eq!((view.class, view.guidance), (Some(12), 0.0));
+        assert!(notices[0].starts_with("w=9 is not a guidance scale"), "{notices:?}");
+        let mut more = Vec::new();
+        assert_eq!(view.clone().with_classes_noting(Some(10), &mut more).class, None);
+        assert_eq!(view.with_classes_noting(None, &mut more).class, None);
+        assert_eq!(more.len(), 2, "{more:?}");
         // A link the page wrote itself has nothing to note.
         let (_, none) = ViewState::parse_noting(&ViewState::default().to_query());
         assert!(none.is_empty(), "{none:?}");

@@ -22,7 +22,7 @@ use ddpm_explorer::web::engine::{cpu_fallback, parse_digits};
 use ddpm_explorer::web::forward_panel::{ForwardPanel, forward_noise};
 use ddpm_explorer::web::math_panel::MathPanel;
 use ddpm_explorer::web::reverse_panel::{
-    BATCH, Frame, chain_figure, evenly_spaced, format_duration, read_back, read_back_all, time_left,
+    BATCH, Frame, GuidanceControls, chain_figure, evenly_spaced, format_duration, read_back, read_back_all, time_left,
 };
 use ddpm_explorer::web::state::PageState;
 use ddpm_explorer::web::worker::EpsWorker;
@@ -293,13 +293,101 @@ async fn the_web_worker_predicts_what_the_unet_on_the_page_predicts() {
     let worker = EpsWorker::start(&config.to_json(), &weights).await.unwrap();
     let x = NoiseRng::new(8).normal_vec(2 * 784);
     let here = read_back(unet.forward(input(&cpu), &[3, 700])).await.unwrap();
-    let there = worker.predict_eps(&x, [2, 1, 28, 28], &[3, 700]).await.unwrap();
+    let there = worker
+        .predict_eps(&x, [2, 1, 28, 28], &[3, 700], &[None, None])
+        .await
+        .unwrap();
     assert_eq!(here, there);
-    let misfit = worker.predict_eps(&x, [3, 1, 28, 28], &[3, 700, 5]).await;
+    let misfit = worker.predict_eps(&x, [3, 1, 28, 28], &[3, 700, 5], &[None; 3]).await;
     assert!(misfit.unwrap_err().contains("do not fit"));
     // A worker that cannot build its model says why.
     let broken = EpsWorker::start(&config.to_json(), &weights[..weights.len() / 2]).await;
     assert!(broken.err().unwrap().contains("weights"));
+}
+
+#[wasm_bindgen_test]
+async fn the_web_worker_asks_a_conditional_model_for_each_images_class() {
+    // A conditional model with a class embedding that is not zero: the worker's ε̂ for classes
+    // (3, ∅) is the page's, bit for bit, and differs from the unconditional answer; a class the
+    // model does not have is an error, not a panic that would kill the worker.
+    let cpu = Device::flex();
+    let conditional = common::tiny_unet_config().with_num_classes(Some(4));
+    let unet = common::perturbed(conditional.init(&cpu), 5);
+    let config = DiffusionConfig {
+        unet: conditional,
+        schedule: ScheduleKind::Linear,
+        timesteps: 1000,
+        class_names: Some(["a", "b", "c", "d"].map(String::from).to_vec()),
+    };
+    let worker = EpsWorker::start(&config.to_json(), &unet_to_bytes(unet.clone()).unwrap())
+        .await
+        .unwrap();
+    let x = NoiseRng::new(8).normal_vec(2 * 784);
+    let classes = [Some(3), None];
+    let here = read_back(unet.forward_classes(input(&cpu), &[3, 700], Some(&classes)))
+        .await
+        .unwrap();
+    let there = worker
+        .predict_eps(&x, [2, 1, 28, 28], &[3, 700], &classes)
+        .await
+        .unwrap();
+    assert_eq!(here, there);
+    let unconditional = worker
+        .predict_eps(&x, [2, 1, 28, 28], &[3, 700], &[None, None])
+        .await
+        .unwrap();
+    assert_ne!(there[..784], unconditional[..784], "the class changed nothing");
+    assert_eq!(there[784..], unconditional[784..], "∅ is ∅");
+    let bad = worker
+        .predict_eps(&x, [2, 1, 28, 28], &[3, 700], &[Some(4), None])
+        .await;
+    assert!(bad.unwrap_err().contains("class 4"));
+    // The worker still answers after the refusal.
+    assert!(
+        worker
+            .predict_eps(&x, [2, 1, 28, 28], &[3, 700], &classes)
+            .await
+            .is_ok()
+    );
+}
+
+#[wasm_bindgen_test]
+async fn the_class_picker_and_guidance_slider_drive_the_guidance_equation() {
+    let root = container();
+    let state = PageState::new(&ViewState::default(), 1000, test_digit());
+    let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    let _handle = mount_to(root.clone(), move || {
+        provide_context(state);
+        view! { <GuidanceControls names=names.clone() /> }
+    });
+    tick().await;
+    let picker: web_sys::HtmlSelectElement = root.query_selector(".class-picker").unwrap().unwrap().unchecked_into();
+    let slider: web_sys::HtmlInputElement = root
+        .query_selector(".guidance-slider")
+        .unwrap()
+        .unwrap()
+        .unchecked_into();
+    // "any" and the ten digits; with "any" there is nothing to guide.
+    assert_eq!(picker.length(), 11);
+    assert!(slider.disabled());
+    assert!(root.query_selector("math").unwrap().is_none());
+    // Picking 7 and w = 2.5: the equation says 1 + w = 3.5 and w = 2.5, for class "7".
+    picker.set_value("7");
+    picker.dispatch_event(&web_sys::Event::new("change").unwrap()).unwrap();
+    tick().await;
+    assert_eq!(state.class.get_untracked(), Some(7));
+    assert!(!slider.disabled());
+    slider.set_value("2.5");
+    slider.dispatch_event(&web_sys::Event::new("input").unwrap()).unwrap();
+    tick().await;
+    assert_eq!(state.guidance.get_untracked(), 2.5);
+    // The numbers in the equation: the general form's 1 (in 1 + w), then 1 + w = 3.5 and w = 2.5.
+    assert_eq!(equation_numbers(&root), [1.0, 3.5, 2.5]);
+    assert!(root.text_content().unwrap().contains("“7”"));
+    // The chains will ask for that: 16 sevens at w = 2.5.
+    let g = state.guidance_for(16).unwrap();
+    assert_eq!((g.classes, g.scale), (vec![Some(7); 16], 2.5));
+    assert!(state.view(Default::default()).to_query().contains("&class=7&w=2.5"));
 }
 
 #[wasm_bindgen_test]

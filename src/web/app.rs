@@ -67,7 +67,9 @@ pub fn Explorer(
 ) -> impl IntoView {
     let timesteps = engine.config.timesteps;
     let mut notices = notices;
-    let initial = view.clamped_noting(timesteps, &mut notices);
+    let initial = view
+        .clamped_noting(timesteps, &mut notices)
+        .with_classes_noting(engine.unet.num_classes(), &mut notices);
     let digits: Vec<Vec<f32>> = (0..engine.digits.len())
         .map(|i| bytes_to_unit(engine.digits.image(i)))
         .collect();

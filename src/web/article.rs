@@ -205,6 +205,41 @@ pub fn step_equation(c: &StepCoefs) -> String {
     }
 }
 
+/// Classifier-free guidance (Ho & Salimans 2022, eq. 6) for class `class` at scale `w`, and again
+/// with the numbers: ε̃ = (1 + w) ε̂(x_t, c) − w ε̂(x_t, ∅).
+pub fn guidance_equation(class: &str, w: f64) -> String {
+    let eps = |c: &str| {
+        format!(
+            "<msub><mover><mi>ε</mi><mo>^</mo></mover><mi>θ</mi></msub><mo>(</mo><msub><mi>x</mi><mi>t</mi></msub><mo>,</mo>{c}<mo>)</mo>"
+        )
+    };
+    let tilde = "<msub><mover><mi>ε</mi><mo>~</mo></mover><mi>θ</mi></msub>";
+    let general = row(&[
+        tilde,
+        "<mo>=</mo><mo>(</mo><mn>1</mn><mo>+</mo><mi>w</mi><mo>)</mo>",
+        &eps("<mi>c</mi>"),
+        "<mo>−</mo><mi>w</mi>",
+        &eps("<mi>∅</mi>"),
+    ]);
+    let numbers = row(&[
+        "<mo>=</mo>",
+        &num(1.0 + w),
+        &eps(&format!("<mtext>“{}”</mtext>", escape(class))),
+        "<mo>−</mo>",
+        &num(w),
+        &eps("<mi>∅</mi>"),
+    ]);
+    math(&[general, numbers])
+}
+
+/// `text` with the characters markup gives a meaning escaped (class names come from config.json).
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Ho & Salimans (2022), Classifier-Free Diffusion Guidance.
+pub const CFG_PAPER: &str = "https://arxiv.org/abs/2207.12598";
+
 /// A MathML equation (made by one of this module's functions), redrawn when it changes.
 #[component]
 pub fn Equation(

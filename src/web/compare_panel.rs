@@ -8,7 +8,7 @@ use super::forward_panel::SIZE;
 use super::reverse_panel::{read_back, read_back_all, time_left};
 use super::schedule_plot::{Axes, Axis, polyline};
 use super::state::PageState;
-use crate::diffusion::sampler::{ReverseChain, SamplerConfig, VarianceKind, lockstep};
+use crate::diffusion::sampler::{Guidance, ReverseChain, SamplerConfig, VarianceKind, lockstep};
 use crate::image::GrayImage;
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
@@ -98,7 +98,9 @@ pub fn ComparePanel(
                 round_ms,
                 stop,
             };
-            let result = run.go(&engine, seed.get_untracked()).await;
+            let result = run
+                .go(&engine, seed.get_untracked(), state.guidance_for(COMPARE_BATCH))
+                .await;
             running.set(false);
             result
         });
@@ -199,8 +201,9 @@ struct ComparisonRun {
 }
 
 impl ComparisonRun {
-    /// Runs both chains from `seed` to x_0 (or until stopped), in lockstep.
-    async fn go(&self, engine: &Engine, seed: u64) -> Result<(), String> {
+    /// Runs both chains from `seed` to x_0 (or until stopped), in lockstep, both guided as
+    /// `guidance` says.
+    async fn go(&self, engine: &Engine, seed: u64, guidance: Option<Guidance>) -> Result<(), String> {
         let schedule = engine.config.noise_schedule().map_err(|e| e.to_string())?;
         let shape = [COMPARE_BATCH, 1, SIZE, SIZE];
         let plans = [
@@ -230,7 +233,9 @@ impl ComparisonRun {
                 break;
             }
             for (i, chain) in chains.iter_mut().enumerate().filter(|(i, _)| go[*i]) {
-                let Some(s) = engine.step(chain).await? else { continue };
+                let Some(s) = engine.step(chain, guidance.as_ref()).await? else {
+                    continue;
+                };
                 let [x_prev, pred_x0] = read_back_all([s.x_prev, s.pred_x0]).await?;
                 self.sides[i].x_t.set(Some(small_grid(&x_prev)));
                 self.sides[i].pred_x0.set(Some(small_grid(&pred_x0)));

@@ -3,7 +3,8 @@
 
 use super::worker::{EpsRequest, EpsWorker};
 use crate::data::{ImageDataset, parse_idx_images, parse_idx_labels};
-use crate::diffusion::sampler::{ChainStep, EpsModel, ReverseChain};
+use crate::diffusion::sampler::guidance::check_guidance;
+use crate::diffusion::sampler::{ChainStep, EpsModel, Guidance, ReverseChain};
 use crate::model::UNet;
 use crate::model::weights::{CONFIG_FILE, DiffusionConfig, WEIGHTS_FILE};
 use crate::view_state::BackendPreference;
@@ -229,45 +230,74 @@ impl Engine {
         })
     }
 
-    /// Asks for ε̂(x_t, t) from the U-Net, wherever it runs. In the Web Worker the request leaves
-    /// at once and the worker computes while the page goes on (it draws the step before); on the
-    /// device the network runs when [`PendingEps::eps`] is awaited, in the order it always had.
+    /// Asks for ε̂(x_t, t) from the U-Net, wherever it runs, guided as `guidance` says (`None`:
+    /// unconditional; both passes of a guided step go as one batch). In the Web Worker the request
+    /// leaves at once and the worker computes while the page goes on (it draws the step before);
+    /// on the device the network runs when [`PendingEps::eps`] is awaited, in the order it always
+    /// had.
     ///
     /// # Shapes
     /// - `x_t`: `[batch, channels, height, width]`, `t`: `batch` timesteps
-    pub fn request_eps(&self, x_t: Tensor<4>, t: &[usize]) -> Result<PendingEps<'_>, String> {
+    pub fn request_eps(
+        &self,
+        x_t: Tensor<4>,
+        t: &[usize],
+        guidance: Option<&Guidance>,
+    ) -> Result<PendingEps<'_>, String> {
+        let guidance = match guidance {
+            Some(g) => {
+                check_guidance(g, self.unet.num_classes()).map_err(|e| e.to_string())?;
+                g.clone()
+            }
+            None => Guidance {
+                classes: vec![None; t.len()],
+                scale: 0.0,
+            },
+        };
+        let (x, t, classes) = guidance.inputs(x_t, t); // [b or 2b, c, h, w]
         let Some(worker) = &self.worker else {
             return Ok(PendingEps::OnDevice {
                 unet: &self.unet,
-                x_t: Box::new(x_t),
-                t: t.to_vec(),
+                x_t: Box::new(x),
+                t,
+                classes,
+                guidance,
             });
         };
-        let shape = x_t.dims();
+        let shape = x.dims();
         // The CPU backend's tensors are ready at once: the read-back never waits.
-        let x_t = burn::tensor::try_read_sync(x_t.into_data_async())
+        let x = burn::tensor::try_read_sync(x.into_data_async())
             .ok_or("x_t was not ready to read")?
             .map_err(|e| e.to_string())?
             .try_to_vec::<f32>()
             .map_err(|e| format!("{e:?}"))?; // [b · c · h · w]
         Ok(PendingEps::InWorker {
-            request: worker.request_eps(&x_t, shape, t)?,
+            request: worker.request_eps(&x, shape, &t, &classes)?,
             shape,
             device: self.device.clone(),
+            guidance,
         })
     }
 
     /// Asks for the ε̂ of `chain`'s next step (`None` once x_0 is reached).
-    pub fn request_next<M: EpsModel>(&self, chain: &ReverseChain<'_, M>) -> Result<Option<PendingEps<'_>>, String> {
+    pub fn request_next<M: EpsModel>(
+        &self,
+        chain: &ReverseChain<'_, M>,
+        guidance: Option<&Guidance>,
+    ) -> Result<Option<PendingEps<'_>>, String> {
         chain
             .model_input()
-            .map(|(x_t, t)| self.request_eps(x_t, &t))
+            .map(|(x_t, t)| self.request_eps(x_t, &t, guidance))
             .transpose()
     }
 
     /// One step of `chain` with ε̂ from wherever the U-Net runs; `None` once x_0 is reached.
-    pub async fn step<M: EpsModel>(&self, chain: &mut ReverseChain<'_, M>) -> Result<Option<ChainStep>, String> {
-        let Some(pending) = self.request_next(chain)? else {
+    pub async fn step<M: EpsModel>(
+        &self,
+        chain: &mut ReverseChain<'_, M>,
+        guidance: Option<&Guidance>,
+    ) -> Result<Option<ChainStep>, String> {
+        let Some(pending) = self.request_next(chain, guidance)? else {
             return Ok(None);
         };
         let eps = pending.eps().await?; // [b, c, h, w]
@@ -281,11 +311,15 @@ pub enum PendingEps<'e> {
     OnDevice {
         /// The network.
         unet: &'e UNet,
-        /// Its input, `[batch, channels, height, width]` (boxed: a tensor handle is large beside
-        /// the other variant).
+        /// Its input, `[batch or 2·batch, channels, height, width]` (boxed: a tensor handle is
+        /// large beside the other variant).
         x_t: Box<Tensor<4>>,
         /// Each image's timestep.
         t: Vec<usize>,
+        /// Each image's class (`None`: no class).
+        classes: Vec<Option<usize>>,
+        /// How the answer becomes ε̃.
+        guidance: Guidance,
     },
     /// Posted to the Web Worker.
     InWorker {
@@ -295,6 +329,8 @@ pub enum PendingEps<'e> {
         shape: [usize; 4],
         /// Where the answer goes.
         device: Device,
+        /// How the answer becomes ε̃.
+        guidance: Guidance,
     },
 }
 
@@ -302,10 +338,21 @@ impl PendingEps<'_> {
     /// ε̂, `[batch, channels, height, width]`.
     pub async fn eps(self) -> Result<Tensor<4>, String> {
         match self {
-            PendingEps::OnDevice { unet, x_t, t } => Ok(unet.forward(*x_t, &t)),
-            PendingEps::InWorker { request, shape, device } => {
+            PendingEps::OnDevice {
+                unet,
+                x_t,
+                t,
+                classes,
+                guidance,
+            } => Ok(guidance.combine(unet.forward_classes(*x_t, &t, Some(&classes)))),
+            PendingEps::InWorker {
+                request,
+                shape,
+                device,
+                guidance,
+            } => {
                 let eps = request.eps().await?; // [b · c · h · w]
-                Ok(Tensor::from_data(TensorData::new(eps, shape), &device))
+                Ok(guidance.combine(Tensor::from_data(TensorData::new(eps, shape), &device)))
             }
         }
     }

@@ -8,7 +8,7 @@ use super::forward_panel::SIZE;
 use super::reverse_panel::read_back;
 use super::state::PageState;
 use crate::diffusion::sampler::interpolate::interpolation_latents;
-use crate::diffusion::sampler::{ReverseChain, SamplerPlan};
+use crate::diffusion::sampler::{Guidance, ReverseChain, SamplerPlan};
 use crate::image::GrayImage;
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
@@ -34,7 +34,15 @@ pub fn LatentWalk(
     let walk = move |_| {
         let engine = Rc::clone(&engine);
         state.run_exclusive(error, async move {
-            run_walk(&engine, (seed.get_untracked(), seed_b.get_untracked()), strip, progress).await
+            let guidance = state.guidance_for(WALK_FRAMES);
+            run_walk(
+                &engine,
+                (seed.get_untracked(), seed_b.get_untracked()),
+                guidance,
+                strip,
+                progress,
+            )
+            .await
         });
     };
     view! {
@@ -72,6 +80,7 @@ pub fn LatentWalk(
 async fn run_walk(
     engine: &Engine,
     seeds: (u64, u64),
+    guidance: Option<Guidance>,
     strip: RwSignal<Option<GrayImage>>,
     progress: RwSignal<(usize, usize)>,
 ) -> Result<(), String> {
@@ -84,7 +93,7 @@ async fn run_walk(
     let show = |pixels: &[f32]| GrayImage::grid(pixels, SIZE, WALK_FRAMES, 1);
     strip.set(Some(show(&read_back(chain.current()).await?)));
     progress.set((0, total));
-    while let Some(s) = engine.step(&mut chain).await? {
+    while let Some(s) = engine.step(&mut chain, guidance.as_ref()).await? {
         strip.set(Some(show(&read_back(s.x_prev).await?)));
         progress.set((s.index + 1, total));
         yield_to_browser().await;

@@ -1,7 +1,9 @@
 //! The reverse process x_T → x_0: run a chain on the model's device, show x_t and x̂_0 side by
 //! side as it goes, stop it, and replay any step afterwards.
 
-use super::article::{DDIM_PAPER, DDPM_CODE, DDPM_PAPER, Equation, SDEDIT_PAPER, step_equation};
+use super::article::{
+    CFG_PAPER, DDIM_PAPER, DDPM_CODE, DDPM_PAPER, Equation, SDEDIT_PAPER, guidance_equation, step_equation,
+};
 use super::canvas::{PictureCanvas, now_ms, yield_to_browser};
 use super::controls::{DownloadButton, PlayButton, SamplerControls};
 use super::engine::Engine;
@@ -10,6 +12,7 @@ use super::state::PageState;
 use crate::diffusion::sampler::{ReverseChain, StepCoefs};
 use crate::image::GrayImage;
 use crate::rng::NoiseRng;
+use crate::view_state::PAGE_MAX_GUIDANCE;
 use burn::tensor::{Tensor, TensorData};
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
@@ -101,6 +104,7 @@ pub fn ReversePanel(
     let running = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
     let timesteps = engine.config.timesteps;
+    let engine_class_names = engine.config.class_names();
     let model_schedule = engine
         .config
         .noise_schedule()
@@ -164,6 +168,7 @@ pub fn ReversePanel(
         }
     };
     let last_frame = move || frames.with(|f| f.len().saturating_sub(1));
+    let class_names = engine_class_names.clone();
     let step_equation = Signal::derive(move || step.get().map(|c| step_equation(&c)).unwrap_or_default());
     view! {
         <section class="reverse" aria-label="reverse process">
@@ -188,6 +193,7 @@ pub fn ReversePanel(
                 <button class="random-seed" title="a new random seed" disabled=move || busy.get()
                     on:click=move |_| seed.set((js_sys::Math::random() * 1e9) as u64)>"Random seed"</button>
             </div>
+            {(!class_names.is_empty()).then(|| view! { <GuidanceControls names=class_names.clone() /> })}
             <div class="controls">
                 <button class="generate" disabled=move || busy.get() on:click=move |_| run_noise(Start::Noise, None)>"Generate"</button>
                 <button class="sdedit" disabled=move || busy.get() on:click=move |_| run(Start::FromX0, None)>{sdedit_label}</button>
@@ -245,6 +251,69 @@ pub fn ReversePanel(
                 "; here: " <code>"src/diffusion/sampler/"</code> "."
             </p>
         </section>
+    }
+}
+
+/// The class picker and the guidance slider of a class-conditional model, with what guidance does
+/// and its equation live.
+#[component]
+pub fn GuidanceControls(
+    /// The model's class names, in label order.
+    names: Vec<String>,
+) -> impl IntoView {
+    let PageState {
+        class, guidance, busy, ..
+    } = PageState::expect();
+    let options = names
+        .iter()
+        .enumerate()
+        .map(
+            |(i, n)| view! { <option value=i.to_string() selected=move || class.get() == Some(i)>{n.clone()}</option> },
+        )
+        .collect_view();
+    let name_of = {
+        let names = names.clone();
+        move |c: usize| names.get(c).cloned().unwrap_or_else(|| c.to_string())
+    };
+    let equation = Signal::derive(move || {
+        let w = guidance.get();
+        class
+            .get()
+            .map(|c| guidance_equation(&name_of(c), w))
+            .unwrap_or_default()
+    });
+    view! {
+        <div class="guidance">
+            <p class="explain">
+                "This model was trained with its class and, one time in ten, without it (“∅”). "
+                <b>"Classifier-free guidance"</b>" (Ho & Salimans 2022) asks it both ways at every step and pushes the "
+                "prediction away from the unconditional one: w = 0 is the conditional model itself, larger w gives samples "
+                "that look more like their class and less like each other. Both passes run as one batch of 32."
+            </p>
+            <div class="controls">
+                <label>"class "
+                    <select class="class-picker" disabled=move || busy.get()
+                        on:change=move |ev| class.set(event_target_value(&ev).parse::<usize>().ok())>
+                        <option value="any" selected=move || class.get().is_none()>"any (no class)"</option>
+                        {options}
+                    </select>
+                </label>
+                <label>"guidance w "
+                    <input type="range" class="guidance-slider" min="0" max=PAGE_MAX_GUIDANCE.to_string() step="0.5"
+                        disabled=move || busy.get() || class.get().is_none()
+                        prop:value=move || guidance.get().to_string()
+                        aria-valuetext=move || format!("w = {}", guidance.get())
+                        on:input=move |ev| {
+                            if let Ok(w) = event_target_value(&ev).parse::<f64>() {
+                                guidance.set(w.clamp(0.0, PAGE_MAX_GUIDANCE))
+                            }
+                        } />
+                    <output class="guidance-value">{move || format!(" {:.1}", guidance.get())}</output>
+                </label>
+            </div>
+            <Equation mathml=equation />
+            <p class="sources">"Source: " <a href=CFG_PAPER>"Ho & Salimans 2022"</a> " (eq. 6); here: " <code>"src/diffusion/sampler/guidance.rs"</code> "."</p>
+        </div>
     }
 }
 
@@ -376,7 +445,8 @@ async fn run_chain(engine: &Engine, start: Start, state: PageState, view: ChainV
     view.shown.set(0);
     let offset = done;
     let mut last_frame = now_ms();
-    let mut pending = engine.request_next(&chain)?;
+    let guidance = state.guidance_for(BATCH);
+    let mut pending = engine.request_next(&chain, guidance.as_ref())?;
     while let Some(request) = pending.take() {
         if view.stop.get_untracked() {
             break;
@@ -384,7 +454,7 @@ async fn run_chain(engine: &Engine, start: Start, state: PageState, view: ChainV
         let eps = request.eps().await?; // [b, c, h, w]
         let Some(s) = chain.step_with(eps) else { break };
         // In the Web Worker the next step is computed while this one is read back and drawn.
-        pending = engine.request_next(&chain)?;
+        pending = engine.request_next(&chain, guidance.as_ref())?;
         let [x_t, pred_x0, eps] = read_back_all([s.x_prev, s.pred_x0, s.eps.div_scalar(3.0)]).await?;
         view.frames.update(|f| {
             f.push(Frame {

@@ -1,7 +1,7 @@
 //! The page's state: one set of signals that every panel reads from Leptos' context, as leptos'
 //! own examples share state, instead of threading half a dozen signals through each panel.
 
-use crate::diffusion::sampler::{SamplerConfig, StepCoefs};
+use crate::diffusion::sampler::{Guidance, SamplerConfig, StepCoefs};
 use crate::diffusion::schedule::{NoiseSchedule, ScheduleKind};
 use crate::view_state::ViewState;
 use leptos::prelude::*;
@@ -31,6 +31,10 @@ pub struct PageState {
     pub replay: RwSignal<Option<usize>>,
     /// True while any panel runs the model: one chain at a time shares the device.
     pub busy: RwSignal<bool>,
+    /// Class-conditional models: the class the chains ask for (`None`: any, through "no class").
+    pub class: RwSignal<Option<usize>>,
+    /// Class-conditional models: the guidance scale w.
+    pub guidance: RwSignal<f64>,
 }
 
 impl PageState {
@@ -51,7 +55,18 @@ impl PageState {
             step: RwSignal::new(None),
             replay: RwSignal::new(view.replay),
             busy: RwSignal::new(false),
+            class: RwSignal::new(view.class),
+            guidance: RwSignal::new(view.guidance),
         }
+    }
+
+    /// What a chain of `batch` images asks of the model now: every image the chosen class, with
+    /// the chosen w (`None`: no class chosen, the unconditional chain).
+    pub fn guidance_for(&self, batch: usize) -> Option<Guidance> {
+        self.class.get_untracked().map(|c| Guidance {
+            classes: vec![Some(c); batch],
+            scale: self.guidance.get_untracked(),
+        })
     }
 
     /// The view as a URL would say it (`backend` is kept as the page was opened with).
@@ -64,6 +79,8 @@ impl PageState {
             sampler: self.sampler.get(),
             backend,
             replay: self.replay.get(),
+            class: self.class.get(),
+            guidance: self.guidance.get(),
         }
     }
 

@@ -10,7 +10,7 @@
 
 use crate::model::weights::DiffusionConfig;
 use burn::tensor::{Device, Tensor, TensorData};
-use js_sys::{Array, Float32Array, Object, Promise, Reflect, Uint8Array, Uint32Array};
+use js_sys::{Array, Float32Array, Int32Array, Object, Promise, Reflect, Uint8Array, Uint32Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -167,14 +167,29 @@ impl EpsWorker {
         ready.map(|_| worker)
     }
 
-    /// Asks for ε̂(x_t, t) for a batch `x_t` of `shape` (host floats, image after image), each image
-    /// at its own timestep `t`: posted at once, answered by [`EpsRequest::eps`].
-    pub fn request_eps(&self, x_t: &[f32], shape: [usize; 4], t: &[usize]) -> Result<EpsRequest<'_>, String> {
+    /// Asks for ε̂(x_t, t, c) for a batch `x_t` of `shape` (host floats, image after image), each
+    /// image at its own timestep `t` and with its own class (`None`: no class): posted at once,
+    /// answered by [`EpsRequest::eps`].
+    pub fn request_eps(
+        &self,
+        x_t: &[f32],
+        shape: [usize; 4],
+        t: &[usize],
+        classes: &[Option<usize>],
+    ) -> Result<EpsRequest<'_>, String> {
         let channel = MessageChannel::new().map_err(|e| describe(&e))?;
         let x = Float32Array::from(x_t);
         let shape = Uint32Array::from(&shape.map(|d| d as u32)[..]);
         let t = Uint32Array::from(&t.iter().map(|&t| t as u32).collect::<Vec<_>>()[..]);
-        let request = object(&[("x", &x), ("shape", &shape), ("t", &t), ("port", &channel.port2())]);
+        // −1 is "no class".
+        let classes = Int32Array::from(&classes.iter().map(|c| c.map_or(-1, |c| c as i32)).collect::<Vec<_>>()[..]);
+        let request = object(&[
+            ("x", &x),
+            ("shape", &shape),
+            ("t", &t),
+            ("classes", &classes),
+            ("port", &channel.port2()),
+        ]);
         let transfer = Array::of2(&channel.port2(), &x.buffer());
         let posted = post(channel.port1().into(), &self.worker, || {
             self.worker.post_message_with_transfer(&request, &transfer)
@@ -182,9 +197,15 @@ impl EpsWorker {
         Ok(EpsRequest { posted, channel })
     }
 
-    /// ε̂(x_t, t), as [`Self::request_eps`] and then its answer.
-    pub async fn predict_eps(&self, x_t: &[f32], shape: [usize; 4], t: &[usize]) -> Result<Vec<f32>, String> {
-        self.request_eps(x_t, shape, t)?.eps().await
+    /// ε̂(x_t, t, c), as [`Self::request_eps`] and then its answer.
+    pub async fn predict_eps(
+        &self,
+        x_t: &[f32],
+        shape: [usize; 4],
+        t: &[usize],
+        classes: &[Option<usize>],
+    ) -> Result<Vec<f32>, String> {
+        self.request_eps(x_t, shape, t, classes)?.eps().await
     }
 }
 
@@ -232,7 +253,7 @@ pub fn eps_worker_start(config_json: &str, weights: Vec<u8>) -> Result<(), JsVal
     Ok(())
 }
 
-/// ε̂ for one request `{x, shape, t}`.
+/// ε̂ for one request `{x, shape, t, classes}` (classes: −1 is "no class"; absent: none).
 async fn answer_request(unet: &crate::model::UNet, device: &Device, request: &JsValue) -> Result<Vec<f32>, String> {
     let array = |name: &str| -> Result<Vec<usize>, String> {
         let values = field(request, name)?
@@ -255,8 +276,25 @@ async fn answer_request(unet: &crate::model::UNet, device: &Device, request: &Js
             t.len()
         ));
     }
+    let classes: Vec<Option<usize>> = match field(request, "classes") {
+        Ok(c) if !c.is_undefined() => c
+            .dyn_into::<Int32Array>()
+            .map_err(|_| "'classes' is not an Int32Array")?
+            .to_vec()
+            .into_iter()
+            .map(|c| usize::try_from(c).ok())
+            .collect(),
+        _ => vec![None; t.len()],
+    };
+    if classes.len() != t.len() {
+        return Err(format!("{} classes for {} images", classes.len(), t.len()));
+    }
+    let limit = unet.num_classes().unwrap_or(0);
+    if let Some(&bad) = classes.iter().flatten().find(|&&c| c >= limit) {
+        return Err(format!("class {bad} is not one of the model's {limit} classes"));
+    }
     let x_t = Tensor::<4>::from_data(TensorData::new(x, shape), device); // [b, c, h, w]
-    let eps = unet.forward(x_t, &t); // [b, c, h, w]
+    let eps = unet.forward_classes(x_t, &t, Some(&classes)); // [b, c, h, w]
     let eps = eps.into_data_async().await.map_err(|e| e.to_string())?;
     eps.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))
 }

@@ -34,6 +34,12 @@ async function open(viewport, query = 'sampler=ddim&steps=3&eta=0&seed=0') {
     const url = new URL(r.url());
     if (!['data:', 'blob:'].includes(url.protocol) && url.origin !== server.origin) problems.push(`off-origin request: ${r.url()}`);
   });
+  // Every refusal of the Content-Security-Policy becomes a console error, so `problems` sees it.
+  await page.addInitScript(() =>
+    document.addEventListener('securitypolicyviolation', (e) =>
+      console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI}`),
+    ),
+  );
   // The CPU backend: SwiftShader's WebGPU would take seconds per step.
   await page.goto(`${server.origin}/?backend=cpu&${query}`);
   await page.waitForSelector('#t-slider', { timeout: 120_000 });
@@ -66,6 +72,12 @@ async function setNumber(page, selector, value) {
 
 test('load, slide, generate, SDEdit: from its own origin, without errors', async () => {
   const { page, problems } = await open({ width: 1280, height: 900 });
+  // The built page carries its policy: own origin, wasm compilation, the worker from a blob URL,
+  // trunk's loader by its hash, nothing else.
+  const csp = await page.getAttribute('meta[http-equiv="Content-Security-Policy"]', 'content');
+  assert.match(csp, /default-src 'none'/);
+  assert.match(csp, /script-src 'self' 'wasm-unsafe-eval' 'sha256-[A-Za-z0-9+/=]+'/);
+  assert.match(csp, /worker-src blob:/);
   // The slider's spoken value follows it, with ᾱ_600 of the linear schedule computed here from the βs.
   await setSlider(page, 600);
   let alphaBar = 1;
@@ -77,7 +89,13 @@ test('load, slide, generate, SDEdit: from its own origin, without errors', async
   assert.match(await page.textContent('button.sdedit'), /t = 600/);
   await page.click('button.sdedit');
   await waitForSteps(page, 2);
-  assert.match(await page.textContent('.math'), /600/);
+  // The chain's first step denoised t = 600 itself (the heading of the forward panel says 600 too,
+  // so the reverse step's own heading is read, replayed at step 1).
+  await page.$eval('#replay', (el) => {
+    el.value = '1';
+    el.dispatchEvent(new Event('input', { bubbles: true }));
+  });
+  assert.match(await page.textContent('.math'), /Reverse step t = 600 → 332/);
   await page.screenshot({ path: `${SHOTS}/explorer.png`, fullPage: true });
   assert.deepEqual(problems, []);
   await page.close();

@@ -43,12 +43,68 @@ impl ConditionalEpsModel for crate::model::UNet {
     }
 }
 
+/// What guidance asks of a batch, apart from the model: a class per image and the scale w. It
+/// says what the network is to be given ([`Self::inputs`]) and how its answer becomes ε̃
+/// ([`Self::combine`]), so a caller whose network runs elsewhere (the browser's Web Worker) guides
+/// exactly as [`Guided`] does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Guidance {
+    /// One class per image (`None`: no class).
+    pub classes: Vec<Option<usize>>,
+    /// w.
+    pub scale: f64,
+}
+
+impl Guidance {
+    /// Whether a step needs the unconditional pass too (w > 0 and some image has a class).
+    pub fn needs_two_passes(&self) -> bool {
+        self.scale > 0.0 && self.classes.iter().any(Option::is_some)
+    }
+
+    /// The network's input for x_t at timesteps t: the batch as it is with its classes, or (two
+    /// passes) the batch twice, first with its classes and then with ∅.
+    ///
+    /// # Shapes
+    /// - `x_t`: `[batch, channels, height, width]`
+    /// - output: `[batch or 2·batch, channels, height, width]`, with as many timesteps and classes
+    pub fn inputs(&self, x_t: Tensor<4>, t: &[usize]) -> (Tensor<4>, Vec<usize>, Vec<Option<usize>>) {
+        assert_eq!(t.len(), self.classes.len(), "one class per image");
+        if !self.needs_two_passes() {
+            return (x_t, t.to_vec(), self.classes.clone());
+        }
+        let b = t.len();
+        let x2 = Tensor::cat(vec![x_t.clone(), x_t], 0); // [2b, c, h, w]
+        let classes2 = self
+            .classes
+            .iter()
+            .copied()
+            .chain(std::iter::repeat_n(None, b))
+            .collect();
+        (x2, [t, t].concat(), classes2)
+    }
+
+    /// ε̃ from the network's answer to [`Self::inputs`].
+    ///
+    /// # Shapes
+    /// - `eps`: `[batch or 2·batch, channels, height, width]`
+    /// - output: `[batch, channels, height, width]`
+    pub fn combine(&self, eps: Tensor<4>) -> Tensor<4> {
+        if !self.needs_two_passes() {
+            return eps;
+        }
+        let b = self.classes.len();
+        let [_, c, h, w] = eps.dims();
+        let eps_cond = eps.clone().slice([0..b, 0..c, 0..h, 0..w]); // [b, c, h, w]
+        let eps_uncond = eps.slice([b..2 * b, 0..c, 0..h, 0..w]); // [b, c, h, w]
+        guide(eps_cond, eps_uncond, self.scale) // [b, c, h, w]
+    }
+}
+
 /// A conditional model guided towards one class per image with scale w.
 #[derive(Clone, Debug)]
 pub struct Guided<'m, M> {
     model: &'m M,
-    classes: Vec<Option<usize>>,
-    scale: f64,
+    guidance: Guidance,
 }
 
 impl<'m, M: ConditionalEpsModel> Guided<'m, M> {
@@ -59,31 +115,30 @@ impl<'m, M: ConditionalEpsModel> Guided<'m, M> {
     /// If a class is asked of an unconditional model, a class is out of range, or w is outside
     /// [0, [`MAX_GUIDANCE`]].
     pub fn new(model: &'m M, classes: Vec<Option<usize>>, scale: f64) -> Result<Self, SamplerError> {
-        if !(0.0..=MAX_GUIDANCE).contains(&scale) {
-            return Err(SamplerError::GuidanceOutOfRange(scale));
-        }
-        let asked = classes.iter().flatten().max();
-        match (model.num_classes(), asked) {
-            (None, Some(_)) => return Err(SamplerError::NotConditional),
-            (Some(n), Some(&c)) if c >= n => return Err(SamplerError::ClassOutOfRange { class: c, classes: n }),
-            _ => {}
-        }
-        Ok(Self { model, classes, scale })
+        let guidance = Guidance { classes, scale };
+        check_guidance(&guidance, model.num_classes())?;
+        Ok(Self { model, guidance })
     }
 
-    /// The classes asked for, one per image.
-    pub fn classes(&self) -> &[Option<usize>] {
-        &self.classes
+    /// What is asked: the classes and w.
+    pub fn guidance(&self) -> &Guidance {
+        &self.guidance
     }
+}
 
-    /// The guidance scale w.
-    pub fn scale(&self) -> f64 {
-        self.scale
+/// Checks `guidance` against a model with `num_classes` classes (`None`: unconditional).
+///
+/// # Errors
+/// If a class is asked of an unconditional model, a class is out of range, or w is outside
+/// [0, [`MAX_GUIDANCE`]].
+pub fn check_guidance(guidance: &Guidance, num_classes: Option<usize>) -> Result<(), SamplerError> {
+    if !(0.0..=MAX_GUIDANCE).contains(&guidance.scale) {
+        return Err(SamplerError::GuidanceOutOfRange(guidance.scale));
     }
-
-    /// Whether a step needs the unconditional pass too (w > 0 and some image has a class).
-    pub fn needs_two_passes(&self) -> bool {
-        self.scale > 0.0 && self.classes.iter().any(Option::is_some)
+    match (num_classes, guidance.classes.iter().flatten().max()) {
+        (None, Some(_)) => Err(SamplerError::NotConditional),
+        (Some(n), Some(&c)) if c >= n => Err(SamplerError::ClassOutOfRange { class: c, classes: n }),
+        _ => Ok(()),
     }
 }
 
@@ -97,25 +152,10 @@ pub fn guide(eps_cond: Tensor<4>, eps_uncond: Tensor<4>, scale: f64) -> Tensor<4
 
 impl<M: ConditionalEpsModel> EpsModel for Guided<'_, M> {
     fn predict_eps(&self, x_t: Tensor<4>, t: &[usize]) -> Tensor<4> {
-        assert_eq!(t.len(), self.classes.len(), "one class per image");
-        if !self.needs_two_passes() {
-            return self.model.predict_eps_given(x_t, t, &self.classes); // [b, c, h, w]
-        }
         // Both passes in one batch: the images with their classes, then the same images with ∅.
-        let b = t.len();
-        let x2 = Tensor::cat(vec![x_t.clone(), x_t], 0); // [2b, c, h, w]
-        let t2 = [t, t].concat();
-        let classes2: Vec<Option<usize>> = self
-            .classes
-            .iter()
-            .copied()
-            .chain(std::iter::repeat_n(None, b))
-            .collect();
-        let eps = self.model.predict_eps_given(x2, &t2, &classes2); // [2b, c, h, w]
-        let [_, c, h, w] = eps.dims();
-        let eps_cond = eps.clone().slice([0..b, 0..c, 0..h, 0..w]); // [b, c, h, w]
-        let eps_uncond = eps.slice([b..2 * b, 0..c, 0..h, 0..w]); // [b, c, h, w]
-        guide(eps_cond, eps_uncond, self.scale) // [b, c, h, w]
+        let (x, t, classes) = self.guidance.inputs(x_t, t); // [b or 2b, c, h, w]
+        let eps = self.model.predict_eps_given(x, &t, &classes); // [b or 2b, c, h, w]
+        self.guidance.combine(eps) // [b, c, h, w]
     }
 }
 

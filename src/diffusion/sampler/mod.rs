@@ -29,7 +29,7 @@ pub mod interpolate;
 
 pub use chain::{ChainStep, EpsModel, ReverseChain, lockstep};
 pub use ddpm::VarianceKind;
-pub use guidance::{ConditionalEpsModel, Guided};
+pub use guidance::{ConditionalEpsModel, Guidance, Guided};
 
 use crate::diffusion::schedule::NoiseSchedule;
 use burn::tensor::Tensor;
