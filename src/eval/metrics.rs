@@ -175,7 +175,7 @@ pub fn class_entropy_bits(predictions: &[usize], classes: usize) -> f64 {
 /// among `references`; images are flat, `dim` values each. The memorisation check compares these
 /// for generated samples against the same distances for held-out images.
 pub fn nearest_distances(queries: &[f32], references: &[f32], dim: usize) -> Vec<f64> {
-    assert!(dim > 0 && queries.len() % dim == 0 && references.len() % dim == 0);
+    assert!(dim > 0 && queries.len().is_multiple_of(dim) && references.len().is_multiple_of(dim));
     let ref_norms: Vec<f64> = references
         .chunks(dim)
         .map(|r| r.iter().map(|&v| (v as f64) * (v as f64)).sum())

@@ -33,8 +33,13 @@ pub fn App() -> impl IntoView {
         }>
             {move || engine.get().map(|loaded| match loaded {
                 Ok(engine) => view! { <Explorer engine=engine view=view.clone() notices=notices.clone() /> }.into_any(),
-                Err(message) => view! {
-                    <p class="error" role="alert">{format!("The model could not be loaded: {message}")}</p>
+                Err(error) => view! {
+                    <div class="error" role="alert">
+                        <p>{format!("The model could not be loaded: {}", error.message)}</p>
+                        {error.retry_helps.then(|| view! {
+                            <button class="retry" on:click=move |_| engine.refetch()>"Try again"</button>
+                        })}
+                    </div>
                 }.into_any(),
             })}
         </Transition>

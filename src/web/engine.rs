@@ -128,8 +128,19 @@ async fn describe_adapter() -> Result<AdapterInfo, String> {
 }
 
 /// Picks the device: WebGPU through burn's wgpu backend when the browser grants a hardware adapter,
-/// else burn's CPU backend with the reason, for the badge. Never fails.
+/// else burn's CPU backend with the reason, for the badge. Never fails. The choice is made once
+/// per page (a WebGPU device can be opened only once): a retry of the loading reuses it.
 pub async fn select_device(preference: BackendPreference) -> (Device, BackendInfo) {
+    thread_local!(static CHOSEN: std::cell::RefCell<Option<(Device, BackendInfo)>> = const { std::cell::RefCell::new(None) });
+    if let Some(chosen) = CHOSEN.with_borrow(Clone::clone) {
+        return chosen;
+    }
+    let chosen = choose_device(preference).await;
+    CHOSEN.set(Some(chosen.clone()));
+    chosen
+}
+
+async fn choose_device(preference: BackendPreference) -> (Device, BackendInfo) {
     if preference == BackendPreference::Cpu {
         return cpu_fallback("chosen with ?backend=cpu".into());
     }
@@ -167,19 +178,60 @@ pub fn cpu_fallback(reason: String) -> (Device, BackendInfo) {
     )
 }
 
+/// Why the model could not be loaded, and whether trying again may help (a network failure or a
+/// busy server may pass; a corrupt file or a config that does not match its weights will not).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadError {
+    /// What went wrong, for the page.
+    pub message: String,
+    /// Whether a retry can help.
+    pub retry_helps: bool,
+}
+
+impl LoadError {
+    /// A failure a retry will not mend.
+    pub fn lasting(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retry_helps: false,
+        }
+    }
+
+    /// A failure that may pass.
+    pub fn passing(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retry_helps: true,
+        }
+    }
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Fetches a file from the page's origin.
-pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
+pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, LoadError> {
     let response = gloo_net::http::Request::get(url)
         .send()
         .await
-        .map_err(|e| format!("could not fetch {url}: {e}"))?;
+        .map_err(|e| LoadError::passing(format!("could not fetch {url}: {e}")))?;
     if !response.ok() {
-        return Err(format!("{url}: HTTP {} {}", response.status(), response.status_text()));
+        let status = response.status();
+        let message = format!("{url}: HTTP {status} {}", response.status_text());
+        // Server errors, timeouts and rate limits may pass; a missing file will not.
+        let passing = status >= 500 || status == 408 || status == 429;
+        return Err(LoadError {
+            message,
+            retry_helps: passing,
+        });
     }
     response
         .binary()
         .await
-        .map_err(|e| format!("{url}: reading the body failed: {e}"))
+        .map_err(|e| LoadError::passing(format!("{url}: reading the body failed: {e}")))
 }
 
 /// Parses the shipped digits.
@@ -191,7 +243,7 @@ pub fn parse_digits(images: &[u8], labels: &[u8]) -> Result<ImageDataset, String
 
 impl Engine {
     /// Loads everything: the device (as `preference` asks), `config.json`, the weights and the digits.
-    pub async fn load(preference: BackendPreference) -> Result<Engine, String> {
+    pub async fn load(preference: BackendPreference) -> Result<Engine, LoadError> {
         // The device opens while the four files download, all at once.
         let urls = [CONFIG_FILE, WEIGHTS_FILE, DIGIT_IMAGES, DIGIT_LABELS].map(|f| format!("{ASSETS}/{f}"));
         let [config_url, weights_url, images_url, labels_url] = &urls;
@@ -207,11 +259,12 @@ impl Engine {
         .await;
         let (config_bytes, weights, images, labels) = files?;
         let config_json = String::from_utf8_lossy(&config_bytes);
-        let config = DiffusionConfig::from_json(&config_json).map_err(|e| format!("{config_url}: {e}"))?;
+        let config =
+            DiffusionConfig::from_json(&config_json).map_err(|e| LoadError::lasting(format!("{config_url}: {e}")))?;
         let unet = config
             .load_unet(weights.clone(), &device)
-            .map_err(|e| format!("{weights_url}: {e}"))?;
-        let digits = parse_digits(&images, &labels)?;
+            .map_err(|e| LoadError::lasting(format!("{weights_url}: {e}")))?;
+        let digits = parse_digits(&images, &labels).map_err(LoadError::lasting)?;
         let mut backend = backend;
         let worker = if backend.webgpu {
             None

@@ -264,3 +264,49 @@ test('a cosine noise level starts SDEdit at the same ᾱ on the model\'s linear 
   assert.deepEqual(problems, []);
   await page.close();
 });
+
+test('every loading failure is a message in the page, with a retry where one can help', async () => {
+  const weights = await readFile('dist/assets/model.bpk');
+  const config = JSON.parse(await readFile('dist/assets/config.json', 'utf8'));
+  /** Opens the page with model.bpk or config.json answered by `serve`, and returns the message. */
+  async function failing(file, serve) {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await page.route(`**/assets/${file}`, serve);
+    await page.goto(`${server.origin}/?backend=cpu`);
+    await page.waitForSelector('.error', { timeout: 120_000 });
+    return page;
+  }
+  // A failed fetch: the message and a retry button; the retry loads the page.
+  let aborted = 0;
+  const page = await failing('model.bpk', (route) => (aborted++ === 0 ? route.abort() : route.continue()));
+  assert.match(await page.textContent('.error'), /could not fetch assets\/model\.bpk/);
+  await page.click('button.retry');
+  await page.waitForSelector('#t-slider', { timeout: 120_000 });
+  assert.equal(aborted, 2);
+  await page.close();
+  // A truncated file, weights holding NaN, and a config.json that does not match the weights: a
+  // message each, and no retry button (trying again would fetch the same bytes).
+  const nan = Buffer.from(weights);
+  nan.writeUInt16LE(0x7e00, nan.length - 2); // the last value of the last tensor: an f16 NaN
+  const cases = [
+    ['model.bpk', { body: weights.subarray(0, weights.length >> 1) }, /do not fit|corrupt|truncated/],
+    ['model.bpk', { body: nan }, /NaN or infinite/],
+    ['config.json', { body: JSON.stringify({ ...config, unet: { ...config.unet, base_channels: 16 } }) }, /do not fit/],
+  ];
+  for (const [file, answer, expected] of cases) {
+    const page = await failing(file, (route) => route.fulfill({ status: 200, ...answer }));
+    assert.match(await page.textContent('.error'), expected);
+    assert.equal(await page.$('button.retry'), null);
+    await page.close();
+  }
+});
+
+test('a link with settings it cannot take says which and why', async () => {
+  const { page, problems } = await open({ width: 1280, height: 900 }, 'steps=-5&eta=abc&t=5000');
+  const notice = await page.textContent('.notice');
+  assert.match(notice, /steps=-5 is not a number of steps/);
+  assert.match(notice, /eta=abc is not an η between 0 and 1/);
+  assert.match(notice, /t = 5000 is past this model's last timestep/);
+  assert.deepEqual(problems, []);
+  await page.close();
+});

@@ -1,9 +1,15 @@
 //! `ddpm eval`: sample quality in the classifier's eyes, with the real-digit yardstick, and the bound.
 
 use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
 use clap::Args;
 use ddpm_explorer::data::{ImageDataset, Split};
-use ddpm_explorer::diffusion::sampler::{SamplerConfig, VarianceKind};
+use ddpm_explorer::diffusion::sampler::{EpsModel, SamplerConfig, SamplerError, VarianceKind};
+use ddpm_explorer::diffusion::schedule::NoiseSchedule;
+use ddpm_explorer::eval::classifier::{Described, DigitClassifier};
+use ddpm_explorer::eval::{
+    Memorisation, QualityReport, SampleBatches, quality, requested_class_share, sample_images_by,
+};
 use ddpm_explorer::model::weights::load_model;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -60,6 +66,73 @@ pub(crate) struct EvalArgs {
     label: Option<String>,
 }
 
+/// What every sample set is judged against, and how it is drawn.
+struct Judge<'a> {
+    classifier: &'a DigitClassifier,
+    reference: &'a Described,
+    device: &'a Device,
+    train_pixels: &'a [f32],
+    held_out_distances: &'a [f64],
+    seeds: &'a [u64],
+    n: usize,
+    batch: usize,
+    size: usize,
+}
+
+/// One set judged once per seed.
+struct Judged {
+    runs: Vec<QualityReport>,
+    /// With classes asked for: each run's share of samples classified as the class asked for.
+    requested_shares: Vec<f64>,
+    /// The first run's memorisation check.
+    memorisation: Memorisation,
+}
+
+impl Judge<'_> {
+    /// Draws `self.n` images per seed with `sampler` (the ε-predictor of images `range` is
+    /// `model_for(range)`), and judges each run; `requested[i]` is the class image i was asked to be.
+    fn set<M: EpsModel>(
+        &self,
+        name: &str,
+        sampler: &SamplerConfig,
+        schedule: &NoiseSchedule,
+        model_for: impl Fn(std::ops::Range<usize>) -> Result<M, SamplerError>,
+        requested: Option<&[usize]>,
+    ) -> Result<Judged> {
+        let steps = sampler.build(schedule)?.timesteps().len();
+        let bar = ProgressBar::new((self.seeds.len() * self.n.div_ceil(self.batch) * steps) as u64);
+        bar.set_style(ProgressStyle::with_template(
+            "{msg} {bar:40} {pos}/{len} steps [{elapsed_precise} < {eta_precise}]",
+        )?);
+        bar.set_message(name.to_string());
+        let (mut runs, mut requested_shares, mut memorisation) = (Vec::new(), Vec::new(), None);
+        for &seed in self.seeds {
+            let batches = SampleBatches {
+                n: self.n,
+                batch: self.batch,
+                image: [1, self.size, self.size],
+                seed,
+            };
+            let images = sample_images_by(&model_for, sampler, schedule, batches, self.device, || bar.inc(1))?;
+            if let Some(requested) = requested {
+                let predictions = self.classifier.describe(&images, self.device).predictions();
+                requested_shares.push(requested_class_share(&predictions, requested));
+            }
+            runs.push(quality(name, self.classifier, &images, self.reference, self.device));
+            let dim = self.size * self.size;
+            memorisation.get_or_insert_with(|| {
+                Memorisation::of(name, &images, self.train_pixels, self.held_out_distances, dim)
+            });
+        }
+        bar.finish_and_clear();
+        Ok(Judged {
+            runs,
+            requested_shares,
+            memorisation: memorisation.expect("at least one run"),
+        })
+    }
+}
+
 /// A sample set named on the command line: `ddimN` or `ddpm`.
 fn parse_sample_set(name: &str) -> Result<(String, SamplerConfig)> {
     for (set, label, variance) in [
@@ -94,10 +167,7 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
     use ddpm_explorer::diffusion::vlb::estimate_bits_per_dim_for;
     use ddpm_explorer::eval::classifier::load_classifier;
     use ddpm_explorer::eval::metrics::nearest_distances;
-    use ddpm_explorer::eval::{
-        EvalReport, GuidedSummary, Measured, Memorisation, NllSummary, SampleBatches, SetSummary, quality,
-        requested_class_share, sample_images, sample_images_by,
-    };
+    use ddpm_explorer::eval::{EvalReport, GuidedSummary, Measured, NllSummary, SetSummary};
     use ddpm_explorer::rng::NoiseRng;
     if a.n < 2 {
         bail!("--n must be at least 2 (a covariance needs two images)");
@@ -171,80 +241,40 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
     let held_out_distances = nearest_distances(&test.pixels(0..test.len()), &train_pixels, dim);
     let mut memorisation = Vec::new();
 
+    let judge = Judge {
+        classifier: &classifier,
+        reference: &reference,
+        device: &device,
+        train_pixels: &train_pixels,
+        held_out_distances: &held_out_distances,
+        seeds: &seeds,
+        n: a.n,
+        batch: a.batch,
+        size,
+    };
     for (label, sampler_config) in &sets {
-        let steps = sampler_config.build(&schedule)?.timesteps().len();
-        let bar = ProgressBar::new((a.runs * a.n.div_ceil(a.batch) * steps) as u64);
-        bar.set_style(ProgressStyle::with_template(
-            "{msg} {bar:40} {pos}/{len} steps [{elapsed_precise} < {eta_precise}]",
-        )?);
-        bar.set_message(label.clone());
         let started = std::time::Instant::now();
-        let mut runs = Vec::new();
-        for &seed in &seeds {
-            let batches = SampleBatches {
-                n: a.n,
-                batch: a.batch,
-                image: [1, size, size],
-                seed,
-            };
-            let images = sample_images(&unet, sampler_config, &schedule, batches, &device, || bar.inc(1))?;
-            runs.push(quality(label, &classifier, &images, &reference, &device));
-            if runs.len() == 1 {
-                memorisation.push(Memorisation::of(
-                    label,
-                    &images,
-                    &train_pixels,
-                    &held_out_distances,
-                    dim,
-                ));
-            }
-        }
-        bar.finish_and_clear();
-        summaries.push(SetSummary::of(label, runs, started.elapsed().as_secs_f64()));
+        let judged = judge.set(label, sampler_config, &schedule, |_| Ok(&unet), None)?;
+        memorisation.push(judged.memorisation);
+        summaries.push(SetSummary::of(label, judged.runs, started.elapsed().as_secs_f64()));
     }
 
     // Conditional models: every class asked for equally often, at each guidance scale.
     let mut guided = Vec::new();
     if let (Some(classes), Some((label, sampler_config))) = (unet.num_classes(), sets.first()) {
         let requested: Vec<usize> = (0..a.n).map(|i| i % classes).collect();
-        let steps = sampler_config.build(&schedule)?.timesteps().len();
         for &w in &a.guidance {
             let name = format!("{label}, each class, w = {w}");
-            let bar = ProgressBar::new((a.runs * a.n.div_ceil(a.batch) * steps * if w > 0.0 { 2 } else { 1 }) as u64);
-            bar.set_message(name.clone());
             let started = std::time::Instant::now();
-            let (mut runs, mut shares) = (Vec::new(), Vec::new());
-            for &seed in &seeds {
-                let batches = SampleBatches {
-                    n: a.n,
-                    batch: a.batch,
-                    image: [1, size, size],
-                    seed,
-                };
-                let model_for = |range: std::ops::Range<usize>| {
-                    Guided::new(&unet, requested[range].iter().map(|&c| Some(c)).collect(), w)
-                };
-                let images = sample_images_by(model_for, sampler_config, &schedule, batches, &device, || {
-                    bar.inc(if w > 0.0 { 2 } else { 1 })
-                })?;
-                let predictions = classifier.describe(&images, &device).predictions();
-                shares.push(requested_class_share(&predictions, &requested));
-                runs.push(quality(&name, &classifier, &images, &reference, &device));
-                if runs.len() == 1 {
-                    memorisation.push(Memorisation::of(
-                        &name,
-                        &images,
-                        &train_pixels,
-                        &held_out_distances,
-                        dim,
-                    ));
-                }
-            }
-            bar.finish_and_clear();
+            let model_for = |range: std::ops::Range<usize>| {
+                Guided::new(&unet, requested[range].iter().map(|&c| Some(c)).collect(), w)
+            };
+            let judged = judge.set(&name, sampler_config, &schedule, model_for, Some(&requested))?;
+            memorisation.push(judged.memorisation);
             guided.push(GuidedSummary {
                 guidance: w,
-                requested_class_share: Measured::of(&shares),
-                set: SetSummary::of(&name, runs, started.elapsed().as_secs_f64()),
+                requested_class_share: Measured::of(&judged.requested_shares),
+                set: SetSummary::of(&name, judged.runs, started.elapsed().as_secs_f64()),
             });
         }
     }
