@@ -300,28 +300,68 @@ mod tests {
         }
     }
 
+    /// The variance of x_0 that DDPM (Algorithm 2, unclipped) gives with the exact ε-predictor for
+    /// N(0, s²) data, by the scalar recursion written out here from the paper's formulas: with
+    /// ε̂ = √(1−ᾱ_t) x_t / v_t the step is linear, x_{t−1} = a_t x_t + σ_t z with
+    /// a_t = coef1 · √ᾱ_t s² / v_t + coef2 (eq. 7), so Var_{t−1} = a_t² Var_t + σ_t², Var_T = 1.
+    fn ddpm_variance_by_hand(s2: f64, sigma2: impl Fn(f64, f64, f64) -> f64) -> f64 {
+        let beta = |i: usize| 1e-4 + (0.02 - 1e-4) * i as f64 / 999.0;
+        let mut alpha_bar = vec![0.0; 1000];
+        let mut acc = 1.0;
+        for (i, a) in alpha_bar.iter_mut().enumerate() {
+            acc *= 1.0 - beta(i);
+            *a = acc;
+        }
+        let mut var = 1.0;
+        for t in (0..1000).rev() {
+            let (ab, ab_prev) = (alpha_bar[t], if t == 0 { 1.0 } else { alpha_bar[t - 1] });
+            let v = ab * s2 + 1.0 - ab;
+            let coef1 = beta(t) * ab_prev.sqrt() / (1.0 - ab);
+            let coef2 = (1.0 - ab_prev) * (1.0 - beta(t)).sqrt() / (1.0 - ab);
+            let a = coef1 * ab.sqrt() * s2 / v + coef2;
+            let noise = if t == 0 { 0.0 } else { sigma2(beta(t), ab, ab_prev) };
+            var = a * a * var + noise;
+        }
+        var
+    }
+
     #[test]
-    fn ddpm_with_the_exact_predictor_samples_the_data_variance() {
-        // Ancestral sampling with the optimal ε and σ² = β̃ samples N(0, s²) up to the
-        // discretisation error: the sample variance over 4096 pixels must be close to s² = 0.25
-        // (standard error of a variance estimate: s²·√(2/n) ≈ 0.0055).
+    fn ddpm_with_the_exact_predictor_samples_the_variance_each_sigma_gives() {
+        // 102,400 pixels: the standard error of a variance estimate is V·√(2/n) ≈ 0.0011, a quarter
+        // of the gap between what σ² = β̃ and σ² = β give (≈ 0.246 and ≈ 0.251 for s² = 0.25).
         let schedule = NoiseSchedule::linear(1000).unwrap();
         let oracle = GaussianOracle {
             schedule: schedule.clone(),
             s2: 0.25,
         };
         let device = Device::flex();
-        let sampler = SamplerPlan::ddpm(&schedule, VarianceKind::BetaTilde, false);
-        let x0 = ReverseChain::from_noise(&oracle, sampler, [4, 1, 32, 32], 1, &device).run();
-        let v = x0
-            .into_data()
-            .as_slice::<f32>()
-            .unwrap()
-            .iter()
-            .map(|x| (*x as f64).powi(2))
-            .sum::<f64>()
-            / 4096.0;
-        assert!((v - 0.25).abs() < 0.03, "sample variance {v}");
+        let expected_tilde = ddpm_variance_by_hand(0.25, |beta, ab, ab_prev| beta * (1.0 - ab_prev) / (1.0 - ab));
+        let expected_beta = ddpm_variance_by_hand(0.25, |beta, _, _| beta);
+        let n = 100 * 32 * 32;
+        let se = 0.25 * (2.0 / n as f64).sqrt();
+        assert!(
+            (expected_beta - expected_tilde).abs() > 4.0 * se,
+            "{expected_beta} vs {expected_tilde}"
+        );
+        for (variance, expected) in [
+            (VarianceKind::BetaTilde, expected_tilde),
+            (VarianceKind::Beta, expected_beta),
+        ] {
+            let sampler = SamplerPlan::ddpm(&schedule, variance, false);
+            let x0 = ReverseChain::from_noise(&oracle, sampler, [100, 1, 32, 32], 1, &device).run();
+            let v = x0
+                .into_data()
+                .as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| (*x as f64).powi(2))
+                .sum::<f64>()
+                / n as f64;
+            assert!(
+                (v - expected).abs() < 4.0 * se,
+                "{variance:?}: sample variance {v}, expected {expected} ± {se}"
+            );
+        }
     }
 
     #[test]

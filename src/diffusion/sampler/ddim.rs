@@ -173,4 +173,28 @@ mod tests {
             (None, 1.0, 0.0, 0.0)
         );
     }
+
+    #[test]
+    fn sigma_for_a_fractional_eta_is_song_et_al_eq_16_by_hand() {
+        // Song et al. eq. 16: σ_t(η) = η √((1 − ᾱ_{t−1}) / (1 − ᾱ_t)) √(1 − ᾱ_t / ᾱ_{t−1}), with ᾱ
+        // computed here as the product of (1 − β_i) over the linear βs. η = 0.5 on DDIM-50 (t = 999,
+        // 979, …): an η² or √η slip gives 0.25× or 0.71× of it.
+        let alpha_bar = |t: usize| -> f64 {
+            (0..=t)
+                .map(|i| 1.0 - (1e-4 + (0.02 - 1e-4) * i as f64 / 999.0))
+                .product()
+        };
+        let s = NoiseSchedule::linear(1000).unwrap();
+        let plan = SamplerPlan::ddim(&s, 50, 0.5, true).unwrap();
+        for index in [0usize, 10, 30, 48] {
+            let (t, prev) = (plan.timesteps()[index], plan.timesteps()[index + 1]);
+            let (a, a_prev) = (alpha_bar(t), alpha_bar(prev));
+            let want = 0.5 * ((1.0 - a_prev) / (1.0 - a)).sqrt() * (1.0 - a / a_prev).sqrt();
+            let got = plan.coefs(index).sigma;
+            assert!((got - want).abs() < 1e-9 * want.max(1e-3), "t = {t}: σ {got} vs {want}");
+        }
+        // And σ is linear in η: half of η = 1's.
+        let full = SamplerPlan::ddim(&s, 50, 1.0, true).unwrap();
+        assert!((plan.coefs(10).sigma / full.coefs(10).sigma - 0.5).abs() < 1e-12);
+    }
 }
