@@ -6,7 +6,8 @@
 //! - [`diffusion`]: the paper — the β [`diffusion::schedule`], the forward process
 //!   [`diffusion::forward`], the reverse process [`diffusion::sampler`] (DDPM, DDIM, the
 //!   [`diffusion::sampler::ReverseChain`]) and the variational bound [`diffusion::vlb`];
-//! - [`model`]: the ε-predicting U-Net in burn and its weights format;
+//! - [`model`]: the ε-predicting U-Net in burn and its weights format; [`kernels`]: the CPU
+//!   backend's operations its layers run on (convolutions, GroupNorm + SiLU, dropout);
 //! - [`data`], [`image`], [`rng`]: digits in, pictures out, and the seeded noise both targets share;
 //! - [`eval`]: the project's MNIST classifier, the sample-quality figures and the report;
 //! - [`view_state`]: what the explorer shows, as a URL query; [`adapter`]: GPU or CPU emulation;
@@ -21,6 +22,7 @@ pub mod data;
 pub mod diffusion;
 pub mod eval;
 pub mod image;
+pub mod kernels;
 pub mod model;
 pub mod rng;
 pub mod view_state;

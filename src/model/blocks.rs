@@ -1,10 +1,10 @@
 //! The U-Net's building blocks: residual blocks with time injection, self-attention, and the
 //! resampling layers.
 
-use super::down_conv::down_conv_forward;
-use super::dropout::dropout;
-use super::norm_silu::norm_silu;
-use super::same_conv::conv_forward;
+use crate::kernels::down_conv::down_conv_forward;
+use crate::kernels::dropout::dropout;
+use crate::kernels::norm_silu::norm_silu;
+use crate::kernels::same_conv::conv_forward;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};

@@ -2,8 +2,9 @@
 
 use super::blocks::{AttentionBlock, AttentionBlockConfig, Downsample, ResBlock, ResBlockConfig, Upsample, group_norm};
 use super::embedding::{ClassEmbedding, ClassEmbeddingConfig, TimeEmbedding, TimeEmbeddingConfig};
-use super::norm_silu::norm_silu;
-use super::same_conv::conv_forward;
+use crate::diffusion::sampler::{ConditionalEpsModel, EpsModel};
+use crate::kernels::norm_silu::norm_silu;
+use crate::kernels::same_conv::conv_forward;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -402,5 +403,24 @@ impl UNet {
         }
         let h = norm_silu(&self.norm_out, h); // [b, c0, s, s]
         conv_forward(&self.conv_out, h) // [b, image_channels, s, s]
+    }
+}
+
+/// The U-Net is the ε-predictor the samplers run (the samplers know nothing of the network: the
+/// trait lives with them, its implementation here).
+impl EpsModel for UNet {
+    fn predict_eps(&self, x_t: Tensor<4>, t: &[usize]) -> Tensor<4> {
+        self.forward(x_t, t)
+    }
+}
+
+/// The U-Net, asked for a class (the network knows nothing of guidance).
+impl ConditionalEpsModel for UNet {
+    fn num_classes(&self) -> Option<usize> {
+        UNet::num_classes(self)
+    }
+
+    fn predict_eps_given(&self, x_t: Tensor<4>, t: &[usize], classes: &[Option<usize>]) -> Tensor<4> {
+        self.forward_classes(x_t, t, Some(classes))
     }
 }

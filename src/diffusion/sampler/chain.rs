@@ -23,13 +23,6 @@ impl<M: EpsModel + ?Sized> EpsModel for &M {
     }
 }
 
-/// The U-Net is the ε-predictor the samplers run (the model knows nothing of the samplers).
-impl EpsModel for crate::model::UNet {
-    fn predict_eps(&self, x_t: Tensor<4>, t: &[usize]) -> Tensor<4> {
-        self.forward(x_t, t)
-    }
-}
-
 /// One finished reverse step.
 #[derive(Clone, Debug)]
 pub struct ChainStep {

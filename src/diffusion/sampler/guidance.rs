@@ -32,17 +32,6 @@ pub trait ConditionalEpsModel {
     fn predict_eps_given(&self, x_t: Tensor<4>, t: &[usize], classes: &[Option<usize>]) -> Tensor<4>;
 }
 
-/// The U-Net, asked for a class (the model knows nothing of guidance).
-impl ConditionalEpsModel for crate::model::UNet {
-    fn num_classes(&self) -> Option<usize> {
-        crate::model::UNet::num_classes(self)
-    }
-
-    fn predict_eps_given(&self, x_t: Tensor<4>, t: &[usize], classes: &[Option<usize>]) -> Tensor<4> {
-        self.forward_classes(x_t, t, Some(classes))
-    }
-}
-
 /// What guidance asks of a batch, apart from the model: a class per image and the scale w. It
 /// says what the network is to be given ([`Self::inputs`]) and how its answer becomes ε̃
 /// ([`Self::combine`]), so a caller whose network runs elsewhere (the browser's Web Worker) guides

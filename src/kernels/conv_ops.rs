@@ -273,7 +273,7 @@ macro_rules! autodiff_conv_extension {
         #[derive(Debug)]
         struct $op;
 
-        impl<B: $extension> $crate::model::conv_ops::ConvOperation<B> for $op {
+        impl<B: $extension> $crate::kernels::conv_ops::ConvOperation<B> for $op {
             fn forward(x: FloatTensor<B>, weight: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
                 B::$forward(x, weight, bias)
             }
@@ -291,7 +291,7 @@ macro_rules! autodiff_conv_extension {
             for burn::backend::Autodiff<B, C>
         {
             fn $forward(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-                $crate::model::conv_ops::tracked_conv::<B, C, $op>(x, weight, bias)
+                $crate::kernels::conv_ops::tracked_conv::<B, C, $op>(x, weight, bias)
             }
         }
     };

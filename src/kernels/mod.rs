@@ -1,0 +1,18 @@
+//! The CPU backend's kernels: the operations where the U-Net's time goes, written as burn backend
+//! extensions (with their gradients under autodiff) for burn's CPU backend, and as plain tensor
+//! operations on the GPU backends. The network in [`crate::model`] calls them; nothing here knows
+//! the network.
+//!
+//! - [`same_conv`]: the 3×3 and 1×1 "same" convolutions (3×3 by Winograd F(2×2, 3×3) in `winograd`);
+//! - [`down_conv`]: the stride-2 downsampling convolution;
+//! - [`norm_silu`]: GroupNorm followed by SiLU, fused;
+//! - [`dropout`]: dropout with a mask drawn on the host;
+//! - `conv_ops` (what the convolutions share) and `cpu_vectors` (AVX-512 / AVX2 picked at run time).
+
+mod conv_ops;
+mod cpu_vectors;
+pub mod down_conv;
+pub mod dropout;
+pub mod norm_silu;
+pub mod same_conv;
+mod winograd;
