@@ -8,6 +8,7 @@ pub mod compare_panel;
 pub mod controls;
 pub mod engine;
 pub mod forward_panel;
+pub mod guidance_controls;
 pub mod latent_walk;
 pub mod math_panel;
 pub mod reverse_panel;

@@ -4,15 +4,20 @@
 //! weighting (Hang et al. 2023) is an option beside L_simple.
 //!
 //! The loop lives here; [`config`] is the recipe, [`checkpoint`] the run folder, [`ema`] the
-//! averaged weights and [`grads`] the clipping.
+//! averaged weights, [`grads`] the clipping, [`divergence`] the rule that stops a bad run and
+//! [`conditioning`] the label dropout and the starting weights of a conditional run.
 
 pub mod checkpoint;
+pub mod conditioning;
 pub mod config;
+pub mod divergence;
 pub mod ema;
 pub mod grads;
 
 pub use checkpoint::{RunDir, RunLock, checkpoint_config, checkpoint_step, export_model, write_loss_plot};
+pub use conditioning::drop_labels;
 pub use config::{LossWeighting, LrChange, LrDecay, TrainConfig};
+pub use divergence::DivergenceWatch;
 pub use ema::ema_update;
 pub use grads::clip_grad_global_norm;
 
@@ -21,14 +26,15 @@ use crate::diffusion::forward::q_sample;
 use crate::diffusion::sampler::{Guided, ReverseChain, SamplerConfig};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::image::GrayImage;
-use crate::model::weights::{DiffusionConfig, WeightsError, unet_to_bytes};
-use crate::model::{UNet, UNetConfig};
+use crate::model::UNet;
+use crate::model::weights::{WeightsError, unet_to_bytes};
 use crate::native::io::{write_atomic, write_png};
 use crate::rng::NoiseRng;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use checkpoint::{CheckpointState, loss_csv_up_to, read_checkpoint_state, save_checkpoint};
+use conditioning::{LABEL_DROPOUT_STREAM, initial_weights};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -337,116 +343,6 @@ pub fn train(
     })
 }
 
-/// The stream of a step's seed that draws its label dropout.
-const LABEL_DROPOUT_STREAM: u64 = 0x1abe1;
-
-/// Each label as a class, replaced by "no class" (`None`) with probability `p_uncond` (Ho &
-/// Salimans 2022, Algorithm 1): one uniform draw per image.
-pub fn drop_labels(labels: impl IntoIterator<Item = u8>, p_uncond: f64, rng: &mut NoiseRng) -> Vec<Option<usize>> {
-    labels
-        .into_iter()
-        .map(|l| (rng.next_f64() >= p_uncond).then_some(l as usize))
-        .collect()
-}
-
-/// The divergence rule: an ε-predictor that outputs zeros scores E‖ε‖²/d = 1 under L_simple (and
-/// at most 1 under Min-SNR, whose weights are ≤ 1), and a healthy run stays below that after its
-/// first steps. A loss above [`Self::THRESHOLD`] (ten times the untrained score) for
-/// [`Self::PATIENCE`] steps in a row is a diverged run; a non-finite loss or gradient norm stops it
-/// at once.
-#[derive(Debug, Default)]
-pub struct DivergenceWatch {
-    above: usize,
-}
-
-impl DivergenceWatch {
-    /// Loss above which a step counts towards divergence.
-    pub const THRESHOLD: f64 = 10.0;
-    /// Steps in a row above the threshold that make a run diverged.
-    pub const PATIENCE: usize = 50;
-
-    /// Checks step `step`'s loss.
-    pub fn check_loss(&mut self, step: usize, loss: f64) -> Result<(), TrainError> {
-        if !loss.is_finite() {
-            return Err(TrainError::Diverged {
-                step,
-                cause: format!("the loss is {loss}"),
-            });
-        }
-        self.above = if loss > Self::THRESHOLD { self.above + 1 } else { 0 };
-        if self.above >= Self::PATIENCE {
-            return Err(TrainError::Diverged {
-                step,
-                cause: format!(
-                    "the loss diverged: above {} (ten times an untrained model's ≈ 1) for {} steps in a row, now {loss:.3e}",
-                    Self::THRESHOLD,
-                    Self::PATIENCE
-                ),
-            });
-        }
-        Ok(())
-    }
-
-    /// Checks step `step`'s gradient norm (before clipping).
-    pub fn check_grad_norm(&self, step: usize, norm: f64) -> Result<(), TrainError> {
-        if norm.is_finite() {
-            Ok(())
-        } else {
-            Err(TrainError::Diverged {
-                step,
-                cause: format!("the gradient norm is {norm}"),
-            })
-        }
-    }
-
-    /// Whether the latest loss was below the threshold.
-    pub fn healthy(&self) -> bool {
-        self.above == 0
-    }
-}
-
-/// The weights a run starts from with `init_from`: the exported model there, for both the trained
-/// weights and their EMA; made class-conditional (class embedding at zero) when the recipe is and
-/// the model is not. Its architecture must be the recipe's.
-fn initial_weights(
-    dir: &Path,
-    config: &TrainConfig,
-    train_device: &Device,
-    plain_device: &Device,
-) -> Result<(UNet, UNet), TrainError> {
-    let loaded = DiffusionConfig::load(dir)?;
-    let wanted_unconditional = UNetConfig {
-        num_classes: None,
-        ..config.unet.clone()
-    };
-    let same_net = loaded.unet == config.unet
-        || (loaded.unet.num_classes.is_none()
-            && UNetConfig {
-                skips: Some(loaded.unet.skip_layout()),
-                ..loaded.unet.clone()
-            } == UNetConfig {
-                skips: Some(wanted_unconditional.skip_layout()),
-                ..wanted_unconditional.clone()
-            });
-    if !same_net || loaded.schedule != config.schedule || loaded.timesteps != config.timesteps {
-        return Err(TrainError::Settings(format!(
-            "--init-from {}: its network or schedule differs from this run's (its config.json: {})",
-            dir.display(),
-            serde_json::to_string(&loaded).expect("serialises")
-        )));
-    }
-    let bytes = std::fs::read(dir.join(crate::model::weights::WEIGHTS_FILE))
-        .map_err(io_err(format!("reading the weights in {}", dir.display())))?;
-    let load = |device: &Device| -> Result<UNet, TrainError> {
-        let unet = loaded.load_unet(bytes.clone(), device)?;
-        Ok(match (unet.num_classes(), config.unet.num_classes) {
-            (None, Some(n)) => unet.with_zero_class_embedding(n),
-            _ => unet,
-        })
-    };
-    Ok((load(train_device)?, load(plain_device)?))
-}
-
 /// Small modules with known parameters, for the unit tests of this folder.
 #[cfg(test)]
 mod test_layers {
@@ -464,54 +360,5 @@ mod test_layers {
 
     pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().as_slice::<f32>().unwrap().to_vec()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_are_dropped_at_the_stated_rate() {
-        // 200,000 Bernoulli(0.1) draws: the share is 0.1 ± 0.00067 (one standard deviation);
-        // ±0.003 is 4.5 of them. Kept labels keep their class.
-        let mut rng = NoiseRng::new(3);
-        let labels = (0..200_000u32).map(|i| (i % 10) as u8);
-        let classes = drop_labels(labels, 0.1, &mut rng);
-        let dropped = classes.iter().filter(|c| c.is_none()).count() as f64 / classes.len() as f64;
-        assert!((dropped - 0.1).abs() < 0.003, "dropped {dropped}");
-        for (i, c) in classes.iter().enumerate() {
-            if let Some(c) = c {
-                assert_eq!(*c, i % 10);
-            }
-        }
-        // p = 0 keeps every label.
-        assert!(drop_labels([1, 2, 3], 0.0, &mut rng).iter().all(Option::is_some));
-    }
-
-    #[test]
-    fn divergence_is_a_non_finite_value_or_fifty_steps_above_ten() {
-        let mut watch = DivergenceWatch::default();
-        assert!(watch.check_loss(1, 1.0).is_ok());
-        for step in 2..51 {
-            assert!(watch.check_loss(step, 11.0).is_ok(), "step {step}");
-        }
-        assert!(!watch.healthy());
-        // The 50th step in a row above 10 stops the run; a step at or below 10 resets the count.
-        let err = watch.check_loss(51, 8.7e24).unwrap_err().to_string();
-        assert!(err.contains("step 51") && err.contains("diverged"), "{err}");
-        let mut watch = DivergenceWatch::default();
-        for step in 1..50 {
-            watch.check_loss(step, 11.0).unwrap();
-        }
-        watch.check_loss(50, 10.0).unwrap();
-        assert!(watch.healthy());
-        watch.check_loss(51, 11.0).unwrap();
-        for bad in [f64::NAN, f64::INFINITY] {
-            let err = DivergenceWatch::default().check_loss(7, bad).unwrap_err().to_string();
-            assert!(err.contains("step 7") && err.contains("the loss is"), "{err}");
-            let err = watch.check_grad_norm(8, bad).unwrap_err().to_string();
-            assert!(err.contains("step 8") && err.contains("gradient norm"), "{err}");
-        }
     }
 }
