@@ -312,7 +312,7 @@ fn an_unconditional_config_loads_unchanged_and_a_zero_class_embedding_changes_no
     // unconditional network predicts: x + 0 is x.
     let x = input(3, &device);
     let want = plain.forward(x.clone(), &[10, 400, 990]).into_data();
-    let conditional = plain.with_zero_class_embedding(10);
+    let conditional = plain.with_zero_class_embedding(10, &device);
     assert_eq!(conditional.num_classes(), Some(10));
     for classes in [[Some(0), Some(5), Some(9)], [None, None, None]] {
         let got = conditional

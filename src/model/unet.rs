@@ -328,14 +328,14 @@ impl UNet {
 
     /// This network made class-conditional with `num_classes` classes, its class embedding all
     /// zeros: until trained, it predicts exactly what it did before for every class (the way a
-    /// conditional model starts from unconditional weights).
-    pub fn with_zero_class_embedding(mut self, num_classes: usize) -> Self {
-        let device = self.conv_in.weight.device();
+    /// conditional model starts from unconditional weights). `device` must be the one the network
+    /// was built on (for training, the autodiff device: a table made elsewhere would not learn).
+    pub fn with_zero_class_embedding(mut self, num_classes: usize, device: &Device) -> Self {
         let embed_dim = self.time_embed.embed_dim();
         self.class_embed = Some(
             ClassEmbeddingConfig::new(num_classes, embed_dim)
                 .with_zero_init(true)
-                .init(&device),
+                .init(device),
         );
         self
     }

@@ -5,6 +5,7 @@ use super::{TrainConfig, TrainError, io_err};
 use crate::model::weights::DiffusionConfig;
 use crate::model::{UNet, UNetConfig};
 use crate::rng::NoiseRng;
+use burn::module::Module;
 use burn::tensor::Device;
 use std::path::Path;
 
@@ -21,13 +22,12 @@ pub fn drop_labels(labels: impl IntoIterator<Item = u8>, p_uncond: f64, rng: &mu
 }
 
 /// The weights a run starts from with `init_from`: the exported model there, for both the trained
-/// weights and their EMA; made class-conditional (class embedding at zero) when the recipe is and
-/// the model is not. Its architecture must be the recipe's.
+/// weights (on `train_device`) and their EMA; made class-conditional (class embedding at zero)
+/// when the recipe is and the model is not. Its architecture must be the recipe's.
 pub(super) fn initial_weights(
     dir: &Path,
     config: &TrainConfig,
     train_device: &Device,
-    plain_device: &Device,
 ) -> Result<(UNet, UNet), TrainError> {
     let loaded = DiffusionConfig::load(dir)?;
     let wanted_unconditional = UNetConfig {
@@ -52,14 +52,15 @@ pub(super) fn initial_weights(
     }
     let bytes = std::fs::read(dir.join(crate::model::weights::WEIGHTS_FILE))
         .map_err(io_err(format!("reading the weights in {}", dir.display())))?;
-    let load = |device: &Device| -> Result<UNet, TrainError> {
-        let unet = loaded.load_unet(bytes.clone(), device)?;
-        Ok(match (unet.num_classes(), config.unet.num_classes) {
-            (None, Some(n)) => unet.with_zero_class_embedding(n),
-            _ => unet,
-        })
+    let unet = loaded.load_unet(bytes, train_device)?;
+    let model = match (unet.num_classes(), config.unet.num_classes) {
+        (None, Some(n)) => unet.with_zero_class_embedding(n, train_device),
+        _ => unet,
     };
-    Ok((load(train_device)?, load(plain_device)?))
+    // The EMA is a copy of these weights with the same parameter ids, which the EMA update pairs
+    // on (a class embedding made twice would get two ids, and the EMA's would never move).
+    let ema = model.valid();
+    Ok((model, ema))
 }
 
 #[cfg(test)]

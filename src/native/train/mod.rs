@@ -212,7 +212,7 @@ pub fn train(
     } else if run.resumable().is_some() {
         return Err(TrainError::RunExists(out.to_path_buf()));
     } else if let Some(init) = &config.init_from {
-        (model, ema) = initial_weights(Path::new(init), config, &train_device, &plain_device)?;
+        (model, ema) = initial_weights(Path::new(init), config, &train_device)?;
     }
     if let Some(n) = config.unet.num_classes {
         if data.labels.len() != data.len() {
