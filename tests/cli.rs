@@ -1064,7 +1064,9 @@ fn a_conditional_run_from_an_unconditional_model_learns_classes_in_its_ema() {
         serde_json::from_str(&std::fs::read_to_string(cond.join("train.json")).unwrap()).unwrap();
     assert_eq!(train["init_from"], init.to_str().unwrap());
     let draw = |dir: &Path, class: &str| -> Vec<u8> {
-        let out = tmp.path().join(format!("{}-{class}", dir.file_name().unwrap().to_str().unwrap()));
+        let out = tmp
+            .path()
+            .join(format!("{}-{class}", dir.file_name().unwrap().to_str().unwrap()));
         let o = ddpm(&[
             "sample",
             "--weights",

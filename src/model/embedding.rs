@@ -108,12 +108,11 @@ pub const CLASS_EMBEDDING_GAIN: f64 = 10.0;
 impl ClassEmbeddingConfig {
     /// Initialises the table on `device`.
     pub fn init(&self, device: &Device) -> ClassEmbedding {
-        let mut config = EmbeddingConfig::new(self.num_classes + 1, self.embed_dim).with_initializer(
-            Initializer::Normal {
+        let mut config =
+            EmbeddingConfig::new(self.num_classes + 1, self.embed_dim).with_initializer(Initializer::Normal {
                 mean: 0.0,
                 std: 1.0 / CLASS_EMBEDDING_GAIN,
-            },
-        );
+            });
         if self.zero_init {
             config = config.with_initializer(Initializer::Zeros);
         }
