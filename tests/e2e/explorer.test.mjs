@@ -25,8 +25,9 @@ after(async () => {
 });
 
 /** A page with its console errors and off-origin requests recorded. */
-async function open(viewport, query = 'sampler=ddim&steps=3&eta=0&seed=0') {
+async function open(viewport, query = 'sampler=ddim&steps=3&eta=0&seed=0', prepare = async () => {}) {
   const page = await browser.newPage({ viewport });
+  await prepare(page);
   const problems = [];
   page.on('console', (m) => m.type() === 'error' && problems.push(`console: ${m.text()}`));
   page.on('pageerror', (e) => problems.push(`page error: ${e}`));
@@ -307,6 +308,30 @@ test('a link with settings it cannot take says which and why', async () => {
   assert.match(notice, /steps=-5 is not a number of steps/);
   assert.match(notice, /eta=abc is not an η between 0 and 1/);
   assert.match(notice, /t = 5000 is past this model's last timestep/);
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test('a conditional model: a class picked and guided, in the URL, without errors', async () => {
+  // The committed conditional digits model answers for assets/ (the shipped weights are unconditional).
+  const dir = 'training/digits-cond/export-f16';
+  const conditional = async (page) => {
+    await page.route('**/assets/config.json', async (route) => route.fulfill({ body: await readFile(`${dir}/config.json`) }));
+    await page.route('**/assets/model.bpk', async (route) => route.fulfill({ body: await readFile(`${dir}/model.bpk`) }));
+  };
+  const { page, problems } = await open({ width: 1280, height: 900 }, 'sampler=ddim&steps=3&eta=0&seed=0&class=7&w=2', conditional);
+  // The link's class and w are on the controls, and the guidance equation names the class.
+  assert.equal(await page.$eval('.class-picker', (el) => el.value), '7');
+  assert.equal(await page.$eval('.guidance-slider', (el) => el.value), '2');
+  assert.match(await page.textContent('.guidance'), /“7”/);
+  // A guided chain runs (both passes as one batch) and the URL keeps the choice.
+  await page.click('button.generate');
+  await waitForSteps(page, 3);
+  assert.match(page.url(), /class=7&w=2/);
+  // "any" turns guidance off: the slider is disabled and the URL drops the class.
+  await page.selectOption('.class-picker', 'any');
+  assert.equal(await page.$eval('.guidance-slider', (el) => el.disabled), true);
+  await page.waitForFunction(() => !location.search.includes('class='));
   assert.deepEqual(problems, []);
   await page.close();
 });
