@@ -24,6 +24,7 @@ RUST_MIN=1.95
 NODE_MIN=20
 MNIST_SHA256=3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390
 FASHION_DEB_SHA256=39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0
+FASHION_IN_DEB=usr/share/datasets/fashion-mnist   # where the package keeps the IDX files (relative to its root)
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -128,9 +129,9 @@ if [ ! -f data/fashion-mnist/classes.txt ]; then
   (cd "$ftmp" && { apt-get download -qq dataset-fashion-mnist 2>/dev/null ||
     { as_root apt-get update -qq && apt-get download -qq dataset-fashion-mnist; }; } >/dev/null)
   echo "$FASHION_DEB_SHA256  $(ls "$ftmp"/dataset-fashion-mnist_*.deb)" | sha256sum --check --quiet
-  dpkg-deb -x "$ftmp"/dataset-fashion-mnist_*.deb "$ftmp/root"
+  dpkg-deb -x "$ftmp"/dataset-fashion-mnist_*.deb "$ftmp/unpacked"
   rm -rf data/fashion-mnist.tmp && mkdir -p data/fashion-mnist.tmp
-  cp "$ftmp"/root/usr/share/datasets/fashion-mnist/*-ubyte.gz data/fashion-mnist.tmp/
+  cp "$ftmp/unpacked/$FASHION_IN_DEB"/*-ubyte.gz data/fashion-mnist.tmp/
   printf '%s\n' "T-shirt/top" Trouser Pullover Dress Coat Sandal Shirt Sneaker Bag "Ankle boot" \
     > data/fashion-mnist.tmp/classes.txt
   rm -rf data/fashion-mnist && mv data/fashion-mnist.tmp data/fashion-mnist
