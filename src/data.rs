@@ -38,6 +38,19 @@ pub enum DataError {
         /// The split looked for.
         split: &'static str,
     },
+    /// A labelled dataset was needed and this one has no labels.
+    #[error("'{0}' has no labels (no labels-idx1 file beside its images)")]
+    NoLabels(String),
+    /// `classes.txt` does not name every label.
+    #[error("{path} names {names} classes but the labels go up to {max}")]
+    ClassNames {
+        /// The file.
+        path: String,
+        /// Names in it.
+        names: usize,
+        /// The largest label.
+        max: u8,
+    },
     /// Images and labels disagree.
     #[error("{images} images but {labels} labels")]
     CountMismatch {
@@ -289,6 +302,41 @@ mod files {
     }
 
     impl ImageDataset {
+        /// The class names of this labelled dataset, loaded from `path`: `classes.txt` (a name
+        /// per line) in its folder, else the label numbers 0 … the largest label.
+        pub fn class_names(&self, path: &Path) -> Result<Vec<String>, DataError> {
+            let Some(&max) = self.labels.iter().max() else {
+                return Err(DataError::NoLabels(path.display().to_string()));
+            };
+            let dir = if path.is_dir() {
+                path
+            } else {
+                path.parent().unwrap_or(path)
+            };
+            let file = dir.join("classes.txt");
+            if !file.is_file() {
+                return Ok((0..=max).map(|i| i.to_string()).collect());
+            }
+            let text = std::fs::read_to_string(&file).map_err(|error| DataError::Io {
+                path: file.display().to_string(),
+                error,
+            })?;
+            let names: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect();
+            if names.len() <= max as usize {
+                return Err(DataError::ClassNames {
+                    path: file.display().to_string(),
+                    names: names.len(),
+                    max,
+                });
+            }
+            Ok(names)
+        }
+
         /// Loads a split from a folder of IDX files, or an IDX image file (its labels are looked
         /// for beside it, `images-idx3` replaced by `labels-idx1`; a split is ignored then).
         pub fn load(path: &Path, split: Split) -> Result<Self, DataError> {

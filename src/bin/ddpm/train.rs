@@ -181,7 +181,7 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
     };
     let mut config = a.apply_to(base);
     if a.conditional && config.unet.num_classes.is_none() {
-        let names = class_names(&a.data, &data)?;
+        let names = data.class_names(&a.data).context("--conditional: the class names")?;
         config.unet.num_classes = Some(names.len());
         config.class_names = Some(names);
         config.p_uncond = Some(a.p_uncond.unwrap_or(DEFAULT_P_UNCOND));
@@ -297,41 +297,6 @@ fn stop_on_signals() {
 
 /// Ho & Salimans' label-dropout rate.
 const DEFAULT_P_UNCOND: f64 = 0.1;
-
-/// The class names of a labelled dataset: `classes.txt` (a name per line) in its folder, else the
-/// label numbers 0 … max label.
-fn class_names(path: &std::path::Path, data: &ImageDataset) -> Result<Vec<String>> {
-    let Some(&max) = data.labels.iter().max() else {
-        anyhow::bail!(
-            "--conditional needs labels: '{}' has no labels-idx1 file beside its images",
-            path.display()
-        );
-    };
-    let dir = if path.is_dir() {
-        path
-    } else {
-        path.parent().unwrap_or(path)
-    };
-    let file = dir.join("classes.txt");
-    if file.is_file() {
-        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-        let names: Vec<String> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect();
-        if names.len() <= max as usize {
-            anyhow::bail!(
-                "{} names {} classes but the labels go up to {max}",
-                file.display(),
-                names.len()
-            );
-        }
-        return Ok(names);
-    }
-    Ok((0..=max).map(|i| i.to_string()).collect())
-}
 
 /// "0.83 M": the size of the network a config describes.
 fn millions_of_parameters(config: &UNetConfig) -> String {
