@@ -1,11 +1,12 @@
 //! The training recipe: what `train.json` and a checkpoint's `state.json` record.
 
-use crate::diffusion::schedule::{DEFAULT_TIMESTEPS, NoiseSchedule, ScheduleKind};
+use crate::diffusion::schedule::{DEFAULT_TIMESTEPS, ScheduleKind};
 use crate::model::UNetConfig;
 use crate::model::weights::DiffusionConfig;
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
+use super::loss::LossWeighting;
 
 /// The most optimisation steps a run may ask for (Ho et al.'s longest run was 800,000).
 pub const MAX_STEPS: usize = 100_000_000;
@@ -114,37 +115,6 @@ impl Default for TrainConfig {
             class_names: None,
             init_from: None,
             lr_changes: Vec::new(),
-        }
-    }
-}
-
-/// The weight w_t of each image's ‖ε − ε̂‖² in the training loss.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
-pub enum LossWeighting {
-    /// w_t = 1: Ho et al.'s L_simple (eq. 14).
-    #[default]
-    Simple,
-    /// w_t = min(SNR(t), γ) / SNR(t): Min-SNR-γ for ε-prediction (Hang et al. 2023, eq. 10),
-    /// which down-weights the low-noise steps whose gradients conflict with the rest.
-    MinSnr {
-        /// γ (the paper's choice is 5).
-        gamma: f64,
-    },
-}
-
-impl LossWeighting {
-    /// w_t for each timestep of a batch.
-    pub fn weights(self, schedule: &NoiseSchedule, t: &[usize]) -> Vec<f64> {
-        match self {
-            LossWeighting::Simple => vec![1.0; t.len()],
-            LossWeighting::MinSnr { gamma } => t
-                .iter()
-                .map(|&t| {
-                    let snr = schedule.snr(t);
-                    snr.min(gamma) / snr
-                })
-                .collect(),
         }
     }
 }
@@ -288,16 +258,6 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn min_snr_weights_cap_the_signal_to_noise_ratio() {
-        let schedule = NoiseSchedule::linear(1000).unwrap();
-        // t = 0: ᾱ = 1 − 1e-4, SNR = 0.9999/0.0001 = 9999, so w = 5/9999; at t = 999 SNR ≈ 4e-5 < 5: w = 1.
-        let w = LossWeighting::MinSnr { gamma: 5.0 }.weights(&schedule, &[0, 999]);
-        assert!((w[0] - 5.0 / 9999.0).abs() < 1e-9, "{w:?}");
-        assert_eq!(w[1], 1.0);
-        assert_eq!(LossWeighting::Simple.weights(&schedule, &[0, 999]), vec![1.0, 1.0]);
-    }
 
     #[test]
     fn a_recipe_written_before_clipping_existed_reads_as_unclipped() {

@@ -4,7 +4,7 @@
 //! weighting (Hang et al. 2023) is an option beside L_simple.
 //!
 //! The loop lives here; [`config`] is the recipe, [`checkpoint`] the run folder, [`ema`] the
-//! averaged weights, [`grads`] the clipping, [`divergence`] the rule that stops a bad run and
+//! averaged weights, [`grads`] the clipping, [`loss`] the weighted loss, [`divergence`] the rule that stops a bad run and
 //! [`conditioning`] the label dropout and the starting weights of a conditional run.
 
 pub mod checkpoint;
@@ -13,13 +13,15 @@ pub mod config;
 pub mod divergence;
 pub mod ema;
 pub mod grads;
+pub mod loss;
 
 pub use checkpoint::{RunDir, RunLock, checkpoint_config, checkpoint_step, export_model, write_loss_plot};
 pub use conditioning::drop_labels;
-pub use config::{LossWeighting, LrChange, LrDecay, TrainConfig};
+pub use config::{LrChange, LrDecay, TrainConfig};
 pub use divergence::DivergenceWatch;
 pub use ema::ema_update;
 pub use grads::clip_grad_global_norm;
+pub use loss::{LossWeighting, training_loss};
 
 use crate::data::{BatchSampler, ImageDataset};
 use crate::diffusion::forward::q_sample;
@@ -32,7 +34,7 @@ use crate::native::io::{write_atomic, write_png};
 use crate::rng::NoiseRng;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use checkpoint::{CheckpointState, loss_csv_up_to, read_checkpoint_state, save_checkpoint};
 use conditioning::{LABEL_DROPOUT_STREAM, initial_weights};
 use std::ops::ControlFlow;
@@ -268,19 +270,7 @@ pub fn train(
             drop_labels(indices.iter().map(|&i| data.labels[i]), p, &mut rng)
         });
         let eps = model.forward_classes(x_t, &t, classes.as_deref()); // [b, 1, s, s]
-        let loss = match config.loss_weighting {
-            LossWeighting::Simple => (eps - noise).square().mean(), // [1]
-            weighting => {
-                let w = weighting
-                    .weights(&schedule, &t)
-                    .iter()
-                    .map(|&w| w as f32)
-                    .collect::<Vec<_>>();
-                let w = Tensor::<1>::from_data(TensorData::new(w, [config.batch]), &train_device); // [b]
-                let per_image = (eps - noise).square().mean_dims(&[1, 2, 3]).reshape([config.batch]); // [b]
-                (per_image * w).mean() // [1]
-            }
-        };
+        let loss = training_loss(eps, noise, &t, config.loss_weighting, &schedule); // [1]
         let lr = config.lr_at(step);
         // Every step's loss and gradient norm are read back and checked before the weights move,
         // so a bad step never reaches the weights, a checkpoint or an export.
