@@ -2,7 +2,7 @@
 //! so a view can be shared and replayed exactly, and which backend the page runs on (`&backend=cpu`).
 //! Pure string handling: no DOM here, so it is tested natively.
 
-use crate::diffusion::sampler::{SamplerConfig, VarianceKind};
+use crate::diffusion::sampler::{SamplerConfig, SamplerSetting};
 use crate::diffusion::schedule::ScheduleKind;
 
 /// Which backend the page asked for with `?backend=`.
@@ -105,14 +105,9 @@ impl ViewState {
             ));
             self.t = last;
         }
-        if let SamplerConfig::Ddim { steps, .. } = &mut self.sampler
-            && *steps > timesteps.max(1)
-        {
-            notices.push(format!(
-                "steps = {steps} is more than this model's {timesteps} timesteps; using {timesteps}"
-            ));
-            *steps = timesteps.max(1);
-        }
+        let (sampler, notice) = self.sampler.within(timesteps);
+        self.sampler = sampler;
+        notices.extend(notice);
         self
     }
 
@@ -128,8 +123,8 @@ impl ViewState {
     pub fn parse_noting(query: &str) -> (Self, Vec<String>) {
         let mut notices = Vec::new();
         let mut s = Self::default();
-        let (mut kind, mut steps, mut eta, mut variance) =
-            ("ddim".to_string(), 50usize, 0.0f64, VarianceKind::default());
+        // The sampler's word and its settings are read after the rest: a link may name them in any order.
+        let (mut word, mut settings) = (None, Vec::new());
         for pair in query.trim_start_matches('?').split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let note = |expected: &str, kept: String| format!("{k}={v} is not {expected}: ignored (using {kept})");
@@ -151,22 +146,8 @@ impl ViewState {
                     Ok(seed) => s.seed = seed,
                     Err(_) => unreadable("a seed (a whole number from 0)", s.seed.to_string()),
                 },
-                "sampler" => match v {
-                    "ddpm" | "ddim" => kind = v.to_string(),
-                    _ => unreadable("ddpm or ddim", kind.clone()),
-                },
-                "steps" => match v.parse::<usize>() {
-                    Ok(n) if n >= 1 => steps = n,
-                    _ => unreadable("a number of steps (1 or more)", steps.to_string()),
-                },
-                "eta" => match v.parse::<f64>() {
-                    Ok(e) if (0.0..=1.0).contains(&e) => eta = e,
-                    _ => unreadable("an η between 0 and 1", eta.to_string()),
-                },
-                "variance" => match v.parse() {
-                    Ok(kind) => variance = kind,
-                    Err(_) => unreadable("beta or beta-tilde", variance.to_string()),
-                },
+                "sampler" => word = Some(v),
+                "steps" | "eta" | "variance" => settings.push((k, v)),
                 "class" => match v.parse() {
                     Ok(c) => s.class = Some(c),
                     Err(_) if v == "any" => s.class = None,
@@ -197,27 +178,13 @@ impl ViewState {
                 _ => unreadable_key(&mut notices, k),
             }
         }
-        s.sampler = if kind == "ddpm" {
-            SamplerConfig::Ddpm {
-                variance,
-                clip_x0: true,
-            }
-        } else {
-            SamplerConfig::Ddim {
-                steps,
-                eta,
-                clip_x0: true,
-            }
-        };
+        s.sampler = sampler_noting(word, &settings, &mut notices);
         (s, notices)
     }
 
     /// The query string (with the leading `?`).
     pub fn to_query(&self) -> String {
-        let sampler = match self.sampler {
-            SamplerConfig::Ddpm { variance, .. } => format!("sampler=ddpm&variance={variance}"),
-            SamplerConfig::Ddim { steps, eta, .. } => format!("sampler=ddim&steps={steps}&eta={eta}"),
-        };
+        let sampler = format!("sampler={}", self.sampler.name());
         let backend = match self.backend {
             BackendPreference::Auto => "",
             BackendPreference::WebGpu => "&backend=webgpu",
@@ -240,9 +207,47 @@ fn unreadable_key(notices: &mut Vec<String>, key: &str) {
     notices.push(format!("'{key}' is not a setting of this page: ignored"));
 }
 
+/// The sampler a link names: its word (`sampler=ddim50`, `sampler=ddpm-beta`; the default when
+/// absent) with the settings given one by one (`steps=`, `eta=`, `variance=`, as older links
+/// wrote them), each checked by the sampler's own grammar; what cannot be taken is noted.
+fn sampler_noting(word: Option<&str>, settings: &[(&str, &str)], notices: &mut Vec<String>) -> SamplerConfig {
+    let mut sampler = SamplerConfig::default();
+    if let Some(word) = word {
+        match word.parse() {
+            Ok(named) => sampler = named,
+            Err(e) => notices.push(format!("sampler={word}: {e}; ignored (using {})", sampler.name())),
+        }
+    }
+    for &(key, value) in settings {
+        let setting = match key {
+            "steps" => value
+                .parse()
+                .map(SamplerSetting::Steps)
+                .map_err(|_| "not a number of steps (1 or more)"),
+            "eta" => value
+                .parse()
+                .map(SamplerSetting::Eta)
+                .map_err(|_| "not an η between 0 and 1"),
+            _ => value
+                .parse()
+                .map(SamplerSetting::Variance)
+                .map_err(|_| "not beta or beta-tilde"),
+        };
+        match setting
+            .map_err(str::to_string)
+            .and_then(|s| sampler.with_setting(s).map_err(|e| e.to_string()))
+        {
+            Ok(changed) => sampler = changed,
+            Err(why) => notices.push(format!("{key}={value}: {why}; ignored (using {})", sampler.name())),
+        }
+    }
+    sampler
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diffusion::sampler::VarianceKind;
 
     #[test]
     fn query_round_trip_and_tolerance() {
@@ -262,7 +267,7 @@ mod tests {
         };
         assert_eq!(
             s.to_query(),
-            "?schedule=cosine&t=999&digit=3&seed=42&sampler=ddpm&variance=beta&class=7&w=2.5&replay=17&backend=cpu"
+            "?schedule=cosine&t=999&digit=3&seed=42&sampler=ddpm-beta&class=7&w=2.5&replay=17&backend=cpu"
         );
         assert_eq!(ViewState::from_query(&s.to_query(), 1000), s);
         let d = ViewState::from_query("?t=5000&eta=7&steps=0&bogus=1&seed=x", 1000);
@@ -280,19 +285,21 @@ mod tests {
         assert_eq!(view.sampler, SamplerConfig::default());
         assert_eq!(view.t, 12);
         assert_eq!(notices.len(), 4, "{notices:?}");
-        assert!(
-            notices[0].starts_with("steps=-5 is not a number of steps"),
-            "{notices:?}"
+        let noted = |start: &str| notices.iter().any(|n| n.starts_with(start));
+        assert!(noted("steps=-5: not a number of steps"), "{notices:?}");
+        assert!(noted("eta=abc: not an η between 0 and 1"), "{notices:?}");
+        assert!(noted("'bogus' is not a setting"), "{notices:?}");
+        assert!(noted("sampler=plms: unknown sampler 'plms'"), "{notices:?}");
+        // Old links name the sampler and its settings apart; a setting the sampler lacks is noted.
+        let (view, notices) = ViewState::parse_noting("?eta=0.5&sampler=ddim&steps=7&variance=beta");
+        assert_eq!(view.sampler, "ddim7-eta0.5".parse().unwrap());
+        assert_eq!(
+            notices,
+            ["variance=beta: DDIM takes no variance choice; ignored (using ddim7-eta0.5)"]
         );
-        assert!(
-            notices[1].starts_with("eta=abc is not an η between 0 and 1"),
-            "{notices:?}"
-        );
-        assert!(notices[2].contains("'bogus' is not a setting"), "{notices:?}");
-        assert!(
-            notices[3].starts_with("sampler=plms is not ddpm or ddim"),
-            "{notices:?}"
-        );
+        let (view, notices) = ViewState::parse_noting("?sampler=ddim20-eta1.5");
+        assert_eq!((view.sampler, notices.len()), (SamplerConfig::default(), 1));
+        assert!(notices[0].contains("eta must be in [0, 1]"), "{notices:?}");
         let mut clamped = Vec::new();
         let view = ViewState::parse("?t=5000&steps=2000").clamped_noting(1000, &mut clamped);
         assert_eq!((view.t, clamped.len()), (999, 2));

@@ -499,6 +499,36 @@ fn train_resume_sample_and_errors() {
         "at least 1",
     );
     assert_fails_with(
+        &ddpm(&[
+            "sample",
+            "--weights",
+            w,
+            "--sampler",
+            "plms",
+            "--out",
+            f,
+            "--device",
+            "cpu",
+        ]),
+        "unknown sampler 'plms'",
+    );
+    assert_fails_with(
+        &ddpm(&[
+            "sample",
+            "--weights",
+            w,
+            "--sampler",
+            "ddpm",
+            "--steps",
+            "20",
+            "--out",
+            f,
+            "--device",
+            "cpu",
+        ]),
+        "DDPM takes no number of steps",
+    );
+    assert_fails_with(
         &ddpm(&["sample", "--weights", w, "--n", "0", "--out", f, "--device", "cpu"]),
         "--n must be at least 1",
     );
@@ -670,7 +700,7 @@ fn classifier_eval_and_plot_loss_end_to_end() {
     }
 
     // Bad input: one clear line each.
-    assert_fails_with(&eval(&["--samplers", "ddim"]), "unknown sample set");
+    assert_fails_with(&eval(&["--samplers", "ddim-fast"]), "unknown sampler 'ddim-fast'");
     assert_fails_with(&eval(&["--n", "1"]), "at least 2");
     let missing = tmp.path().join("nowhere");
     let o = ddpm(&[
@@ -783,10 +813,8 @@ fn a_conditional_run_learns_its_classes_and_samples_them_guided() {
             "2",
             "--n",
             "16",
-            "--steps",
-            "100",
-            "--eta",
-            "1",
+            "--sampler",
+            "ddim100-eta1",
             "--device",
             "cpu",
             "--out-dir",

@@ -2,7 +2,7 @@
 //! download button.
 
 use super::canvas::draw_gray;
-use crate::diffusion::sampler::{SamplerConfig, VarianceKind};
+use crate::diffusion::sampler::{SamplerConfig, SamplerSetting, VarianceKind};
 use crate::image::GrayImage;
 use leptos::prelude::*;
 use std::time::Duration;
@@ -30,6 +30,13 @@ pub fn SamplerControls(
             clip_x0: true,
         },
     });
+    // A setting is taken as the sampler's grammar checks it (and brought within T); one it refuses
+    // leaves the sampler as it was, and setting it again puts the input back to what it shows.
+    let apply = move |setting: Option<SamplerSetting>| {
+        let current = sampler.get_untracked();
+        let changed = setting.and_then(|s| current.with_setting(s).ok());
+        sampler.set(changed.map_or(current, |c| c.within(timesteps).0));
+    };
     Effect::new(move |_| match sampler.get() {
         ddim @ SamplerConfig::Ddim { .. } => last_ddim.set(ddim),
         ddpm => last_ddpm.set(ddpm),
@@ -52,13 +59,7 @@ pub fn SamplerControls(
                         SamplerConfig::Ddpm { variance, .. } => variance.name(),
                         _ => VarianceKind::default().name(),
                     }
-                    on:change=move |ev| {
-                        if let (Ok(variance), SamplerConfig::Ddpm { clip_x0, .. }) =
-                            (event_target_value(&ev).parse::<VarianceKind>(), sampler.get_untracked())
-                        {
-                            sampler.set(SamplerConfig::Ddpm { variance, clip_x0 })
-                        }
-                    }>
+                    on:change=move |ev| apply(event_target_value(&ev).parse().ok().map(SamplerSetting::Variance))>
                     <option value="beta-tilde">"β̃_t"</option>
                     <option value="beta">"β_t"</option>
                 </select>
@@ -67,20 +68,12 @@ pub fn SamplerControls(
             <label>"steps "
                 <input type="number" min="1" max=timesteps.to_string() class="steps"
                     prop:value=move || match sampler.get() { SamplerConfig::Ddim { steps, .. } => steps, _ => 0 }.to_string()
-                    on:change=move |ev| {
-                        if let (Ok(v), SamplerConfig::Ddim { eta, clip_x0, .. }) = (event_target_value(&ev).parse::<usize>(), sampler.get_untracked()) {
-                            sampler.set(SamplerConfig::Ddim { steps: v.clamp(1, timesteps), eta, clip_x0 })
-                        }
-                    } />
+                    on:change=move |ev| apply(event_target_value(&ev).parse().ok().map(SamplerSetting::Steps)) />
             </label>
             <label>"η "
                 <input type="number" min="0" max="1" step="0.1" class="eta"
                     prop:value=move || match sampler.get() { SamplerConfig::Ddim { eta, .. } => eta, _ => 0.0 }.to_string()
-                    on:change=move |ev| {
-                        if let (Ok(v), SamplerConfig::Ddim { steps, clip_x0, .. }) = (event_target_value(&ev).parse::<f64>(), sampler.get_untracked()) {
-                            sampler.set(SamplerConfig::Ddim { steps, eta: if v.is_finite() { v.clamp(0.0, 1.0) } else { 0.0 }, clip_x0 })
-                        }
-                    } />
+                    on:change=move |ev| apply(event_target_value(&ev).parse().ok().map(SamplerSetting::Eta)) />
             </label>
         </Show>
     }

@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::Args;
 use ddpm_explorer::data::{ImageDataset, Split};
-use ddpm_explorer::diffusion::sampler::{EpsModel, SamplerConfig, SamplerError, VarianceKind};
+use ddpm_explorer::diffusion::sampler::{DEFAULT_SAMPLER_NAME, EpsModel, SamplerConfig, SamplerError, VarianceKind};
 use ddpm_explorer::diffusion::schedule::NoiseSchedule;
 use ddpm_explorer::eval::classifier::{Described, DigitClassifier};
 use ddpm_explorer::eval::{
@@ -38,10 +38,10 @@ pub(crate) struct EvalArgs {
     /// ± its standard error over the runs.
     #[arg(long, default_value_t = 2)]
     runs: usize,
-    /// Sample sets to judge: ddimN (DDIM with N steps, η = 0), ddpm (all T steps, σ² = β̃) or
-    /// ddpm-beta (σ² = β).
-    #[arg(long, value_delimiter = ',', default_value = "ddim50")]
-    samplers: Vec<String>,
+    /// Sample sets to judge, each a sampler: ddimN (DDIM with N steps; ddimN-etaE for η = E),
+    /// ddpm (all T steps, σ² = β̃) or ddpm-beta (σ² = β).
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_SAMPLER_NAME)]
+    samplers: Vec<SamplerConfig>,
     /// Images per sampling batch.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -133,35 +133,6 @@ impl Judge<'_> {
     }
 }
 
-/// A sample set named on the command line: `ddimN` or `ddpm`.
-fn parse_sample_set(name: &str) -> Result<(String, SamplerConfig)> {
-    for (set, label, variance) in [
-        ("ddpm", "DDPM (all steps, σ² = β̃)", VarianceKind::BetaTilde),
-        ("ddpm-beta", "DDPM (all steps, σ² = β)", VarianceKind::Beta),
-    ] {
-        if name == set {
-            return Ok((
-                label.into(),
-                SamplerConfig::Ddpm {
-                    variance,
-                    clip_x0: true,
-                },
-            ));
-        }
-    }
-    match name.strip_prefix("ddim").map(str::parse::<usize>) {
-        Some(Ok(steps)) => Ok((
-            format!("DDIM-{steps} (η = 0)"),
-            SamplerConfig::Ddim {
-                steps,
-                eta: 0.0,
-                clip_x0: true,
-            },
-        )),
-        _ => bail!("unknown sample set '{name}': expected ddpm, ddpm-beta or ddimN (e.g. ddim50)"),
-    }
-}
-
 pub(crate) fn run(a: EvalArgs) -> Result<()> {
     use ddpm_explorer::diffusion::sampler::Guided;
     use ddpm_explorer::diffusion::vlb::estimate_bits_per_dim_for;
@@ -175,11 +146,7 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
     if a.batch == 0 || a.runs == 0 {
         bail!("--batch and --runs must be at least 1");
     }
-    let sets = a
-        .samplers
-        .iter()
-        .map(|name| parse_sample_set(name))
-        .collect::<Result<Vec<_>>>()?;
+    let sets: Vec<(String, SamplerConfig)> = a.samplers.iter().map(|s| (s.to_string(), *s)).collect();
     let device = burn::tensor::Device::flex();
     let (config, unet) =
         load_model(&a.weights, &device).with_context(|| format!("loading weights from '{}'", a.weights.display()))?;

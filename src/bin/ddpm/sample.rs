@@ -3,7 +3,9 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ddpm_explorer::diffusion::sampler::guidance::parse_class;
-use ddpm_explorer::diffusion::sampler::{DEFAULT_DDIM_STEPS, Guided, ReverseChain, SamplerConfig, VarianceKind};
+use ddpm_explorer::diffusion::sampler::{
+    DEFAULT_SAMPLER_NAME, Guided, ReverseChain, SamplerConfig, SamplerSetting, VarianceKind,
+};
 use ddpm_explorer::diffusion::schedule::NoiseSchedule;
 use ddpm_explorer::image::GrayImage;
 use ddpm_explorer::model::weights::load_model;
@@ -31,18 +33,19 @@ pub(crate) struct SampleArgs {
     /// model itself, larger trades diversity for likeness to the class.
     #[arg(long, default_value_t = 0.0)]
     guidance: f64,
-    /// ddpm (all T steps) or ddim.
-    #[arg(long, default_value = "ddim", value_parser = ["ddpm", "ddim"])]
-    sampler: String,
-    /// DDIM steps.
-    #[arg(long, default_value_t = DEFAULT_DDIM_STEPS)]
-    steps: usize,
-    /// DDIM η in [0, 1] (0: deterministic).
-    #[arg(long, default_value_t = 0.0)]
-    eta: f64,
-    /// DDPM variance: beta or beta-tilde.
-    #[arg(long, default_value = "beta-tilde")]
-    variance: VarianceKind,
+    /// The sampler: ddim (50 steps, η = 0), ddimN, ddimN-etaE, ddpm (all T steps, σ² = β̃) or
+    /// ddpm-beta (σ² = β).
+    #[arg(long, default_value = DEFAULT_SAMPLER_NAME)]
+    sampler: SamplerConfig,
+    /// DDIM: the number of steps (instead of the one in --sampler's name).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// DDIM: η in [0, 1] (0: deterministic).
+    #[arg(long)]
+    eta: Option<f64>,
+    /// DDPM: the reverse variance, beta or beta-tilde.
+    #[arg(long)]
+    variance: Option<VarianceKind>,
     /// Do not clip x̂_0 to [−1, 1].
     #[arg(long)]
     no_clip: bool,
@@ -85,7 +88,7 @@ fn write_latent_walk(
 ) -> Result<()> {
     use ddpm_explorer::diffusion::sampler::interpolate::interpolate_seeds;
     if !matches!(sampler_config, SamplerConfig::Ddim { eta, .. } if *eta == 0.0) {
-        bail!("--interpolate decodes with deterministic DDIM: use --sampler ddim with --eta 0");
+        bail!("--interpolate decodes with deterministic DDIM: use --sampler ddimN (η = 0)");
     }
     let Some(path) = &a.out else {
         bail!("--interpolate writes a strip: pass --out FILE.png");
@@ -155,17 +158,19 @@ pub(crate) fn run(a: SampleArgs) -> Result<()> {
     let (config, unet) = load_model(&a.weights, &chosen.device)
         .with_context(|| format!("loading weights from '{}'", a.weights.display()))?;
     let schedule = config.noise_schedule()?;
-    let sampler_config = match a.sampler.as_str() {
-        "ddpm" => SamplerConfig::Ddpm {
-            variance: a.variance,
-            clip_x0: !a.no_clip,
-        },
-        _ => SamplerConfig::Ddim {
-            steps: a.steps,
-            eta: a.eta,
-            clip_x0: !a.no_clip,
-        },
-    };
+    let settings = [
+        a.steps.map(SamplerSetting::Steps),
+        a.eta.map(SamplerSetting::Eta),
+        a.variance.map(SamplerSetting::Variance),
+    ];
+    let mut sampler_config = settings
+        .into_iter()
+        .flatten()
+        .try_fold(a.sampler, SamplerConfig::with_setting)
+        .with_context(|| format!("--sampler {}", a.sampler.name()))?;
+    if a.no_clip {
+        sampler_config = sampler_config.without_clipping();
+    }
     let size = config.unet.image_size;
     if let Some(other) = a.interpolate {
         let image = [config.unet.image_channels, size, size];
@@ -218,9 +223,8 @@ pub(crate) fn run(a: SampleArgs) -> Result<()> {
     bar.finish_and_clear();
     let pixels = &all_pixels[..];
     eprintln!(
-        "sampled {} images with {total} {} steps on {chosen}",
-        classes.len(),
-        a.sampler
+        "sampled {} images with {total} steps of {sampler_config} on {chosen}",
+        classes.len()
     );
     if let Some(path) = &a.out {
         let grid = GrayImage::grid(pixels, size, columns, 2);

@@ -55,7 +55,7 @@ impl SamplerPlan {
     }
 }
 
-fn check_eta(eta: f64) -> Result<(), SamplerError> {
+pub(super) fn check_eta(eta: f64) -> Result<(), SamplerError> {
     if (0.0..=1.0).contains(&eta) {
         Ok(())
     } else {

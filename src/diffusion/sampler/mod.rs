@@ -26,10 +26,12 @@ pub mod ddpm;
 pub mod fused;
 pub mod guidance;
 pub mod interpolate;
+pub mod name;
 
 pub use chain::{ChainStep, EpsModel, ReverseChain, lockstep};
 pub use ddpm::VarianceKind;
 pub use guidance::{ConditionalEpsModel, Guidance, Guided};
+pub use name::{DEFAULT_SAMPLER_NAME, SamplerSetting};
 
 use crate::diffusion::schedule::NoiseSchedule;
 use burn::tensor::Tensor;
@@ -69,6 +71,14 @@ pub enum SamplerError {
         name: String,
         /// What is accepted.
         expected: &'static str,
+    },
+    /// A setting given to a sampler that has no such setting (steps to DDPM, a variance to DDIM).
+    #[error("{sampler} takes no {setting}")]
+    SettingNotFor {
+        /// The setting.
+        setting: &'static str,
+        /// The sampler's family.
+        sampler: &'static str,
     },
     /// A guidance scale outside [0, MAX_GUIDANCE].
     #[error("the guidance scale w must be in [0, {max}] (got {0})", max = guidance::MAX_GUIDANCE)]
