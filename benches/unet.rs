@@ -1,5 +1,6 @@
 //! Speed of the pieces that matter: one U-Net forward (batch 1 and 16), one training step
-//! (batch 64: forward, backward, Adam, EMA), one reverse step (forward + DDPM update, batch 16), and
+//! (batch 64: forward, backward, Adam, EMA), one reverse step (forward + DDPM update, batch 16;
+//! and guided, on a ten-class model at w = 0 and w = 3), and
 //! the update alone, fused (the WGSL kernel on wgpu) against separate tensor operations.
 //!
 //! Runs on burn's CPU backend (flex) by default; `DDPM_BENCH_DEVICE=wgpu` uses wgpu instead
@@ -11,7 +12,7 @@ use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
 use criterion::{Criterion, criterion_group};
-use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig, VarianceKind, apply_step};
+use ddpm_explorer::diffusion::sampler::{EpsModel, Guided, ReverseChain, SamplerConfig, VarianceKind, apply_step};
 use ddpm_explorer::diffusion::schedule::NoiseSchedule;
 use ddpm_explorer::model::{SkipLayout, UNetConfig};
 use ddpm_explorer::native::allocator::keep_freed_buffers;
@@ -111,18 +112,35 @@ fn bench_reverse_step(c: &mut Criterion) {
     let mut group = c.benchmark_group("reverse_step");
     group.sample_size(10);
     group.bench_function("ddpm_batch_16", |b| {
-        b.iter(|| {
-            let step = match chain.step() {
-                Some(step) => step,
-                None => {
-                    chain = new_chain();
-                    chain.step().expect("a fresh chain has steps")
-                }
-            };
-            black_box(sync(step.x_prev))
-        })
+        b.iter(|| black_box(sync(step_or_restart(&mut chain, new_chain))))
     });
+    // Classifier-free guidance on the same net with ten classes: w > 0 asks the conditional and the
+    // unconditional ε̂ as one batch of 32; w = 0 is one pass of 16 (what guidance costs, and what
+    // it saves when it is off).
+    let conditional = unet_config().with_num_classes(Some(10)).init(&device);
+    for w in [0.0, 3.0] {
+        let classes = (0..16).map(|i| Some(i % 10)).collect::<Vec<_>>();
+        let guided = Guided::new(&conditional, classes, w).expect("valid guidance");
+        let new_chain =
+            || ReverseChain::from_noise(&guided, sampler.build(&schedule).unwrap(), [16, 1, 28, 28], 0, &device);
+        let mut chain = new_chain();
+        group.bench_function(format!("ddpm_batch_16_guided_w{w}"), |b| {
+            b.iter(|| black_box(sync(step_or_restart(&mut chain, new_chain))))
+        });
+    }
     group.finish();
+}
+
+/// The next step's x_{t−1}, starting a fresh chain when the last one has ended.
+fn step_or_restart<'m, M: EpsModel>(
+    chain: &mut ReverseChain<'m, M>,
+    new_chain: impl Fn() -> ReverseChain<'m, M>,
+) -> Tensor<4> {
+    if let Some(step) = chain.step() {
+        return step.x_prev;
+    }
+    *chain = new_chain();
+    chain.step().expect("a fresh chain has steps").x_prev
 }
 
 /// The reverse-step update alone (no U-Net), batch 64: the fused operation of `diffusion/sampler/fused.rs`

@@ -10,6 +10,7 @@ use super::schedule_plot::{Axes, Axis, polyline};
 use super::state::PageState;
 use crate::diffusion::sampler::{Guidance, ReverseChain, SamplerConfig, VarianceKind, lockstep};
 use crate::image::GrayImage;
+use crate::view_state::PAGE_MAX_GUIDANCE;
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
 use std::collections::BTreeSet;
@@ -29,10 +30,12 @@ pub fn rms_difference(a: &[f32], b: &[f32]) -> f64 {
         .sqrt()
 }
 
-/// One side of the comparison: its sampler and what it shows.
+/// One side of the comparison: its sampler, its guidance scale and what it shows.
 #[derive(Clone, Copy)]
 struct Side {
     sampler: RwSignal<SamplerConfig>,
+    /// w, for a class-conditional model with a class picked.
+    guidance: RwSignal<f64>,
     x_t: RwSignal<Option<GrayImage>>,
     pred_x0: RwSignal<Option<GrayImage>>,
     /// The timestep its last step denoised.
@@ -40,9 +43,10 @@ struct Side {
 }
 
 impl Side {
-    fn new(sampler: SamplerConfig) -> Self {
+    fn new(sampler: SamplerConfig, guidance: f64) -> Self {
         Self {
             sampler: RwSignal::new(sampler),
+            guidance: RwSignal::new(guidance),
             x_t: RwSignal::new(None),
             pred_x0: RwSignal::new(None),
             t: RwSignal::new(None),
@@ -70,15 +74,30 @@ pub fn ComparePanel(
     engine: SendWrapper<Rc<Engine>>,
 ) -> impl IntoView {
     let state = PageState::expect();
-    let PageState { seed, busy, .. } = state;
+    let PageState { seed, busy, class, .. } = state;
     let timesteps = engine.config.timesteps;
+    let conditional = engine.config.unet.num_classes.is_some();
+    let w = state.guidance.get_untracked();
     let sides = [
-        Side::new(SamplerConfig::default_for(timesteps)),
-        Side::new(SamplerConfig::Ddpm {
-            variance: VarianceKind::BetaTilde,
-            clip_x0: true,
-        }),
+        Side::new(SamplerConfig::default_for(timesteps), w),
+        Side::new(
+            SamplerConfig::Ddpm {
+                variance: VarianceKind::BetaTilde,
+                clip_x0: true,
+            },
+            w,
+        ),
     ];
+    // Guidance against none: one sampler on both sides, w = 0 on the left and 3 on the right (a
+    // class is needed for guidance to act: the first one when none is picked).
+    let guidance_preset = move |_| {
+        sides[1].sampler.set(sides[0].sampler.get_untracked());
+        sides[0].guidance.set(0.0);
+        sides[1].guidance.set(3.0);
+        if class.get_untracked().is_none() {
+            class.set(Some(0));
+        }
+    };
     let differences = RwSignal::new(Vec::<Difference>::new());
     let progress = RwSignal::new((0usize, 0usize));
     let round_ms = RwSignal::new(0.0f64);
@@ -98,9 +117,7 @@ pub fn ComparePanel(
                 round_ms,
                 stop,
             };
-            let result = run
-                .go(&engine, seed.get_untracked(), state.guidance_for(COMPARE_BATCH))
-                .await;
+            let result = run.go(&engine, seed.get_untracked(), class.get_untracked()).await;
             running.set(false);
             result
         });
@@ -140,8 +157,22 @@ pub fn ComparePanel(
     let side_view = move |side: Side, name: &'static str| {
         view! {
             <div class="side">
-                <h3>{name} ": " {move || side.sampler.get().to_string()}</h3>
-                <div class="controls"><SamplerControls sampler=side.sampler timesteps=timesteps /></div>
+                <h3>{name} ": " {move || side.sampler.get().to_string()}
+                    {move || class.get().filter(|_| conditional).map(|_| format!(", w = {}", side.guidance.get()))}</h3>
+                <div class="controls">
+                    <SamplerControls sampler=side.sampler timesteps=timesteps />
+                    <Show when=move || conditional>
+                        <label>"w "
+                            <input type="number" class="side-guidance" min="0" max=PAGE_MAX_GUIDANCE.to_string() step="0.5"
+                                disabled=move || class.get().is_none()
+                                prop:value=move || side.guidance.get().to_string()
+                                on:change=move |ev| {
+                                    let w = event_target_value(&ev).parse::<f64>().ok().filter(|w| (0.0..=PAGE_MAX_GUIDANCE).contains(w));
+                                    side.guidance.set(w.unwrap_or(side.guidance.get_untracked()))
+                                } />
+                        </label>
+                    </Show>
+                </div>
                 <div class="pair">
                     <figure>
                         <PictureCanvas picture=side.x_t label="x_t of this chain" class="grid small" />
@@ -166,6 +197,12 @@ pub fn ComparePanel(
                     "from each other even though they start from one x_T. A second schedule (linear vs cosine) needs a model "
                     "trained with it; this page ships one, trained with the linear schedule."
                 </p>
+                <Show when=move || conditional>
+                    <p class="explain">
+                        "With a class picked, each side has its own guidance scale w: “w = 0 against w = 3” runs one sampler "
+                        "from one x_T both ways, so what guidance changes is all that differs."
+                    </p>
+                </Show>
                 <div class="sides">
                     {side_view(sides[0], "A")}
                     {side_view(sides[1], "B")}
@@ -173,6 +210,11 @@ pub fn ComparePanel(
                 <div class="controls">
                     <button class="run-compare" disabled=move || busy.get() on:click=compare>"Compare"</button>
                     <button class="stop" disabled=move || !running.get() on:click=move |_| stop.set(true)>"Stop"</button>
+                    <Show when=move || conditional>
+                        <button class="guidance-preset" disabled=move || busy.get() on:click=guidance_preset>
+                            "Guidance: w = 0 against w = 3"
+                        </button>
+                    </Show>
                 </div>
                 <div class="status" role="status">
                     <progress max=move || progress.get().1.max(1) value=move || progress.get().0></progress>
@@ -201,9 +243,15 @@ struct ComparisonRun {
 }
 
 impl ComparisonRun {
-    /// Runs both chains from `seed` to x_0 (or until stopped), in lockstep, both guided as
-    /// `guidance` says.
-    async fn go(&self, engine: &Engine, seed: u64, guidance: Option<Guidance>) -> Result<(), String> {
+    /// Runs both chains from `seed` to x_0 (or until stopped), in lockstep, each asking for
+    /// `class` with its own w (`None`: no class, the unconditional chains).
+    async fn go(&self, engine: &Engine, seed: u64, class: Option<usize>) -> Result<(), String> {
+        let guidance = self.sides.map(|side| {
+            class.map(|c| Guidance {
+                classes: vec![Some(c); COMPARE_BATCH],
+                scale: side.guidance.get_untracked(),
+            })
+        });
         let schedule = engine.config.noise_schedule().map_err(|e| e.to_string())?;
         let shape = [COMPARE_BATCH, 1, SIZE, SIZE];
         let plans = [
@@ -233,7 +281,7 @@ impl ComparisonRun {
                 break;
             }
             for (i, chain) in chains.iter_mut().enumerate().filter(|(i, _)| go[*i]) {
-                let Some(s) = engine.step(chain, guidance.as_ref()).await? else {
+                let Some(s) = engine.step(chain, guidance[i].as_ref()).await? else {
                     continue;
                 };
                 let [x_prev, pred_x0] = read_back_all([s.x_prev, s.pred_x0]).await?;

@@ -166,7 +166,7 @@ test('the sampler controls show what the URL says and keep what the user set', a
   assert.equal(await page.inputValue('.reverse input.steps'), '7');
   assert.equal(await page.inputValue('.reverse input.eta'), '0.5');
   // The URL keeps the backend it was opened with, beside the view.
-  assert.match(page.url(), /sampler=ddim&steps=7&eta=0\.5&backend=cpu/);
+  assert.match(page.url(), /sampler=ddim7-eta0\.5&backend=cpu/);
   assert.deepEqual(problems, []);
   await page.close();
 });
@@ -305,8 +305,8 @@ test('every loading failure is a message in the page, with a retry where one can
 test('a link with settings it cannot take says which and why', async () => {
   const { page, problems } = await open({ width: 1280, height: 900 }, 'steps=-5&eta=abc&t=5000');
   const notice = await page.textContent('.notice');
-  assert.match(notice, /steps=-5 is not a number of steps/);
-  assert.match(notice, /eta=abc is not an η between 0 and 1/);
+  assert.match(notice, /steps=-5: not a number of steps/);
+  assert.match(notice, /eta=abc: not an η between 0 and 1/);
   assert.match(notice, /t = 5000 is past this model's last timestep/);
   assert.deepEqual(problems, []);
   await page.close();
@@ -332,6 +332,20 @@ test('a conditional model: a class picked and guided, in the URL, without errors
   await page.selectOption('.class-picker', 'any');
   assert.equal(await page.$eval('.guidance-slider', (el) => el.disabled), true);
   await page.waitForFunction(() => !location.search.includes('class='));
+  // Side by side, one sampler from one x_T at w = 0 and w = 3: the preset picks the first class
+  // when none is, and the two chains' x̂_0 end apart.
+  await page.click('.compare summary');
+  await setNumber(page, '.compare .side >> nth=0 >> input.steps', 3);
+  await page.click('button.guidance-preset');
+  assert.equal(await page.$eval('.class-picker', (el) => el.value), '0');
+  const sides = page.locator('.compare .side');
+  assert.match(await sides.nth(0).locator('h3').textContent(), /DDIM-3, η = 0, w = 0$/);
+  assert.match(await sides.nth(1).locator('h3').textContent(), /DDIM-3, η = 0, w = 3$/);
+  await page.click('button.run-compare');
+  await waitForStatus(page, '.compare', 'round 3 of 3');
+  const [, x0] = (await page.textContent('.compare .difference')).match(/RMS difference of x̂_0 (\d\.\d{3})/);
+  assert.ok(Number(x0) > 0.01, `w = 0 and w = 3 drew different digits (RMS ${x0})`);
+  await page.locator('.compare').screenshot({ path: `${SHOTS}/compare-guidance.png` });
   assert.deepEqual(problems, []);
   await page.close();
 });
