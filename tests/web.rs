@@ -17,14 +17,13 @@ use ddpm_explorer::rng::NoiseRng;
 use ddpm_explorer::view_state::ViewState;
 use ddpm_explorer::web::article::{forward_equation, step_equation};
 use ddpm_explorer::web::canvas::read_gray;
+use ddpm_explorer::web::chain_driver::{read_back, read_back_all};
 use ddpm_explorer::web::compare_panel::rms_difference;
 use ddpm_explorer::web::engine::{cpu_fallback, parse_digits};
 use ddpm_explorer::web::forward_panel::{ForwardPanel, forward_noise};
 use ddpm_explorer::web::guidance_controls::GuidanceControls;
 use ddpm_explorer::web::math_panel::MathPanel;
-use ddpm_explorer::web::reverse_panel::{
-    BATCH, Frame, chain_figure, evenly_spaced, format_duration, read_back, read_back_all, time_left,
-};
+use ddpm_explorer::web::reverse_panel::{BATCH, Frame, chain_figure, evenly_spaced, format_duration, time_left};
 use ddpm_explorer::web::state::PageState;
 use ddpm_explorer::web::worker::EpsWorker;
 use leptos::mount::mount_to;

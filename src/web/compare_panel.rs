@@ -1,14 +1,15 @@
 //! Two samplers side by side: the same model, the same seed, the same x_T, stepping together (at
 //! the same noise level), each with its x_t and x̂_0, and how far apart they are at every step.
 
-use super::canvas::{PictureCanvas, now_ms, yield_to_browser};
+use super::canvas::{PictureCanvas, now_ms};
+use super::chain_driver::{drive_chains, read_back, read_back_all};
 use super::controls::SamplerControls;
 use super::engine::Engine;
 use super::forward_panel::SIZE;
-use super::reverse_panel::{read_back, read_back_all, time_left};
+use super::reverse_panel::time_left;
 use super::schedule_plot::{Axes, Axis, polyline};
 use super::state::PageState;
-use crate::diffusion::sampler::{Guidance, ReverseChain, SamplerConfig, VarianceKind, lockstep};
+use crate::diffusion::sampler::{ChainStep, Guidance, ReverseChain, SamplerConfig, VarianceKind};
 use crate::image::GrayImage;
 use crate::view_state::PAGE_MAX_GUIDANCE;
 use leptos::prelude::*;
@@ -272,26 +273,18 @@ impl ComparisonRun {
         }
         self.differences.set(Vec::new());
         self.progress.set((0, rounds));
-        let mut done = 0;
-        while !self.stop.get_untracked() {
-            let started = now_ms();
-            let next = chains.each_ref().map(|c| c.next_coefs().map(|c| c.t));
-            let go = lockstep(&next);
-            if !go.contains(&true) {
-                break;
-            }
-            for (i, chain) in chains.iter_mut().enumerate().filter(|(i, _)| go[*i]) {
-                let Some(s) = engine.step(chain, guidance[i].as_ref()).await? else {
-                    continue;
-                };
+        let (mut done, mut last_round) = (0, now_ms());
+        let show_round = async |stepped: Vec<(usize, ChainStep)>| {
+            let mut t = 0;
+            for (i, s) in stepped {
                 let [x_prev, pred_x0] = read_back_all([s.x_prev, s.pred_x0]).await?;
                 self.sides[i].x_t.set(Some(small_grid(&x_prev)));
                 self.sides[i].pred_x0.set(Some(small_grid(&pred_x0)));
                 self.sides[i].t.set(Some(s.coefs.t));
+                t = t.max(s.coefs.t);
                 latest[i] = x_prev;
                 latest_x0[i] = pred_x0;
             }
-            let t = next.iter().flatten().max().copied().unwrap_or(0);
             self.differences.update(|d| {
                 d.push(Difference {
                     t,
@@ -301,9 +294,12 @@ impl ComparisonRun {
             });
             done += 1;
             self.progress.set((done, rounds));
-            self.round_ms.set(now_ms() - started);
-            yield_to_browser().await;
-        }
+            let now = now_ms();
+            self.round_ms.set(now - last_round);
+            last_round = now;
+            Ok(())
+        };
+        drive_chains(engine, &mut chains, &guidance, || self.stop.get_untracked(), show_round).await?;
         Ok(())
     }
 }

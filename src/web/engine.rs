@@ -4,7 +4,7 @@
 use super::worker::{EpsRequest, EpsWorker};
 use crate::data::{ImageDataset, parse_idx_images, parse_idx_labels};
 use crate::diffusion::sampler::guidance::check_guidance;
-use crate::diffusion::sampler::{ChainStep, EpsModel, Guidance, ReverseChain};
+use crate::diffusion::sampler::{EpsModel, Guidance, ReverseChain};
 use crate::model::UNet;
 use crate::model::weights::{CONFIG_FILE, DiffusionConfig, WEIGHTS_FILE};
 use crate::view_state::BackendPreference;
@@ -342,19 +342,6 @@ impl Engine {
             .model_input()
             .map(|(x_t, t)| self.request_eps(x_t, &t, guidance))
             .transpose()
-    }
-
-    /// One step of `chain` with ε̂ from wherever the U-Net runs; `None` once x_0 is reached.
-    pub async fn step<M: EpsModel>(
-        &self,
-        chain: &mut ReverseChain<'_, M>,
-        guidance: Option<&Guidance>,
-    ) -> Result<Option<ChainStep>, String> {
-        let Some(pending) = self.request_next(chain, guidance)? else {
-            return Ok(None);
-        };
-        let eps = pending.eps().await?; // [b, c, h, w]
-        Ok(chain.step_with(eps))
     }
 }
 

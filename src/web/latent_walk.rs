@@ -1,14 +1,14 @@
 //! A walk through the latent space: the x_T of two seeds, spherically interpolated and decoded by
 //! deterministic DDIM into a strip of digits that morph from one seed's sample into the other's.
 
-use super::canvas::{PictureCanvas, yield_to_browser};
+use super::canvas::PictureCanvas;
+use super::chain_driver::{drive_chains, read_back};
 use super::controls::DownloadButton;
 use super::engine::Engine;
 use super::forward_panel::SIZE;
-use super::reverse_panel::read_back;
 use super::state::PageState;
 use crate::diffusion::sampler::interpolate::interpolation_latents;
-use crate::diffusion::sampler::{Guidance, ReverseChain, SamplerPlan};
+use crate::diffusion::sampler::{ChainStep, Guidance, ReverseChain, SamplerPlan};
 use crate::image::GrayImage;
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
@@ -93,10 +93,20 @@ async fn run_walk(
     let show = |pixels: &[f32]| GrayImage::grid(pixels, SIZE, WALK_FRAMES, 1);
     strip.set(Some(show(&read_back(chain.current()).await?)));
     progress.set((0, total));
-    while let Some(s) = engine.step(&mut chain, guidance.as_ref()).await? {
-        strip.set(Some(show(&read_back(s.x_prev).await?)));
-        progress.set((s.index + 1, total));
-        yield_to_browser().await;
-    }
+    let show_step = async |stepped: Vec<(usize, ChainStep)>| {
+        for (_, s) in stepped {
+            strip.set(Some(show(&read_back(s.x_prev).await?)));
+            progress.set((s.index + 1, total));
+        }
+        Ok(())
+    };
+    drive_chains(
+        engine,
+        std::slice::from_mut(&mut chain),
+        &[guidance],
+        || false,
+        show_step,
+    )
+    .await?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod article;
 pub mod canvas;
+pub mod chain_driver;
 pub mod compare_panel;
 pub mod controls;
 pub mod engine;

@@ -2,13 +2,14 @@
 //! side as it goes, stop it, and replay any step afterwards.
 
 use super::article::{DDIM_PAPER, DDPM_CODE, DDPM_PAPER, Equation, SDEDIT_PAPER, step_equation};
-use super::canvas::{PictureCanvas, now_ms, yield_to_browser};
+use super::canvas::{PictureCanvas, now_ms};
+use super::chain_driver::{drive_chains, read_back, read_back_all};
 use super::controls::{DownloadButton, PlayButton, SamplerControls};
 use super::engine::Engine;
 use super::forward_panel::{SIZE, forward_noise};
 use super::guidance_controls::GuidanceControls;
 use super::state::PageState;
-use crate::diffusion::sampler::{ReverseChain, StepCoefs};
+use crate::diffusion::sampler::{ChainStep, ReverseChain, StepCoefs};
 use crate::image::GrayImage;
 use crate::rng::NoiseRng;
 use burn::tensor::{Tensor, TensorData};
@@ -38,28 +39,6 @@ const GRID_PAD: usize = 1;
 
 fn grid(pixels: &[f32]) -> GrayImage {
     GrayImage::grid(pixels, SIZE, GRID_COLUMNS, GRID_PAD)
-}
-
-/// Reads a batch back (asynchronously: the browser forbids blocking reads) as host floats.
-pub async fn read_back(t: Tensor<4>) -> Result<Vec<f32>, String> {
-    let data = t.into_data_async().await.map_err(|e| e.to_string())?;
-    data.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))
-}
-
-/// Reads several tensors back in one transaction: one wait for the GPU per step, however many
-/// pictures the step shows.
-pub async fn read_back_all<const N: usize>(tensors: [Tensor<4>; N]) -> Result<[Vec<f32>; N], String> {
-    let data = tensors
-        .into_iter()
-        .fold(burn::tensor::Transaction::default(), |t, x| t.register(x))
-        .execute_async()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|d| d.try_to_vec::<f32>().map_err(|e| format!("{e:?}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    data.try_into()
-        .map_err(|d: Vec<Vec<f32>>| format!("the transaction returned {} tensors, not {N}", d.len()))
 }
 
 /// The random stream of SDEdit's noise for all but the first image (see [`NoiseRng::stream_seed`]).
@@ -381,31 +360,33 @@ async fn run_chain(engine: &Engine, start: Start, state: PageState, view: ChainV
     let offset = done;
     let mut last_frame = now_ms();
     let guidance = state.guidance_for(BATCH);
-    let mut pending = engine.request_next(&chain, guidance.as_ref())?;
-    while let Some(request) = pending.take() {
-        if view.stop.get_untracked() {
-            break;
+    let show_step = async |stepped: Vec<(usize, ChainStep)>| {
+        for (_, s) in stepped {
+            let [x_t, pred_x0, eps] = read_back_all([s.x_prev, s.pred_x0, s.eps.div_scalar(3.0)]).await?;
+            view.frames.update(|f| {
+                f.push(Frame {
+                    coefs: Some(s.coefs),
+                    x_t: grid(&x_t),
+                    pred_x0: grid(&pred_x0),
+                    eps: grid(&eps),
+                })
+            });
+            view.shown.set(s.index + 1 - offset);
+            view.progress.set((s.index + 1 - offset, total - offset));
+            step.set(Some(s.coefs));
+            let now = now_ms();
+            view.step_ms.set(now - last_frame);
+            last_frame = now;
         }
-        let eps = request.eps().await?; // [b, c, h, w]
-        let Some(s) = chain.step_with(eps) else { break };
-        // In the Web Worker the next step is computed while this one is read back and drawn.
-        pending = engine.request_next(&chain, guidance.as_ref())?;
-        let [x_t, pred_x0, eps] = read_back_all([s.x_prev, s.pred_x0, s.eps.div_scalar(3.0)]).await?;
-        view.frames.update(|f| {
-            f.push(Frame {
-                coefs: Some(s.coefs),
-                x_t: grid(&x_t),
-                pred_x0: grid(&pred_x0),
-                eps: grid(&eps),
-            })
-        });
-        view.shown.set(s.index + 1 - offset);
-        view.progress.set((s.index + 1 - offset, total - offset));
-        step.set(Some(s.coefs));
-        let now = now_ms();
-        view.step_ms.set(now - last_frame);
-        last_frame = now;
-        yield_to_browser().await;
-    }
+        Ok(())
+    };
+    drive_chains(
+        engine,
+        std::slice::from_mut(&mut chain),
+        &[guidance],
+        || view.stop.get_untracked(),
+        show_step,
+    )
+    .await?;
     Ok(())
 }
