@@ -4,6 +4,8 @@
 pub mod blocks;
 pub mod embedding;
 pub mod unet;
+pub mod validate;
 pub mod weights;
 
-pub use unet::{SkipLayout, UNet, UNetConfig, UNetConfigError};
+pub use unet::{SkipLayout, UNet, UNetConfig};
+pub use validate::UNetConfigError;

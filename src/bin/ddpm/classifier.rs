@@ -33,7 +33,7 @@ pub(crate) fn run(a: ClassifierArgs) -> Result<()> {
     let test = ImageDataset::load(&a.data, Split::Test).context("loading the held-out split")?;
     let device = burn::tensor::Device::flex();
     eprintln!(
-        "training the classifier on {} digits, testing on {} held-out ones ({} epochs)",
+        "training the classifier on {} images, testing on {} held-out ones ({} epochs)",
         train.len(),
         test.len(),
         a.epochs
@@ -57,7 +57,7 @@ pub(crate) fn run(a: ClassifierArgs) -> Result<()> {
         },
     )?;
     eprintln!(
-        "wrote {} : test accuracy {:.2} % on {} digits",
+        "wrote {} : test accuracy {:.2} % on {} held-out images",
         a.out.display(),
         record.test_accuracy * 100.0,
         record.test_images

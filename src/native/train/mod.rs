@@ -3,7 +3,7 @@
 //! norm, an EMA of the weights, sample grids, atomic checkpoints and resumption. Min-SNR-γ loss
 //! weighting (Hang et al. 2023) is an option beside L_simple.
 //!
-//! The loop lives here; [`config`] is the recipe, [`checkpoint`] the run folder, [`ema`] the
+//! The loop lives here and a run's set-up, step and checkpoint in `run.rs`; [`config`] is the recipe, [`checkpoint`] the run folder, [`ema`] the
 //! averaged weights, [`grads`] the clipping, [`loss`] the weighted loss, [`divergence`] the rule that stops a bad run and
 //! [`conditioning`] the label dropout and the starting weights of a conditional run.
 
@@ -14,6 +14,7 @@ pub mod divergence;
 pub mod ema;
 pub mod grads;
 pub mod loss;
+mod run;
 
 pub use checkpoint::{RunDir, RunLock, checkpoint_config, checkpoint_step, export_model, write_loss_plot};
 pub use conditioning::drop_labels;
@@ -23,20 +24,14 @@ pub use ema::ema_update;
 pub use grads::clip_grad_global_norm;
 pub use loss::{LossWeighting, training_loss};
 
-use crate::data::{BatchSampler, ImageDataset};
-use crate::diffusion::forward::q_sample;
+use crate::data::ImageDataset;
 use crate::diffusion::sampler::{Guided, ReverseChain, SamplerConfig};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::image::GrayImage;
 use crate::model::UNet;
-use crate::model::weights::{WeightsError, unet_to_bytes};
-use crate::native::io::{write_atomic, write_png};
-use crate::rng::NoiseRng;
-use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
+use crate::model::weights::WeightsError;
 use burn::tensor::Device;
-use checkpoint::{CheckpointState, loss_csv_up_to, read_checkpoint_state, save_checkpoint};
-use conditioning::{LABEL_DROPOUT_STREAM, initial_weights};
+use run::Run;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -159,139 +154,18 @@ pub fn train(
     resume: bool,
     mut on_progress: impl FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<TrainSummary, TrainError> {
-    config.validate()?;
-    if data.rows != config.unet.image_size || data.cols != config.unet.image_size {
-        return Err(TrainError::Settings(format!(
-            "the dataset's images are {}×{} but the model expects {}×{}",
-            data.rows, data.cols, config.unet.image_size, config.unet.image_size
-        )));
-    }
-    let schedule =
-        NoiseSchedule::new(config.schedule, config.timesteps).map_err(|e| TrainError::Settings(e.to_string()))?;
-    let run = RunDir::new(out);
-    let _lock = RunLock::acquire(out)?;
-    std::fs::create_dir_all(run.samples()).map_err(io_err(format!("creating {}", out.display())))?;
-    let train_device = device.clone().autodiff();
-    let plain_device = device.clone();
-    let diffusion = config.diffusion_config();
-
-    // Seeded initialisation, and (below) a seed per step for dropout: a run is reproducible, and a
-    // resumed run takes the same steps as an uninterrupted one.
-    train_device.seed(config.seed);
-    let mut model = config.unet.init(&train_device);
-    let mut optim = AdamConfig::new().init();
-    let mut ema = model.valid();
-    let mut start_step = 0;
-    if resume {
-        let Some(dir) = run.resumable() else {
-            return Err(TrainError::Resume {
-                path: run.checkpoint().display().to_string(),
-                reason: "no checkpoint there (start a new run instead)".into(),
-            });
-        };
-        let shown = dir.display().to_string();
-        let resume_err = |reason: String| TrainError::Resume {
-            path: shown.clone(),
-            reason,
-        };
-        let state = read_checkpoint_state(&dir)?;
-        if !config.continues(&state.config, state.step) {
-            return Err(resume_err(format!(
-                "its recipe (model, schedule, batch, lr, warm-up, EMA, seed) differs from these settings; \
-                 only the number of steps, the intervals, the gradient clipping, a learning-rate decay \
-                 that begins at or after the checkpoint's step {} and a new rate asked for with \
-                 --change-lr may change when resuming",
-                state.step
-            )));
-        }
-        let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| resume_err(format!("{name}: {e}")));
-        model = diffusion.load_unet(read("model.bpk")?, &train_device)?;
-        ema = diffusion.load_unet(read("ema.bpk")?, &plain_device)?;
-        optim = optim
-            .from_bytes(burn::tensor::Bytes::from_bytes_vec(read("optim.bpk")?))
-            .map_err(|e| resume_err(format!("optim.bpk: {e}")))?;
-        start_step = state.step;
-    } else if run.resumable().is_some() {
-        return Err(TrainError::RunExists(out.to_path_buf()));
-    } else if let Some(init) = &config.init_from {
-        (model, ema) = initial_weights(Path::new(init), config, &train_device)?;
-    }
-    if let Some(n) = config.unet.num_classes {
-        if data.labels.len() != data.len() {
-            return Err(TrainError::Settings(
-                "conditional training needs the dataset's labels (the labels-idx1 file beside the images)".into(),
-            ));
-        }
-        if let Some(&bad) = data.labels.iter().find(|&&l| l as usize >= n) {
-            return Err(TrainError::Settings(format!(
-                "the dataset has label {bad} but the model has {n} classes"
-            )));
-        }
-    }
-    write_atomic(
-        &out.join("train.json"),
-        serde_json::to_string_pretty(config).expect("serialises").as_bytes(),
-    )
-    .map_err(io_err("writing train.json"))?;
-    if !resume || !run.loss_csv().exists() {
-        write_atomic(&run.loss_csv(), b"step,loss,lr\n").map_err(io_err("writing loss.csv"))?;
-    } else {
-        // A run that died after its last checkpoint logged steps that will now be trained again.
-        let csv = std::fs::read_to_string(run.loss_csv()).map_err(io_err("reading loss.csv"))?;
-        let kept = loss_csv_up_to(&csv, start_step);
-        if kept.len() != csv.len() {
-            write_atomic(&run.loss_csv(), kept.as_bytes()).map_err(io_err("rewriting loss.csv"))?;
-        }
-    }
-    let mut loss_log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(run.loss_csv())
-        .map_err(io_err("opening loss.csv"))?;
-
-    let mut batches = BatchSampler::new(data.len(), config.seed);
+    let mut run = Run::open(config, data, out, device, resume)?;
+    let start_step = run.start_step;
     let started = Instant::now();
     let mut last_loss = f64::NAN;
-    let mut watch = DivergenceWatch::default();
     let mut end_step = config.steps;
-    let size = config.unet.image_size;
     for step in start_step..config.steps {
-        // Algorithm 1: x_0 ~ q(x_0), t ~ Uniform, ε ~ N(0, I); step on ∇‖ε − ε_θ(x_t, t)‖².
-        let indices = batches.batch_at(step, config.batch);
-        let step_seed = NoiseRng::stream_seed(config.seed, step as u64);
-        train_device.seed(step_seed);
-        let mut rng = NoiseRng::new(step_seed);
-        let t: Vec<usize> = (0..config.batch).map(|_| rng.below(config.timesteps)).collect();
-        let x0 = data.batch(&indices, &train_device); // [b, 1, s, s]
-        let noise = rng.normal_tensor([config.batch, 1, size, size], &train_device); // [b, 1, s, s]
-        let x_t = q_sample(&schedule, x0, &t, noise.clone()); // [b, 1, s, s]
-        let classes = config.p_uncond.map(|p| {
-            // Its own stream, so the draws of t and ε are those of an unconditional run.
-            let mut rng = NoiseRng::new(NoiseRng::stream_seed(step_seed, LABEL_DROPOUT_STREAM));
-            drop_labels(indices.iter().map(|&i| data.labels[i]), p, &mut rng)
-        });
-        let eps = model.forward_classes(x_t, &t, classes.as_deref()); // [b, 1, s, s]
-        let loss = training_loss(eps, noise, &t, config.loss_weighting, &schedule); // [1]
-        let lr = config.lr_at(step);
-        // Every step's loss and gradient norm are read back and checked before the weights move,
-        // so a bad step never reaches the weights, a checkpoint or an export.
-        let step_loss = loss.clone().into_scalar::<f32>() as f64;
-        watch.check_loss(step + 1, step_loss)?;
-        let log_now = (step + 1) % config.log_every == 0 || step + 1 == config.steps;
-        if log_now {
-            last_loss = step_loss;
-            use std::io::Write;
-            writeln!(loss_log, "{},{last_loss:.6},{lr:.3e}", step + 1).map_err(io_err("appending to loss.csv"))?;
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        // Without clipping the norm is still taken (a scale of exactly 1 changes no gradient).
-        let (grads, norm) = clip_grad_global_norm(grads, &model, config.grad_clip.unwrap_or(f64::INFINITY));
-        if let Some(norm) = norm {
-            watch.check_grad_norm(step + 1, norm.into_scalar::<f32>() as f64)?;
-        }
-        model = optim.step(lr, model, grads);
-        ema = ema_update(ema, &model, config.ema_decay, step);
-
+        let loss = run.step(step, data)?;
         let done = step + 1;
+        if done % config.log_every == 0 || done == config.steps {
+            last_loss = loss;
+            run.log_loss(done, loss, config.lr_at(step))?;
+        }
         let images_per_second = (done - start_step) as f64 * config.batch as f64 / started.elapsed().as_secs_f64();
         let stop = on_progress(&Progress {
             step: done,
@@ -301,20 +175,10 @@ pub fn train(
         })
         .is_break();
         if config.sample_every > 0 && done % config.sample_every == 0 {
-            let grid = sample_grid(&ema, &schedule, 16, config.seed, &plain_device);
-            write_png(&run.samples().join(format!("step_{done:07}.png")), &grid)
-                .map_err(io_err("writing a sample grid"))?;
+            run.write_sample_grid(done)?;
         }
-        // A checkpoint waits while the loss is above the divergence threshold: only weights whose
-        // loss is back to normal are kept.
-        if (stop || done % config.checkpoint_every == 0 || done == config.steps) && watch.healthy() {
-            let state = CheckpointState {
-                step: done,
-                config: config.clone(),
-            };
-            save_checkpoint(&run, &model, &ema, &optim, &state)?;
-            export_model(&run.export(), &diffusion, &unet_to_bytes(ema.clone())?)?;
-            write_loss_plot(&run)?;
+        if stop || done % config.checkpoint_every == 0 || done == config.steps {
+            run.checkpoint(done)?;
         }
         if stop {
             end_step = done;
@@ -328,7 +192,7 @@ pub fn train(
         end_step,
         last_loss,
         images_per_second,
-        export_dir: run.export(),
+        export_dir: run.export_dir(),
         interrupted: end_step < config.steps,
     })
 }
