@@ -89,9 +89,12 @@ pub struct ClassEmbeddingConfig {
     pub zero_init: bool,
 }
 
-/// A learned vector per class, plus one for "no class" (∅, the last row), scaled by
-/// [`CLASS_EMBEDDING_GAIN`] and added to the timestep embedding (Ho & Salimans 2022 train one network for both, dropping the label with probability
-/// p_uncond).
+/// A learned vector per class, scaled by [`CLASS_EMBEDDING_GAIN`] and added to the timestep
+/// embedding (Ho & Salimans 2022 train one network for both, dropping the label with probability
+/// p_uncond). "No class" (∅) adds nothing: the unconditional model is the network given no class
+/// vector, exactly, so a model made conditional from unconditional weights keeps that model as its
+/// ∅ path, and training cannot move ∅ away from it through the table. (The table keeps a last row
+/// for ∅, as the format has it; it is never read and gets no gradient.)
 #[derive(Module, Debug)]
 pub struct ClassEmbedding {
     table: Embedding,
@@ -152,7 +155,13 @@ impl ClassEmbedding {
     pub fn forward(&self, classes: &[Option<usize>], device: &Device) -> Tensor<2> {
         let b = classes.len();
         let rows = Tensor::<2, Int>::from_data(TensorData::new(self.rows(classes), [b, 1]), device); // [b, 1]
-        let e = self.table.forward(rows).mul_scalar(CLASS_EMBEDDING_GAIN); // [b, 1, embed_dim]
+        // The gain for a class, zero for ∅ (whose row then gets no gradient either).
+        let gain: Vec<f32> = classes
+            .iter()
+            .map(|c| if c.is_some() { CLASS_EMBEDDING_GAIN as f32 } else { 0.0 })
+            .collect();
+        let gain = Tensor::<3>::from_data(TensorData::new(gain, [b, 1, 1]), device); // [b, 1, 1]
+        let e = self.table.forward(rows) * gain; // [b, 1, embed_dim]
         let d = e.dims()[2];
         e.reshape([b, d]) // [b, embed_dim]
     }
@@ -161,6 +170,30 @@ impl ClassEmbedding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::module::Param;
+
+    /// Whatever the table's last row holds, ∅ adds exactly nothing and gets no gradient; a class
+    /// adds gain · its row.
+    #[test]
+    fn no_class_adds_nothing_and_learns_nothing() {
+        let device = Device::flex().autodiff();
+        let mut embedding = ClassEmbeddingConfig::new(2, 3).init(&device);
+        let table = Tensor::<2>::from_floats([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]], &device);
+        embedding.table.weight = Param::from_tensor(table.require_grad());
+        let e = embedding.forward(&[Some(1), None], &device); // [2, 3]
+        let values = e.clone().into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(values, [40.0, 50.0, 60.0, 0.0, 0.0, 0.0]);
+        let grads = e.sum().backward();
+        let grad = embedding
+            .table
+            .weight
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert_eq!(grad, [0.0, 0.0, 0.0, 10.0, 10.0, 10.0, 0.0, 0.0, 0.0]);
+    }
 
     #[test]
     fn embedding_matches_ddpm_by_hand() {
