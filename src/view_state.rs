@@ -40,6 +40,8 @@ pub struct ViewState {
     pub class: Option<usize>,
     /// Class-conditional models: the guidance scale w (`&w=2`).
     pub guidance: f64,
+    /// Which of the page's models (`&model=fashion`; `None`: the first, what `assets/` holds).
+    pub model: Option<String>,
 }
 
 /// The guidance scales the page offers (its slider's range).
@@ -57,6 +59,7 @@ impl Default for ViewState {
             replay: None,
             class: None,
             guidance: 0.0,
+            model: None,
         }
     }
 }
@@ -160,6 +163,10 @@ impl ViewState {
                         "0".into(),
                     ),
                 },
+                "model" => match is_model_id(v) {
+                    true => s.model = Some(v.to_string()),
+                    false => unreadable("a model's name (letters, digits and '-')", "the first model".into()),
+                },
                 "replay" => match v.parse() {
                     Ok(k) => s.replay = Some(k),
                     Err(_) => unreadable("a step number (a whole number from 0)", "none".into()),
@@ -195,11 +202,17 @@ impl ViewState {
             .class
             .map(|c| format!("&class={c}&w={}", self.guidance))
             .unwrap_or_default();
+        let model = self.model.as_ref().map(|m| format!("model={m}&")).unwrap_or_default();
         format!(
-            "?schedule={}&t={}&digit={}&seed={}&{sampler}{class}{replay}{backend}",
+            "?{model}schedule={}&t={}&digit={}&seed={}&{sampler}{class}{replay}{backend}",
             self.schedule, self.t, self.digit, self.seed
         )
     }
+}
+
+/// A model's id as a link may carry it: 1 to 32 ASCII letters, digits and '-'.
+pub fn is_model_id(id: &str) -> bool {
+    (1..=32).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 /// The notice for a key the page does not know.
@@ -264,10 +277,11 @@ mod tests {
             replay: Some(17),
             class: Some(7),
             guidance: 2.5,
+            model: Some("fashion".into()),
         };
         assert_eq!(
             s.to_query(),
-            "?schedule=cosine&t=999&digit=3&seed=42&sampler=ddpm-beta&class=7&w=2.5&replay=17&backend=cpu"
+            "?model=fashion&schedule=cosine&t=999&digit=3&seed=42&sampler=ddpm-beta&class=7&w=2.5&replay=17&backend=cpu"
         );
         assert_eq!(ViewState::from_query(&s.to_query(), 1000), s);
         let d = ViewState::from_query("?t=5000&eta=7&steps=0&bogus=1&seed=x", 1000);
@@ -315,6 +329,13 @@ mod tests {
         assert_eq!(view.clone().with_classes_noting(Some(10), &mut more).class, None);
         assert_eq!(view.with_classes_noting(None, &mut more).class, None);
         assert_eq!(more.len(), 2, "{more:?}");
+        // A model's name is a word, not a path.
+        let (view, notices) = ViewState::parse_noting("?model=../secret");
+        assert_eq!((view.model, notices.len()), (None, 1));
+        assert!(
+            notices[0].starts_with("model=../secret is not a model's name"),
+            "{notices:?}"
+        );
         // A link the page wrote itself has nothing to note.
         let (_, none) = ViewState::parse_noting(&ViewState::default().to_query());
         assert!(none.is_empty(), "{none:?}");

@@ -367,3 +367,20 @@ fn no_bytes_make_loading_panic() {
         assert!(matches!(loads(random), Ok(Err(_))), "{len} random bytes");
     }
 }
+
+/// The page's list of models names folders that hold a model, with the size of its weights (the
+/// progress line divides by it).
+#[test]
+fn the_pages_list_of_models_matches_the_shipped_files() {
+    let json = std::fs::read_to_string("assets/models.json").unwrap();
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let models = list["models"].as_array().unwrap();
+    assert!(!models.is_empty());
+    for m in models {
+        let dir = std::path::Path::new("assets").join(m["dir"].as_str().unwrap_or(""));
+        let size = std::fs::metadata(dir.join("model.bpk")).unwrap().len();
+        assert_eq!(m["weights_bytes"].as_u64(), Some(size), "{m}");
+        let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        assert!(DiffusionConfig::from_json(&config).is_ok(), "{m}");
+    }
+}

@@ -537,3 +537,31 @@ fn time_left_and_differences_read_as_expected() {
     // √((3² + 4²) / 2).
     assert!((rms_difference(&[0.0, 0.0], &[3.0, 4.0]) - 12.5f64.sqrt()).abs() < 1e-12);
 }
+
+#[wasm_bindgen_test]
+fn the_list_of_models_is_read_and_bad_lists_are_refused() {
+    use ddpm_explorer::web::models::{Catalogue, progress_text};
+    let json = r#"{"models": [{"id": "digits", "name": "Digits"}, {"id": "fashion", "name": "Fashion-MNIST", "dir": "fashion", "weights_bytes": 2400000}]}"#;
+    let catalogue = Catalogue::from_json(json).unwrap();
+    let first = catalogue.pick(None).unwrap();
+    assert_eq!(
+        (first.id.as_str(), first.url("model.bpk")),
+        ("digits", "assets/model.bpk".to_string())
+    );
+    let fashion = catalogue.pick(Some("fashion")).unwrap();
+    assert_eq!(fashion.url("config.json"), "assets/fashion/config.json");
+    assert!(catalogue.is_default(first) && !catalogue.is_default(fashion));
+    assert_eq!(catalogue.pick(Some("cifar")), None);
+    for bad in [
+        r#"{"models": []}"#,
+        r#"{"models": [{"id": "a", "name": "A"}, {"id": "a", "name": "B"}]}"#,
+        r#"{"models": [{"id": "a b", "name": "A"}]}"#,
+        r#"{"models": [{"id": "a", "name": "A", "dir": "../secret"}]}"#,
+        r#"{"models": [{"id": "a", "name": "A", "dir": "/etc"}]}"#,
+        "not json",
+    ] {
+        assert!(Catalogue::from_json(bad).is_err(), "{bad}");
+    }
+    assert_eq!(progress_text(1_200_000, Some(2_400_000)), "1.2 of 2.4 MB");
+    assert_eq!(progress_text(300_000, None), "0.3 MB");
+}

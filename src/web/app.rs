@@ -6,6 +6,7 @@ use super::engine::Engine;
 use super::forward_panel::ForwardPanel;
 use super::latent_walk::LatentWalk;
 use super::math_panel::MathPanel;
+use super::models::{Catalogue, ModelEntry, progress_text};
 use super::reverse_panel::ReversePanel;
 use super::state::PageState;
 use crate::data::bytes_to_unit;
@@ -18,21 +19,40 @@ use std::rc::Rc;
 /// message if something could not be loaded.
 #[component]
 pub fn App() -> impl IntoView {
-    // The URL is read once, here; the backend it asks for is needed before the model is loaded.
-    let (view, notices) = ViewState::parse_noting(&page_query());
-    let preference = view.backend;
-    let engine =
-        LocalResource::new(move || async move { Engine::load(preference).await.map(|e| SendWrapper::new(Rc::new(e))) });
+    // The URL is read here; the backend it asks for is needed before the model is loaded.
+    let opened = ViewState::parse(&page_query());
+    let preference = opened.backend;
+    // The model on show: the link's, then the picker's. Picking another loads it (its files are
+    // fetched only then) while the page keeps showing the last one.
+    let model = RwSignal::new(opened.model);
+    let loading = RwSignal::new(None::<String>);
+    let engine = LocalResource::new(move || {
+        let id = model.get();
+        async move {
+            let report = move |entry: &ModelEntry, received: usize| {
+                let size = progress_text(received, entry.weights_bytes);
+                loading.set(Some(format!("Fetching the {} model's weights: {size}", entry.name)));
+            };
+            let loaded = Engine::load(preference, id, report).await;
+            loading.set(None);
+            loaded.map(|e| SendWrapper::new(Rc::new(e)))
+        }
+    });
     view! {
         <header>
             <h1>"DDPM Explorer"</h1>
             <p class="subtitle">"Denoising Diffusion Probabilistic Models (Ho et al. 2020), live in your browser"</p>
         </header>
+        <p class="model-loading" role="status" hidden=move || loading.get().is_none()>{move || loading.get()}</p>
         <Transition fallback=|| view! {
             <p class="loading" role="status"><span class="spinner"></span>"Loading the model weights and opening the compute device…"</p>
         }>
             {move || engine.get().map(|loaded| match loaded {
-                Ok(engine) => view! { <Explorer engine=engine view=view.clone() notices=notices.clone() /> }.into_any(),
+                Ok(engine) => {
+                    // The view as the URL says now (the page keeps it in step), the model as loaded.
+                    let (view, notices) = ViewState::parse_noting(&page_query());
+                    view! { <Explorer engine=engine view=view notices=notices model=model /> }.into_any()
+                }
                 Err(error) => view! {
                     <div class="error" role="alert">
                         <p>{format!("The model could not be loaded: {}", error.message)}</p>
@@ -69,9 +89,12 @@ pub fn Explorer(
     view: ViewState,
     /// What of the URL could not be taken as written, and why.
     notices: Vec<String>,
+    /// The model to show (`None`: the page's first); the picker sets it.
+    model: RwSignal<Option<String>>,
 ) -> impl IntoView {
     let timesteps = engine.config.timesteps;
     let mut notices = notices;
+    notices.extend(engine.notice.clone());
     let initial = view
         .clamped_noting(timesteps, &mut notices)
         .with_classes_noting(engine.unet.num_classes(), &mut notices);
@@ -87,7 +110,14 @@ pub fn Explorer(
     provide_context(state);
 
     // Keep the URL in step with the view, so it can be shared and replayed.
-    Effect::new(move |_| set_page_query(&state.view(initial.backend).to_query()));
+    let shown_model = (!engine.catalogue.is_default(&engine.model)).then(|| engine.model.id.clone());
+    Effect::new(move |_| {
+        let view = ViewState {
+            model: shown_model.clone(),
+            ..state.view(initial.backend)
+        };
+        set_page_query(&view.to_query())
+    });
 
     let backend = engine.backend.clone();
     let trained_with = format!(
@@ -107,6 +137,7 @@ pub fn Explorer(
         <p class="badge" class:cpu=!backend.webgpu role="status" title=backend.fallback_reason.clone().unwrap_or_default()>
             {backend.label()}
         </p>
+        <ModelPicker catalogue=engine.catalogue.clone() shown=engine.model.id.clone() model=model />
         <p class="model-info">{trained_with}</p>
         {(!notices.is_empty()).then(|| view! {
             <div class="notice" role="status">
@@ -122,4 +153,32 @@ pub fn Explorer(
             <LatentWalk engine=engine />
         </main>
     }
+}
+
+/// The models the page offers, when it offers more than one: picking one loads it.
+#[component]
+fn ModelPicker(
+    /// The page's models.
+    catalogue: Catalogue,
+    /// The id of the model on show.
+    shown: String,
+    /// Set to the picked model's id.
+    model: RwSignal<Option<String>>,
+) -> impl IntoView {
+    let busy = PageState::expect().busy;
+    (catalogue.models.len() > 1).then(|| {
+        let options = catalogue
+            .models
+            .into_iter()
+            .map(|m| view! { <option value=m.id.clone() selected=m.id == shown>{m.name}</option> })
+            .collect_view();
+        view! {
+            <label class="model-choice">"Model "
+                <select class="model-picker" disabled=move || busy.get()
+                    on:change=move |ev| model.set(Some(event_target_value(&ev)))>
+                    {options}
+                </select>
+            </label>
+        }
+    })
 }

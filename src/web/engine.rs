@@ -1,6 +1,7 @@
 //! The browser's model engine: a burn device (WebGPU, or the CPU backend when WebGPU is missing),
 //! the trained U-Net and its configuration, all fetched from the page's own origin.
 
+use super::models::{Catalogue, LoadError, ModelEntry, fetch_bytes, fetch_bytes_reporting, fetch_catalogue};
 use super::worker::{EpsRequest, EpsWorker};
 use crate::data::{ImageDataset, parse_idx_images, parse_idx_labels};
 use crate::diffusion::sampler::guidance::check_guidance;
@@ -13,9 +14,8 @@ use js_sys::Reflect;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
-/// Where the app's files are served from, relative to the page.
-pub const ASSETS: &str = "assets";
-/// The real digits the forward panel starts from (IDX format, as MNIST ships).
+/// The real images the forward panel starts from, in each model's folder (IDX format, as MNIST
+/// ships).
 pub const DIGIT_IMAGES: &str = "digits-images-idx3-ubyte";
 /// Their labels.
 pub const DIGIT_LABELS: &str = "digits-labels-idx1-ubyte";
@@ -62,8 +62,14 @@ pub struct Engine {
     pub unet: UNet,
     /// Its architecture and schedule.
     pub config: DiffusionConfig,
-    /// Real digits for the forward panel.
+    /// Real images of the model's dataset, for the forward panel.
     pub digits: ImageDataset,
+    /// The models the page offers.
+    pub catalogue: Catalogue,
+    /// Which of them this is.
+    pub model: ModelEntry,
+    /// Why this is not the model the link asked for, when it is not.
+    pub notice: Option<String>,
     /// On the CPU backend, the copy of the U-Net that runs in a Web Worker (`None`: `unet` runs
     /// every step, on the GPU or, when the worker could not start, on the page's thread).
     pub worker: Option<EpsWorker>,
@@ -178,62 +184,6 @@ pub fn cpu_fallback(reason: String) -> (Device, BackendInfo) {
     )
 }
 
-/// Why the model could not be loaded, and whether trying again may help (a network failure or a
-/// busy server may pass; a corrupt file or a config that does not match its weights will not).
-#[derive(Clone, Debug, PartialEq)]
-pub struct LoadError {
-    /// What went wrong, for the page.
-    pub message: String,
-    /// Whether a retry can help.
-    pub retry_helps: bool,
-}
-
-impl LoadError {
-    /// A failure a retry will not mend.
-    pub fn lasting(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retry_helps: false,
-        }
-    }
-
-    /// A failure that may pass.
-    pub fn passing(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retry_helps: true,
-        }
-    }
-}
-
-impl std::fmt::Display for LoadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-/// Fetches a file from the page's origin.
-pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, LoadError> {
-    let response = gloo_net::http::Request::get(url)
-        .send()
-        .await
-        .map_err(|e| LoadError::passing(format!("could not fetch {url}: {e}")))?;
-    if !response.ok() {
-        let status = response.status();
-        let message = format!("{url}: HTTP {status} {}", response.status_text());
-        // Server errors, timeouts and rate limits may pass; a missing file will not.
-        let passing = status >= 500 || status == 408 || status == 429;
-        return Err(LoadError {
-            message,
-            retry_helps: passing,
-        });
-    }
-    response
-        .binary()
-        .await
-        .map_err(|e| LoadError::passing(format!("{url}: reading the body failed: {e}")))
-}
-
 /// Parses the shipped digits.
 pub fn parse_digits(images: &[u8], labels: &[u8]) -> Result<ImageDataset, String> {
     let digits = parse_idx_images(images, "digits").map_err(|e| e.to_string())?;
@@ -242,16 +192,43 @@ pub fn parse_digits(images: &[u8], labels: &[u8]) -> Result<ImageDataset, String
 }
 
 impl Engine {
-    /// Loads everything: the device (as `preference` asks), `config.json`, the weights and the digits.
-    pub async fn load(preference: BackendPreference) -> Result<Engine, LoadError> {
+    /// Loads everything: the device (as `preference` asks), the page's list of models, and the
+    /// model `model` names (the first when `None` or when no model has that name): its
+    /// `config.json`, weights and real images. `on_progress` hears which model loads and how many
+    /// bytes of its weights have arrived.
+    pub async fn load(
+        preference: BackendPreference,
+        model: Option<String>,
+        mut on_progress: impl FnMut(&ModelEntry, usize),
+    ) -> Result<Engine, LoadError> {
+        let catalogue = fetch_catalogue().await?;
+        let (entry, notice) = match catalogue.pick(model.as_deref()) {
+            Some(entry) => (entry.clone(), None),
+            None => {
+                let first = catalogue.models[0].clone();
+                let ids = catalogue
+                    .models
+                    .iter()
+                    .map(|m| m.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let asked = model.unwrap_or_default();
+                let notice = format!(
+                    "model={asked} is not one of this page's models ({ids}): showing {}",
+                    first.name
+                );
+                (first, Some(notice))
+            }
+        };
+        on_progress(&entry, 0);
         // The device opens while the four files download, all at once.
-        let urls = [CONFIG_FILE, WEIGHTS_FILE, DIGIT_IMAGES, DIGIT_LABELS].map(|f| format!("{ASSETS}/{f}"));
+        let urls = [CONFIG_FILE, WEIGHTS_FILE, DIGIT_IMAGES, DIGIT_LABELS].map(|f| entry.url(f));
         let [config_url, weights_url, images_url, labels_url] = &urls;
         let ((device, backend), files) = futures::future::join(
             select_device(preference),
             futures::future::try_join4(
                 fetch_bytes(config_url),
-                fetch_bytes(weights_url),
+                fetch_bytes_reporting(weights_url, |n| on_progress(&entry, n)),
                 fetch_bytes(images_url),
                 fetch_bytes(labels_url),
             ),
@@ -279,6 +256,9 @@ impl Engine {
             unet,
             config,
             digits,
+            catalogue,
+            model: entry,
+            notice,
             worker,
         })
     }

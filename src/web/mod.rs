@@ -12,6 +12,7 @@ pub mod forward_panel;
 pub mod guidance_controls;
 pub mod latent_walk;
 pub mod math_panel;
+pub mod models;
 pub mod reverse_panel;
 pub mod schedule_plot;
 pub mod state;

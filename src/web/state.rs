@@ -81,6 +81,7 @@ impl PageState {
             replay: self.replay.get(),
             class: self.class.get(),
             guidance: self.guidance.get(),
+            model: None,
         }
     }
 
