@@ -1126,3 +1126,43 @@ fn a_conditional_run_from_an_unconditional_model_learns_classes_in_its_ema() {
         assert_ne!(draw(&weights, "0"), draw(&weights, "1"), "{}", weights.display());
     }
 }
+
+/// `export --examples` writes the page's forward-panel images: two of each class from the
+/// held-out split, first occurrences then second ones — the shipped 20 digits, byte for byte.
+#[test]
+fn export_writes_the_pages_real_images_of_a_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("page");
+    let o = ddpm(&[
+        "export",
+        "--weights",
+        "assets",
+        "--out",
+        out.to_str().unwrap(),
+        "--half",
+        "--examples",
+        "data/mnist",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for file in ["digits-images-idx3-ubyte", "digits-labels-idx1-ubyte"] {
+        let written = std::fs::read(out.join(file)).unwrap();
+        assert_eq!(
+            written,
+            std::fs::read(Path::new("assets").join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    // A dataset that is not there: one line, and nothing written.
+    let missing = tmp.path().join("missing");
+    let o = ddpm(&[
+        "export",
+        "--weights",
+        "assets",
+        "--out",
+        missing.to_str().unwrap(),
+        "--examples",
+        "data/none",
+    ]);
+    assert_fails_with(&o, "--examples");
+    assert!(!missing.exists());
+}

@@ -11,6 +11,11 @@ pub use idx::{encode_idx_images, encode_idx_labels, parse_idx_images, parse_idx_
 use crate::rng::NoiseRng;
 use burn::tensor::{Device, Tensor, TensorData};
 
+/// The page's real images for the forward panel, in a model's folder (IDX, as MNIST ships).
+pub const EXAMPLE_IMAGES_FILE: &str = "digits-images-idx3-ubyte";
+/// Their labels.
+pub const EXAMPLE_LABELS_FILE: &str = "digits-labels-idx1-ubyte";
+
 /// Errors in reading a dataset.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -115,6 +120,31 @@ impl ImageDataset {
         }
         self.labels = labels;
         Ok(self)
+    }
+
+    /// Examples of every class, for the page's forward panel: row k holds the k-th image of each
+    /// class in label order (classes 0, 1, … of the first row, then their second images, …), for
+    /// `per_class` rows; a class with fewer images is skipped in the rows it lacks. Without labels,
+    /// the first `per_class · 10` images.
+    pub fn examples(&self, per_class: usize) -> ImageDataset {
+        let picked: Vec<usize> = if self.labels.is_empty() {
+            (0..self.len().min(per_class * 10)).collect()
+        } else {
+            let classes = self.labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
+            let mut of_class = vec![Vec::new(); classes];
+            for (i, &l) in self.labels.iter().enumerate() {
+                of_class[l as usize].push(i);
+            }
+            (0..per_class)
+                .flat_map(|k| of_class.iter().filter_map(move |images| images.get(k).copied()))
+                .collect()
+        };
+        ImageDataset {
+            pixels: picked.iter().flat_map(|&i| self.image(i).to_vec()).collect(),
+            labels: picked.iter().filter_map(|&i| self.labels.get(i).copied()).collect(),
+            rows: self.rows,
+            cols: self.cols,
+        }
     }
 
     /// The images at `indices`, one after the other, as flat model values in [−1, 1].
@@ -298,6 +328,26 @@ mod files {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Labels 1, 0, 1, 2, 0 (image i is all i): the first of each class (images 1, 0, 3), then the
+    /// second (4, 2; class 2 has none).
+    #[test]
+    fn examples_are_the_first_images_of_each_class_row_by_row() {
+        let data = ImageDataset {
+            pixels: vec![0, 1, 2, 3, 4],
+            labels: vec![1, 0, 1, 2, 0],
+            rows: 1,
+            cols: 1,
+        };
+        let examples = data.examples(2);
+        assert_eq!(examples.pixels, [1, 0, 3, 4, 2]);
+        assert_eq!(examples.labels, [0, 1, 2, 0, 1]);
+        let unlabelled = ImageDataset {
+            labels: Vec::new(),
+            ..data
+        };
+        assert_eq!(unlabelled.examples(2).pixels, [0, 1, 2, 3, 4]);
+    }
 
     #[test]
     fn idx_round_trip_and_header_checks() {

@@ -3,7 +3,7 @@
 
 use super::models::{Catalogue, LoadError, ModelEntry, fetch_bytes, fetch_bytes_reporting, fetch_catalogue};
 use super::worker::{EpsRequest, EpsWorker};
-use crate::data::{ImageDataset, parse_idx_images, parse_idx_labels};
+use crate::data::{EXAMPLE_IMAGES_FILE, EXAMPLE_LABELS_FILE, ImageDataset, parse_idx_images, parse_idx_labels};
 use crate::diffusion::sampler::guidance::check_guidance;
 use crate::diffusion::sampler::{EpsModel, Guidance, ReverseChain};
 use crate::model::UNet;
@@ -13,12 +13,6 @@ use burn::tensor::{Device, Tensor, TensorData};
 use js_sys::Reflect;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-
-/// The real images the forward panel starts from, in each model's folder (IDX format, as MNIST
-/// ships).
-pub const DIGIT_IMAGES: &str = "digits-images-idx3-ubyte";
-/// Their labels.
-pub const DIGIT_LABELS: &str = "digits-labels-idx1-ubyte";
 
 /// Which backend runs the model, in words for the badge.
 #[derive(Clone, Debug, PartialEq)]
@@ -222,7 +216,7 @@ impl Engine {
         };
         on_progress(&entry, 0);
         // The device opens while the four files download, all at once.
-        let urls = [CONFIG_FILE, WEIGHTS_FILE, DIGIT_IMAGES, DIGIT_LABELS].map(|f| entry.url(f));
+        let urls = [CONFIG_FILE, WEIGHTS_FILE, EXAMPLE_IMAGES_FILE, EXAMPLE_LABELS_FILE].map(|f| entry.url(f));
         let [config_url, weights_url, images_url, labels_url] = &urls;
         let ((device, backend), files) = futures::future::join(
             select_device(preference),

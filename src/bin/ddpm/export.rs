@@ -16,11 +16,27 @@ pub(crate) struct ExportArgs {
     /// Store the weights as f16 (half the download; measured output change is printed).
     #[arg(long)]
     half: bool,
+    /// Also write the page's real images for the forward panel: two of each class from this
+    /// dataset's held-out split (e.g. data/fashion-mnist), what a model folder of the page holds.
+    #[arg(long, value_name = "DATA")]
+    examples: Option<PathBuf>,
 }
 
 pub(crate) fn run(a: ExportArgs) -> Result<()> {
+    use ddpm_explorer::data::{
+        EXAMPLE_IMAGES_FILE, EXAMPLE_LABELS_FILE, ImageDataset, Split, encode_idx_images, encode_idx_labels,
+    };
     use ddpm_explorer::model::weights::{CONFIG_FILE, WEIGHTS_FILE, unet_to_bytes, unet_to_half_bytes};
     use ddpm_explorer::native::train::export_model;
+    // The examples first: a dataset that is not there stops the export before anything is written.
+    let examples = match &a.examples {
+        Some(dir) => Some(
+            ImageDataset::load(dir, Split::Test)
+                .with_context(|| format!("--examples: the held-out split of '{}'", dir.display()))?
+                .examples(2),
+        ),
+        None => None,
+    };
     let device = burn::tensor::Device::flex();
     let (config, unet) =
         load_model(&a.weights, &device).with_context(|| format!("loading weights from '{}'", a.weights.display()))?;
@@ -39,6 +55,14 @@ pub(crate) fn run(a: ExportArgs) -> Result<()> {
         .max()
         .into_scalar::<f32>();
     export_model(&a.out, &config, &bytes).with_context(|| format!("writing '{}'", a.out.display()))?;
+    if let Some(examples) = examples {
+        use ddpm_explorer::native::io::write_atomic;
+        let images = encode_idx_images(&examples.pixels, examples.rows, examples.cols);
+        let written = write_atomic(&a.out.join(EXAMPLE_IMAGES_FILE), &images)
+            .and_then(|()| write_atomic(&a.out.join(EXAMPLE_LABELS_FILE), &encode_idx_labels(&examples.labels)));
+        written.with_context(|| format!("writing the examples into '{}'", a.out.display()))?;
+        eprintln!("wrote {} real images for the page's forward panel", examples.len());
+    }
     eprintln!(
         "wrote {} ({} bytes, {}) and {}; largest change of ε̂ on 8 test inputs: {diff:.2e}",
         a.out.join(WEIGHTS_FILE).display(),
