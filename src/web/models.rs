@@ -77,7 +77,7 @@ impl Catalogue {
                     m.id
                 ));
             }
-            let inside = m.dir.split('/').all(|part| is_model_id(part)) || m.dir.is_empty();
+            let inside = m.dir.is_empty() || m.dir.split('/').all(is_model_id);
             if !inside {
                 return Err(format!(
                     "{CATALOGUE_FILE}: the folder '{}' is not a plain subfolder",

@@ -78,7 +78,7 @@ impl SamplerConfig {
                 ..
             } => "ddpm".into(),
             SamplerConfig::Ddpm { variance, .. } => format!("ddpm-{variance}"),
-            SamplerConfig::Ddim { steps, eta, .. } if eta == 0.0 => format!("ddim{steps}"),
+            SamplerConfig::Ddim { steps, eta: 0.0, .. } => format!("ddim{steps}"),
             SamplerConfig::Ddim { steps, eta, .. } => format!("ddim{steps}-eta{eta}"),
         }
     }
