@@ -351,49 +351,55 @@ test('a conditional model: a class picked and guided, in the URL, without errors
 });
 
 test('a second model is fetched only when picked, with a progress line, and the link names it', async () => {
-  // The page's list with a second model (the committed conditional digits model as "cond").
-  const dir = 'training/digits-cond/export-f16';
+  // The page's list with a second model of the other kind than the shipped one (conditional or not),
+  // so the class picker comes or goes with the pick.
+  const shippedIsConditional = JSON.parse(await readFile('assets/config.json', 'utf8')).unet.num_classes != null;
+  const [dir, name] = shippedIsConditional
+    ? ['training/mnist-msnr-decay/export-f16', 'Digits, unconditional']
+    : ['training/digits-cond/export-f16', 'Digits by class'];
   const weights = await readFile(`${dir}/model.bpk`);
   const catalogue = {
     models: [
       { id: 'digits', name: 'Digits (MNIST)', dir: '', weights_bytes: (await readFile('assets/model.bpk')).length },
-      { id: 'cond', name: 'Digits by class', dir: 'cond', weights_bytes: weights.length },
+      { id: 'other', name, dir: 'other', weights_bytes: weights.length },
     ],
   };
   const requested = [];
   const twoModels = async (page) => {
     page.on('request', (r) => requested.push(new URL(r.url()).pathname));
     await page.route('**/assets/models.json', (route) => route.fulfill({ body: JSON.stringify(catalogue) }));
-    await page.route('**/assets/cond/config.json', async (route) => route.fulfill({ body: await readFile(`${dir}/config.json`) }));
+    await page.route('**/assets/other/config.json', async (route) => route.fulfill({ body: await readFile(`${dir}/config.json`) }));
     // Held back a moment, so the progress line can be seen before the bytes arrive.
-    await page.route('**/assets/cond/model.bpk', async (route) => {
+    await page.route('**/assets/other/model.bpk', async (route) => {
       await new Promise((done) => setTimeout(done, 1500));
       await route.fulfill({ body: weights });
     });
     for (const f of ['digits-images-idx3-ubyte', 'digits-labels-idx1-ubyte']) {
-      await page.route(`**/assets/cond/${f}`, async (route) => route.fulfill({ body: await readFile(`assets/${f}`) }));
+      await page.route(`**/assets/other/${f}`, async (route) => route.fulfill({ body: await readFile(`assets/${f}`) }));
     }
   };
+  const classPicker = (page) => page.$('.class-picker').then((el) => el !== null);
   const { page, problems } = await open({ width: 1280, height: 900 }, 'sampler=ddim3&seed=0', twoModels);
-  assert.deepEqual(await page.$$eval('.model-picker option', (os) => os.map((o) => o.textContent)), ['Digits (MNIST)', 'Digits by class']);
-  assert.equal(await page.$('.class-picker'), null, 'the first model is unconditional');
-  assert.ok(!requested.some((p) => p.startsWith('/assets/cond/')), 'nothing of the second model before it is picked');
+  assert.deepEqual(await page.$$eval('.model-picker option', (os) => os.map((o) => o.textContent)), ['Digits (MNIST)', name]);
+  assert.equal(await classPicker(page), shippedIsConditional);
+  assert.ok(!requested.some((p) => p.startsWith('/assets/other/')), 'nothing of the second model before it is picked');
   // Picking it fetches it (the progress line names it) and the page shows its controls.
-  await page.selectOption('.model-picker', 'cond');
-  await page.waitForFunction(() => /Fetching the Digits by class model's weights: \d\.\d of 2\.4 MB/.test(document.querySelector('.model-loading').textContent));
-  await page.waitForSelector('.class-picker', { timeout: 120_000 });
-  assert.ok(requested.includes('/assets/cond/model.bpk'));
-  assert.match(page.url(), /model=cond&/);
+  await page.selectOption('.model-picker', 'other');
+  await page.waitForFunction((n) => document.querySelector('.model-loading').textContent.includes(`Fetching the ${n} model's weights: `), name);
+  assert.match(await page.textContent('.model-loading'), /: \d\.\d of 2\.4 MB$/);
+  await page.waitForFunction((want) => (document.querySelector('.class-picker') !== null) === want, !shippedIsConditional, { timeout: 120_000 });
+  assert.ok(requested.includes('/assets/other/model.bpk'));
+  assert.match(page.url(), /model=other&/);
   assert.equal(await page.$eval('.model-loading', (el) => el.hidden), true, 'the progress line is gone once loaded');
-  await page.selectOption('.class-picker', '3');
+  if (!shippedIsConditional) await page.selectOption('.class-picker', '3');
   await page.click('button.generate');
   await waitForSteps(page, 3);
   // A link with the model opens it; one with a model the page lacks says so and shows the first.
-  const shared = await open({ width: 1280, height: 900 }, 'model=cond&sampler=ddim3', twoModels);
-  await shared.page.waitForSelector('.class-picker');
+  const shared = await open({ width: 1280, height: 900 }, 'model=other&sampler=ddim3', twoModels);
+  assert.equal(await shared.page.$eval('.model-picker', (el) => el.value), 'other');
   await shared.page.close();
   const unknown = await open({ width: 1280, height: 900 }, 'model=cifar', twoModels);
-  assert.match(await unknown.page.textContent('.notice'), /model=cifar is not one of this page's models \(digits, cond\): showing Digits \(MNIST\)/);
+  assert.match(await unknown.page.textContent('.notice'), /model=cifar is not one of this page's models \(digits, other\): showing Digits \(MNIST\)/);
   await unknown.page.close();
   assert.deepEqual(problems, []);
   await page.close();
