@@ -368,8 +368,8 @@ fn no_bytes_make_loading_panic() {
     }
 }
 
-/// The page's list of models names folders that hold a model, with the size of its weights (the
-/// progress line divides by it).
+/// The page's list of models names folders that hold a model, with the size of its weights where
+/// it gives one (the progress line divides by it).
 #[test]
 fn the_pages_list_of_models_matches_the_shipped_files() {
     let json = std::fs::read_to_string("assets/models.json").unwrap();
@@ -379,7 +379,10 @@ fn the_pages_list_of_models_matches_the_shipped_files() {
     for m in models {
         let dir = std::path::Path::new("assets").join(m["dir"].as_str().unwrap_or(""));
         let size = std::fs::metadata(dir.join("model.bpk")).unwrap().len();
-        assert_eq!(m["weights_bytes"].as_u64(), Some(size), "{m}");
+        // Optional (the progress line then shows the bytes without a total), right when given.
+        if let Some(listed) = m["weights_bytes"].as_u64() {
+            assert_eq!(listed, size, "{m}");
+        }
         let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
         assert!(DiffusionConfig::from_json(&config).is_ok(), "{m}");
     }
