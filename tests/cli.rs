@@ -1127,6 +1127,99 @@ fn a_conditional_run_from_an_unconditional_model_learns_classes_in_its_ema() {
     }
 }
 
+/// `--network-lr-scale 0` learns the classes and leaves every other weight where `--init-from`
+/// had it: the model given no class draws exactly what the unconditional model draws (the same
+/// bytes for the same seed), and of the weights only the class rows moved.
+#[test]
+fn learning_only_the_class_embedding_keeps_the_unconditional_model_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_tiny_dataset(&data);
+    let plain = tmp.path().join("plain");
+    let o = train_tiny(&data, &plain, "4", false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cond = tmp.path().join("cond");
+    let init = plain.join("export");
+    let o = train_tiny_with(
+        &data,
+        &cond,
+        "30",
+        false,
+        &[
+            "--conditional",
+            "--network-lr-scale",
+            "0",
+            "--p-uncond",
+            "0",
+            "--init-from",
+            init.to_str().unwrap(),
+            "--lr",
+            "5e-2",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let train: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cond.join("train.json")).unwrap()).unwrap();
+    assert_eq!(train["network_lr_scale"], 0.0);
+    let draw = |dir: &Path, class: Option<&str>| -> Vec<u8> {
+        let out = tmp.path().join(format!(
+            "{}-{}",
+            dir.parent().unwrap().file_name().unwrap().to_str().unwrap(),
+            class.unwrap_or("none")
+        ));
+        let mut args = vec!["sample", "--weights", dir.to_str().unwrap(), "--n", "1", "--steps", "5"];
+        args.extend(["--seed", "3", "--device", "cpu", "--out-dir", out.to_str().unwrap()]);
+        if let Some(class) = class {
+            args.extend(["--class", class, "--guidance", "2"]);
+        }
+        let o = ddpm(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read(out.join("00000.png")).unwrap()
+    };
+    let export = cond.join("export");
+    assert_eq!(
+        draw(&export, None),
+        draw(&init, None),
+        "∅ is the unconditional model, to the bit"
+    );
+    // Tensor by tensor: only the class table moved (its class rows away from zero), the EMA's and
+    // the trained weights' alike.
+    let tensors = |file: &Path| -> std::collections::BTreeMap<String, Vec<u8>> {
+        let bytes = burn_pack::Bytes::from_bytes_vec(std::fs::read(file).unwrap());
+        let reader = burn_pack::Reader::from_bytes(bytes).unwrap();
+        let tensors = reader.into_tensors().unwrap().into_iter();
+        tensors
+            .map(|t| (t.name.clone(), t.into_bytes().unwrap().to_vec()))
+            .collect()
+    };
+    let before = tensors(&init.join("model.bpk"));
+    for file in [export.join("model.bpk"), cond.join("checkpoint/model.bpk")] {
+        let mut after = tensors(&file);
+        let table = after.keys().find(|n| n.contains("class_embed")).cloned().unwrap();
+        let table = after.remove(&table).unwrap();
+        assert_eq!(after, before, "{}: every other weight as it was", file.display());
+        // A row per class (the tiny set's two) and ∅'s: the classes' rows moved from zero, ∅'s
+        // (the last) did not.
+        let classes = train["unet"]["num_classes"].as_u64().unwrap() as usize;
+        assert_eq!(classes, 2);
+        let row = table.len() / (classes + 1);
+        let row_moved = |r: usize| table[r * row..(r + 1) * row].iter().any(|&b| b != 0);
+        assert!((0..classes).all(row_moved) && !row_moved(classes), "{}", file.display());
+    }
+    let _ = draw(&export, Some("0"));
+    // Without trained weights to keep, the flag means nothing: refused with the reason.
+    assert_fails_with(
+        &train_tiny_with(
+            &data,
+            &tmp.path().join("bare"),
+            "2",
+            false,
+            &["--conditional", "--network-lr-scale", "0"],
+        ),
+        "needs a conditional run from trained weights",
+    );
+}
+
 /// `export --examples` writes the page's forward-panel images: two of each class from the
 /// held-out split, first occurrences then second ones — the shipped 20 digits, byte for byte.
 #[test]

@@ -25,7 +25,7 @@ use ddpm_explorer::web::guidance_controls::GuidanceControls;
 use ddpm_explorer::web::math_panel::MathPanel;
 use ddpm_explorer::web::reverse_panel::{BATCH, Frame, chain_figure, evenly_spaced, format_duration, time_left};
 use ddpm_explorer::web::state::PageState;
-use ddpm_explorer::web::worker::EpsWorker;
+use ddpm_explorer::web::worker::{EpsPool, EpsWorker, pool_size, split_batch};
 use leptos::mount::mount_to;
 use leptos::prelude::*;
 use leptos::task::tick;
@@ -306,6 +306,54 @@ async fn the_web_worker_predicts_what_the_unet_on_the_page_predicts() {
 }
 
 #[wasm_bindgen_test]
+fn a_batch_is_shared_out_in_even_runs_and_the_pool_fits_the_cores() {
+    // 7 images over 3 workers: 3, 2, 2; 2 images over 3: a run each; 16 over 1: all.
+    assert_eq!(split_batch(7, 3), vec![0..3, 3..5, 5..7]);
+    assert_eq!(split_batch(2, 3), vec![0..1, 1..2]);
+    assert_eq!(split_batch(16, 1), vec![0..16]);
+    assert_eq!(
+        split_batch(32, 8).iter().map(|r| r.len()).collect::<Vec<_>>(),
+        vec![4; 8]
+    );
+    assert!(split_batch(0, 3).is_empty());
+    // One core but the page's, at least one worker, at most eight.
+    assert_eq!([1, 2, 4, 8, 64].map(pool_size), [1, 1, 3, 7, 8]);
+}
+
+#[wasm_bindgen_test]
+async fn a_pool_of_workers_answers_what_one_worker_answers_bit_for_bit() {
+    // Seven images, each at its own t and class, through one worker and through three (runs of
+    // 3, 2 and 2): the same ε̂ to the bit, in image order; a request that does not fit is an error.
+    let cpu = Device::flex();
+    let conditional = common::tiny_unet_config().with_num_classes(Some(4));
+    let unet = common::perturbed(conditional.init(&cpu), 6);
+    let config = DiffusionConfig {
+        unet: conditional,
+        schedule: ScheduleKind::Linear,
+        timesteps: 1000,
+        class_names: None,
+    };
+    let weights = unet_to_bytes(unet).unwrap();
+    let one = EpsPool::start(&config.to_json(), &weights, 1).await.unwrap();
+    let three = EpsPool::start(&config.to_json(), &weights, 3).await.unwrap();
+    assert_eq!((one.len(), three.len()), (1, 3));
+    let x = NoiseRng::new(9).normal_vec(7 * 784);
+    let t = [0, 999, 5, 500, 250, 3, 700];
+    let classes = [Some(0), None, Some(3), Some(1), None, Some(2), Some(3)];
+    let alone = one.predict_eps(&x, [7, 1, 28, 28], &t, &classes).await.unwrap();
+    let shared = three.predict_eps(&x, [7, 1, 28, 28], &t, &classes).await.unwrap();
+    assert_eq!(alone.len(), 7 * 784);
+    assert!(alone == shared, "the pool's ε̂ differs from one worker's");
+    let misfit = three.predict_eps(&x, [7, 1, 28, 28], &t[..6], &classes[..6]).await;
+    assert!(misfit.unwrap_err().contains("do not fit"));
+    // A worker that fails on its part (a class the model lacks) fails the request, with the reason.
+    let bad = three
+        .predict_eps(&x, [7, 1, 28, 28], &t, &[None, None, None, None, None, None, Some(9)])
+        .await;
+    assert!(bad.unwrap_err().contains("class 9"));
+}
+
+#[wasm_bindgen_test]
 async fn the_web_worker_asks_a_conditional_model_for_each_images_class() {
     // A conditional model with a class embedding that is not zero: the worker's ε̂ for classes
     // (3, ∅) is the page's, bit for bit, and differs from the unconditional answer; a class the
@@ -541,15 +589,18 @@ fn time_left_and_differences_read_as_expected() {
 #[wasm_bindgen_test]
 fn the_list_of_models_is_read_and_bad_lists_are_refused() {
     use ddpm_explorer::web::models::{Catalogue, progress_text};
-    let json = r#"{"models": [{"id": "digits", "name": "Digits"}, {"id": "fashion", "name": "Fashion-MNIST", "dir": "fashion", "weights_bytes": 2400000}]}"#;
+    let json = r#"{"models": [{"id": "digits", "name": "Digits"}, {"id": "fashion", "name": "Fashion-MNIST", "dir": "fashion", "weights_bytes": 2400000, "noun": {"one": "garment", "many": "garments"}}]}"#;
     let catalogue = Catalogue::from_json(json).unwrap();
     let first = catalogue.pick(None).unwrap();
+    // A model that names no noun is a model of "images".
+    assert_eq!((first.noun.one.as_str(), first.noun.many.as_str()), ("image", "images"));
     assert_eq!(
         (first.id.as_str(), first.url("model.bpk")),
         ("digits", "assets/model.bpk".to_string())
     );
     let fashion = catalogue.pick(Some("fashion")).unwrap();
     assert_eq!(fashion.url("config.json"), "assets/fashion/config.json");
+    assert_eq!(fashion.noun.many, "garments");
     assert!(catalogue.is_default(first) && !catalogue.is_default(fashion));
     assert_eq!(catalogue.pick(Some("cifar")), None);
     for bad in [

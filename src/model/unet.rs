@@ -252,6 +252,21 @@ impl UNet {
         self
     }
 
+    /// The network with every weight frozen (no gradient, so no optimiser step moves it) but the
+    /// class embedding's table: training it learns the classes while the model given no class
+    /// stays exactly the network it was (a conditional model grown from unconditional weights
+    /// keeps their samples as its ∅ path). An unconditional network is returned frozen whole.
+    pub fn frozen_but_class_embedding(self) -> Self {
+        let mut frozen = self.no_grad();
+        frozen.class_embed = frozen.class_embed.map(|c| c.set_require_grad(true));
+        frozen
+    }
+
+    /// The class embedding, in class-conditional models.
+    pub fn class_embedding(&self) -> Option<&ClassEmbedding> {
+        self.class_embed.as_ref()
+    }
+
     /// Predicts the noise in `x_t` given each image's class: `classes[i]` is `Some(c)` for class c
     /// or `None` for "no class" (∅); `classes = None` is ∅ for every image. An unconditional
     /// model ignores the classes.

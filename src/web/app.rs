@@ -146,7 +146,7 @@ pub fn Explorer(
             </div>
         })}
         <main>
-            <ForwardPanel digits=digits />
+            <ForwardPanel digits=digits noun=engine.model.noun.clone() />
             <MathPanel />
             <ReversePanel engine=engine.clone() />
             <ComparePanel engine=engine.clone() />

@@ -78,6 +78,7 @@ pub fn ComparePanel(
     let PageState { seed, busy, class, .. } = state;
     let timesteps = engine.config.timesteps;
     let conditional = engine.config.unet.num_classes.is_some();
+    let many = engine.model.noun.many.clone();
     let w = state.guidance.get_untracked();
     let sides = [
         Side::new(SamplerConfig::default_for(timesteps), w),
@@ -194,7 +195,7 @@ pub fn ComparePanel(
                 <p class="explain">
                     "Both chains start from the same x_T (the seed above) and run the same model; they step together, so "
                     "both are always at the same noise level (a DDPM chain takes many steps for each DDIM step). With η = 0 "
-                    "DDIM is deterministic; DDPM and DDIM with η > 0 add fresh noise at every step, so their digits drift apart "
+                    {format!("DDIM is deterministic; DDPM and DDIM with η > 0 add fresh noise at every step, so their {many} drift apart ")}
                     "from each other even though they start from one x_T. A second schedule (linear vs cosine) needs a model "
                     "trained with it; this page ships one, trained with the linear schedule."
                 </p>

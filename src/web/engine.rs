@@ -2,7 +2,7 @@
 //! the trained U-Net and its configuration, all fetched from the page's own origin.
 
 use super::models::{Catalogue, LoadError, ModelEntry, fetch_bytes, fetch_bytes_reporting, fetch_catalogue};
-use super::worker::{EpsRequest, EpsWorker};
+use super::worker::{EpsPool, PoolRequest, pool_size};
 use crate::data::{EXAMPLE_IMAGES_FILE, EXAMPLE_LABELS_FILE, ImageDataset, parse_idx_images, parse_idx_labels};
 use crate::diffusion::sampler::guidance::check_guidance;
 use crate::diffusion::sampler::{EpsModel, Guidance, ReverseChain};
@@ -23,8 +23,9 @@ pub struct BackendInfo {
     pub adapter: String,
     /// Why the CPU is used, when it is.
     pub fallback_reason: Option<String>,
-    /// On the CPU: `Ok` when the U-Net runs in a Web Worker, else why it runs on the page's thread.
-    pub worker: Result<(), String>,
+    /// On the CPU: `Ok(n)` when the U-Net runs in n Web Workers, else why it runs on the page's
+    /// thread.
+    pub worker: Result<usize, String>,
 }
 
 impl BackendInfo {
@@ -40,7 +41,8 @@ impl BackendInfo {
     /// Where the CPU backend runs, for the badge.
     fn cpu_place(&self) -> String {
         match &self.worker {
-            Ok(()) => ", in a Web Worker".into(),
+            Ok(1) => ", in a Web Worker".into(),
+            Ok(n) => format!(", in {n} Web Workers"),
             Err(why) => format!(", on the page's thread: {why}"),
         }
     }
@@ -64,9 +66,10 @@ pub struct Engine {
     pub model: ModelEntry,
     /// Why this is not the model the link asked for, when it is not.
     pub notice: Option<String>,
-    /// On the CPU backend, the copy of the U-Net that runs in a Web Worker (`None`: `unet` runs
-    /// every step, on the GPU or, when the worker could not start, on the page's thread).
-    pub worker: Option<EpsWorker>,
+    /// On the CPU backend, the copies of the U-Net that run in Web Workers, one per core but the
+    /// page's (`None`: `unet` runs every step, on the GPU or, when no worker could start, on the
+    /// page's thread).
+    pub worker: Option<EpsPool>,
 }
 
 /// An adapter's description, and whether it is software (CPU emulation).
@@ -240,8 +243,9 @@ impl Engine {
         let worker = if backend.webgpu {
             None
         } else {
-            let started = EpsWorker::start(&config_json, &weights).await;
-            backend.worker = started.as_ref().map(drop).map_err(String::clone);
+            let cores = web_sys::window().map_or(1.0, |w| w.navigator().hardware_concurrency());
+            let started = EpsPool::start(&config_json, &weights, pool_size(cores as usize)).await;
+            backend.worker = started.as_ref().map(EpsPool::len).map_err(String::clone);
             started.ok()
         };
         Ok(Engine {
@@ -338,7 +342,7 @@ pub enum PendingEps<'e> {
     /// Posted to the Web Worker.
     InWorker {
         /// The request.
-        request: EpsRequest<'e>,
+        request: PoolRequest<'e>,
         /// The batch's shape.
         shape: [usize; 4],
         /// Where the answer goes.

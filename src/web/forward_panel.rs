@@ -3,6 +3,7 @@
 use super::article::{DDPM_PAPER, Equation, forward_equation};
 use super::canvas::PictureCanvas;
 use super::controls::PlayButton;
+use super::models::ImageNoun;
 use super::schedule_plot::SchedulePlot;
 use super::state::PageState;
 use crate::diffusion::forward::q_sample_pixels;
@@ -38,16 +39,20 @@ pub fn ImageView(
     view! { <PictureCanvas picture=picture label=label class=class /> }
 }
 
-/// The strip of real digits; clicking one makes it x_0.
+/// The strip of real images; clicking one makes it x_0.
 #[component]
 pub fn DigitStrip(
-    /// The digits, each 784 values in [−1, 1].
+    /// The images, each 784 values in [−1, 1].
     digits: Vec<Vec<f32>>,
+    /// What they are ("digit", "digits"; unset: "image", "images").
+    #[prop(optional)]
+    noun: ImageNoun,
     /// Index of the selected digit.
     selected: RwSignal<usize>,
     /// x_0, set on click.
     x0: RwSignal<Vec<f32>>,
 ) -> impl IntoView {
+    let ImageNoun { one, many } = noun;
     let buttons = digits
         .into_iter()
         .enumerate()
@@ -57,14 +62,14 @@ pub fn DigitStrip(
                 move || d.clone()
             });
             view! {
-                <button class="thumb" class:selected=move || selected.get() == i aria-label=format!("digit {i}")
+                <button class="thumb" class:selected=move || selected.get() == i aria-label=format!("{one} {i}")
                     on:click=move |_| { selected.set(i); x0.set(d.clone()); }>
-                    <ImageView pixels=pixels label="a real digit" class="thumb-canvas" />
+                    <ImageView pixels=pixels label="a real example" class="thumb-canvas" />
                 </button>
             }
         })
         .collect_view();
-    view! { <div class="digit-strip" role="group" aria-label="real digits">{buttons}</div> }
+    view! { <div class="digit-strip" role="group" aria-label=format!("real {many}")>{buttons}</div> }
 }
 
 /// Paints a soft round brush of radius ~1.5 px at (x, y) into a 28×28 image in [−1, 1].
@@ -155,8 +160,11 @@ pub fn TimestepSlider(
 /// The forward-process panel.
 #[component]
 pub fn ForwardPanel(
-    /// Real digits to pick x_0 from.
+    /// Real images to pick x_0 from.
     digits: Vec<Vec<f32>>,
+    /// What they are ("digit", "digits"; unset: "image", "images").
+    #[prop(optional)]
+    noun: ImageNoun,
 ) -> impl IntoView {
     let PageState {
         digit,
@@ -193,7 +201,7 @@ pub fn ForwardPanel(
                 "which is what makes training cheap. " {explain}
             </p>
             <Equation mathml=equation />
-            <DigitStrip digits=digits selected=digit x0=x0 />
+            <DigitStrip digits=digits noun=noun selected=digit x0=x0 />
             <div class="pair">
                 <figure><DrawPad x0=x0 /><figcaption>"x_0"</figcaption></figure>
                 <figure>

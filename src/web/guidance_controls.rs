@@ -36,7 +36,7 @@ pub fn GuidanceControls(
     view! {
         <div class="guidance">
             <p class="explain">
-                "This model was trained with its class and, one time in ten, without it (“∅”). "
+                "This model was trained with each image’s class and, for a random share of them, without it (“∅”). "
                 <b>"Classifier-free guidance"</b>" (Ho & Salimans 2022) asks it both ways at every step and pushes the "
                 "prediction away from the unconditional one: w = 0 is the conditional model itself, larger w gives samples "
                 "that look more like their class and less like each other. Both passes run as one batch of 32."

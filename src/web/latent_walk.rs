@@ -6,6 +6,7 @@ use super::chain_driver::{drive_chains, read_back};
 use super::controls::DownloadButton;
 use super::engine::Engine;
 use super::forward_panel::SIZE;
+use super::models::ImageNoun;
 use super::state::PageState;
 use crate::diffusion::sampler::interpolate::interpolation_latents;
 use crate::diffusion::sampler::{ChainStep, Guidance, ReverseChain, SamplerPlan};
@@ -25,6 +26,7 @@ pub fn LatentWalk(
     /// The model.
     engine: SendWrapper<Rc<Engine>>,
 ) -> impl IntoView {
+    let ImageNoun { one, many } = engine.model.noun.clone();
     let state = PageState::expect();
     let PageState { seed, busy, .. } = state;
     let seed_b = RwSignal::new(seed.get_untracked().wrapping_add(1));
@@ -50,11 +52,11 @@ pub fn LatentWalk(
             <details>
                 <summary><h2>"Walk between two seeds"</h2></summary>
                 <p class="explain">
-                    "With η = 0, DDIM turns each x_T into one digit, always the same. Walking x_T along the great circle "
+                    {format!("With η = 0, DDIM turns each x_T into one {one}, always the same. Walking x_T along the great circle ")}
                     "from one seed's noise to another's (spherical interpolation keeps the norm of Gaussian noise, which a "
-                    "straight line would shrink by up to 1/√2) and decoding every point shows how the model's digits "
+                    {format!("straight line would shrink by up to 1/√2) and decoding every point shows how the model's {many} ")}
                     "are laid out in its latent space: the ends are the two seeds' own samples. "
-                    {format!("{WALK_FRAMES} digits, DDIM-{WALK_STEPS}.")}
+                    {format!("{WALK_FRAMES} {many}, DDIM-{WALK_STEPS}.")}
                 </p>
                 <div class="controls">
                     <label>"from seed " <input type="number" min="0" class="seed-a" prop:value=move || seed.get().to_string()
@@ -70,7 +72,7 @@ pub fn LatentWalk(
                     {move || { let (d, n) = progress.get(); format!(" step {d} of {n}") }}
                 </div>
                 {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
-                <PictureCanvas picture=strip label="digits along the walk from one seed to the other" class="strip" />
+                <PictureCanvas picture=strip label="the walk's samples, from one seed to the other" class="strip" />
             </details>
         </section>
     }

@@ -29,6 +29,28 @@ pub struct ModelEntry {
     /// The size of its `model.bpk`, for the progress line.
     #[serde(default)]
     pub weights_bytes: Option<usize>,
+    /// What one of its images is called in the page's sentences ("digit", "garment").
+    #[serde(default)]
+    pub noun: ImageNoun,
+}
+
+/// What a model's images are, in the singular and the plural, for the page's sentences.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct ImageNoun {
+    /// "digit".
+    pub one: String,
+    /// "digits".
+    pub many: String,
+}
+
+impl Default for ImageNoun {
+    /// A list that names none: "image", "images".
+    fn default() -> Self {
+        Self {
+            one: "image".into(),
+            many: "images".into(),
+        }
+    }
 }
 
 impl ModelEntry {
@@ -57,6 +79,7 @@ impl Default for Catalogue {
                 name: "the shipped model".into(),
                 dir: String::new(),
                 weights_bytes: None,
+                noun: ImageNoun::default(),
             }],
         }
     }

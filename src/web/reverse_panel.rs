@@ -82,6 +82,7 @@ pub fn ReversePanel(
     let error = RwSignal::new(None::<String>);
     let timesteps = engine.config.timesteps;
     let engine_class_names = engine.config.class_names();
+    let one = engine.model.noun.one.clone();
     let model_schedule = engine
         .config
         .noise_schedule()
@@ -153,7 +154,7 @@ pub fn ReversePanel(
             <p class="explain">
                 "The U-Net predicts the noise ε̂ in x_t; from it follow x̂_0 (eq. 4 solved for x_0) and a step to x_{t−1}. "
                 <b>"DDPM"</b>" (Ho et al. Algorithm 2) visits all " {timesteps} " steps and adds fresh noise σ_t z with σ_t² = β̃_t (the true posterior's variance when x_0 is one point) or β_t (its upper bound). "
-                <b>"DDIM"</b>" (Song et al. eq. 12) skips along a sub-sequence; η scales its noise, from 0 (deterministic: one x_T, one digit) to 1 (DDPM's β̃). "
+                <b>"DDIM"</b>" (Song et al. eq. 12) skips along a sub-sequence; η scales its noise, from 0 (deterministic: one x_T, one " {one} ") to 1 (DDPM's β̃). "
                 <b>"SDEdit"</b>" (Meng et al.) starts from your x_0 noised to the slider's t instead of from pure noise: the less noise, the more of your drawing survives. "
                 "The chain runs the model's " {model_kind.name()} " schedule, T = " {timesteps} "."
             </p>

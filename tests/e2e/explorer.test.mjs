@@ -137,6 +137,29 @@ test('on the CPU the U-Net runs in a Web Worker: no step blocks the page for a f
   await page.close();
 });
 
+test('with more cores the page shares each step among workers, and the chain is the same to the bit', async () => {
+  // A machine with 3 logical processors gets 2 workers (one per core but the page's); the same
+  // link draws the same pictures as with one worker, pixel for pixel.
+  const pictures = async (cores) => {
+    const { page, problems } = await open({ width: 1280, height: 900 }, 'sampler=ddim&steps=3&eta=0&seed=5', async (p) => {
+      if (cores) await p.addInitScript((n) => Object.defineProperty(navigator, 'hardwareConcurrency', { get: () => n }), cores);
+    });
+    const badge = await page.textContent('.badge');
+    await page.click('button.generate');
+    await waitForSteps(page, 3);
+    const pixels = await page.$$eval('.reverse figure canvas', (cs) => cs.map((c) => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data).join(',')));
+    assert.deepEqual(problems, []);
+    await page.close();
+    return { badge, pixels };
+  };
+  const one = await pictures(2);
+  const two = await pictures(3);
+  assert.match(one.badge, /in a Web Worker\)/);
+  assert.match(two.badge, /in 2 Web Workers\)/);
+  assert.ok(one.pixels.length >= 2);
+  assert.ok(one.pixels.every((p, i) => p === two.pixels[i]), 'x_t and x̂_0 differ between one worker and two');
+});
+
 test('at 360 px wide nothing overflows sideways', async () => {
   const { page, problems } = await open({ width: 360, height: 780 });
   // With the comparison and the walk opened too.
@@ -360,8 +383,8 @@ test('a second model is fetched only when picked, with a progress line, and the 
   const weights = await readFile(`${dir}/model.bpk`);
   const catalogue = {
     models: [
-      { id: 'digits', name: 'Digits (MNIST)', dir: '', weights_bytes: (await readFile('assets/model.bpk')).length },
-      { id: 'other', name, dir: 'other', weights_bytes: weights.length },
+      { id: 'digits', name: 'Digits (MNIST)', dir: '', weights_bytes: (await readFile('assets/model.bpk')).length, noun: { one: 'digit', many: 'digits' } },
+      { id: 'other', name, dir: 'other', weights_bytes: weights.length, noun: { one: 'sketch', many: 'sketches' } },
     ],
   };
   const requested = [];
@@ -382,6 +405,7 @@ test('a second model is fetched only when picked, with a progress line, and the 
   const { page, problems } = await open({ width: 1280, height: 900 }, 'sampler=ddim3&seed=0', twoModels);
   assert.deepEqual(await page.$$eval('.model-picker option', (os) => os.map((o) => o.textContent)), ['Digits (MNIST)', name]);
   assert.equal(await classPicker(page), shippedIsConditional);
+  assert.match(await page.textContent('.walk .explain'), /into one digit, always the same/);
   assert.ok(!requested.some((p) => p.startsWith('/assets/other/')), 'nothing of the second model before it is picked');
   // Picking it fetches it (the progress line names it) and the page shows its controls.
   await page.selectOption('.model-picker', 'other');
@@ -391,6 +415,8 @@ test('a second model is fetched only when picked, with a progress line, and the 
   assert.ok(requested.includes('/assets/other/model.bpk'));
   assert.match(page.url(), /model=other&/);
   assert.equal(await page.$eval('.model-loading', (el) => el.hidden), true, 'the progress line is gone once loaded');
+  // The page's sentences name what the picked model draws.
+  assert.match(await page.textContent('.walk .explain'), /into one sketch, always the same.*10 sketches, DDIM/s);
   if (!shippedIsConditional) await page.selectOption('.class-picker', '3');
   await page.click('button.generate');
   await waitForSteps(page, 3);
@@ -403,4 +429,29 @@ test('a second model is fetched only when picked, with a progress line, and the 
   await unknown.page.close();
   assert.deepEqual(problems, []);
   await page.close();
+});
+
+test('every model the page ships opens from its link, shows its own images and runs a chain', async () => {
+  const { models } = JSON.parse(await readFile('assets/models.json', 'utf8'));
+  for (const m of models) {
+    const config = JSON.parse(await readFile(`assets/${m.dir ? `${m.dir}/` : ''}config.json`, 'utf8'));
+    const { page, problems } = await open({ width: 1280, height: 900 }, `model=${m.id}&sampler=ddim3&seed=0`);
+    if (models.length > 1) assert.equal(await page.$eval('.model-picker', (el) => el.value), m.id);
+    // The forward panel's strip: two real images per class of this model's dataset.
+    assert.equal(await page.$$eval('.digit-strip .thumb', (ts) => ts.length), 20, m.id);
+    if (m.noun) assert.match(await page.textContent('.walk .explain'), new RegExp(`into one ${m.noun.one}, always the same`));
+    // A conditional model offers its classes by name, and a guided chain runs.
+    const conditional = config.unet.num_classes != null;
+    assert.equal((await page.$('.class-picker')) !== null, conditional, m.id);
+    if (conditional) {
+      const names = await page.$$eval('.class-picker option', (os) => os.map((o) => o.textContent));
+      assert.equal(names.length, config.unet.num_classes + 1, `${m.id}: any, then the classes`);
+      await page.selectOption('.class-picker', '1');
+    }
+    await page.click('button.generate');
+    await waitForSteps(page, 3);
+    await page.locator('.reverse').screenshot({ path: `${SHOTS}/reverse-${m.id}.png` });
+    assert.deepEqual(problems, [], m.id);
+    await page.close();
+  }
 });

@@ -111,6 +111,11 @@ pub(crate) struct TrainArgs {
     /// becomes conditional with a class embedding of zeros, so it starts as that model.
     #[arg(long, value_name = "DIR", conflicts_with = "resume")]
     init_from: Option<PathBuf>,
+    /// With --conditional and --init-from: every weight but the class embedding learns at this
+    /// fraction of --lr (e.g. 0.05), so the trained network drifts slowly while the classes are
+    /// learned; 0 freezes it, so the model given no class stays exactly the --init-from model.
+    #[arg(long, value_name = "SCALE", requires = "conditional")]
+    network_lr_scale: Option<f64>,
     /// U-Net skip connections: per-level (one per resolution level) or per-block (Ho et al.'s: one
     /// per ResBlock and downsampler, one more decoder ResBlock per level) [default: per-level].
     #[arg(long)]
@@ -154,6 +159,9 @@ impl TrainArgs {
         }
         if let Some(init) = &self.init_from {
             c.init_from = Some(init.display().to_string());
+        }
+        if let Some(scale) = self.network_lr_scale {
+            c.network_lr_scale = Some(scale);
         }
         c
     }

@@ -65,6 +65,12 @@ pub struct TrainConfig {
     /// model, its class embedding then starting at zero.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<String>,
+    /// Conditional runs from trained weights: every weight but the class embedding learns at this
+    /// fraction of the learning rate, so the network the class vectors steer moves slowly while
+    /// the vectors are learned; 0 freezes it (no gradient at all: the model given no class stays
+    /// exactly the `init_from` model). `None`: one rate for all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_lr_scale: Option<f64>,
     /// Changes of the peak learning rate asked for on resume (`--resume --lr X --change-lr`), in
     /// order: from each one's step on, its rate replaces `lr` (warm-up and decay still apply).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -114,6 +120,7 @@ impl Default for TrainConfig {
             p_uncond: None,
             class_names: None,
             init_from: None,
+            network_lr_scale: None,
             lr_changes: Vec::new(),
         }
     }
@@ -173,6 +180,16 @@ impl TrainConfig {
             (Some(_), None) => return bad("a conditional run needs p_uncond (the label-dropout rate)"),
             (None, Some(_)) => return bad("p_uncond is only for conditional runs (--conditional)"),
             _ => {}
+        }
+        if let Some(scale) = self.network_lr_scale {
+            if !(0.0..=1.0).contains(&scale) {
+                return bad(&format!(
+                    "the network's learning-rate scale must be in [0, 1] (got {scale})"
+                ));
+            }
+            if self.unet.num_classes.is_none() || self.init_from.is_none() {
+                return bad("a network learning-rate scale needs a conditional run from trained weights (--init-from)");
+            }
         }
         if let (Some(n), Some(names)) = (self.unet.num_classes, &self.class_names)
             && names.len() != n

@@ -4,12 +4,18 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
 use std::collections::HashMap;
 
-/// Collects a module's float parameters, flattened, by id (without autodiff).
+/// Collects a module's trained float parameters, flattened, by id (without autodiff). A frozen
+/// parameter (one that takes no gradient) is left out: its EMA stays exactly its value, where
+/// d·x + (1 − d)·x would round it by an ulp now and then.
 struct ParamCollector(HashMap<ParamId, Tensor<1>>);
 
 impl ModuleVisitor for ParamCollector {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let t = param.val().without_autodiff();
+        let t = param.val();
+        if t.is_autodiff() && !t.is_require_grad() {
+            return;
+        }
+        let t = t.without_autodiff();
         let n = t.shape().num_elements();
         self.0.insert(param.id, t.reshape([n]));
     }

@@ -16,7 +16,8 @@ use crate::model::UNet;
 use crate::model::weights::unet_to_bytes;
 use crate::native::io::{write_atomic, write_png};
 use crate::rng::NoiseRng;
-use burn::module::Module;
+use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
+use burn::module::{Module, ParamGroup};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use std::fs::File;
@@ -76,6 +77,9 @@ impl<'c> Run<'c> {
         } else if let Some(init) = &config.init_from {
             (model, ema) = initial_weights(Path::new(init), config, &train_device)?;
         }
+        if config.network_lr_scale == Some(0.0) {
+            model = model.frozen_but_class_embedding();
+        }
         write_atomic(
             &out.join("train.json"),
             serde_json::to_string_pretty(config).expect("serialises").as_bytes(),
@@ -129,7 +133,17 @@ impl<'c> Run<'c> {
         if let Some(norm) = norm {
             self.watch.check_grad_norm(step + 1, norm.into_scalar::<f32>() as f64)?;
         }
-        self.model = self.optim.step(config.lr_at(step), self.model.clone(), grads);
+        let lr = config.lr_at(step);
+        self.model = match (config.network_lr_scale, self.model.class_embedding()) {
+            // The class table at the run's rate, the rest of the network at its fraction.
+            (Some(scale), Some(table)) if scale > 0.0 => {
+                let rates = ModuleLrScheduler::new(lr * scale)
+                    .with_group(ParamGroup::ids_from_module(table.clone()), lr)
+                    .step();
+                self.optim.step(rates, self.model.clone(), grads)
+            }
+            _ => self.optim.step(lr, self.model.clone(), grads),
+        };
         self.ema = ema_update(self.ema.clone(), &self.model, config.ema_decay, step);
         Ok(step_loss)
     }
