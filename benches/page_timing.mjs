@@ -5,7 +5,10 @@
 // SwiftShader (headless Chromium's WebGPU without a GPU) is CPU emulation, and the output says so
 // from the adapter the page reports.
 //
-//   node benches/page_timing.mjs [--backends cpu,webgpu] [--steps 10] [--dist dist]
+// `--workers 1,2,4` times the CPU backend with each number of Web Workers (the page starts one per
+// logical processor but its own; the bench tells it it has n + 1), for the scaling curve.
+//
+//   node benches/page_timing.mjs [--backends cpu,webgpu] [--steps 10] [--workers 1,2,4] [--dist dist]
 import { launchChromium, serveDist } from '../tests/e2e/browser.mjs';
 
 const args = Object.fromEntries(
@@ -14,12 +17,16 @@ const args = Object.fromEntries(
 const backends = (args.backends ?? 'cpu').split(',');
 const steps = Number(args.steps ?? 10);
 const dist = args.dist ?? 'dist';
+// Each run: a backend, and for the CPU a number of workers (undefined: the machine's own).
+const workers = args.workers ? args.workers.split(',').map(Number) : [undefined];
+const runs = backends.flatMap((backend) => (backend === 'cpu' ? workers.map((n) => ({ backend, n })) : [{ backend }]));
 
 const { origin, close } = await serveDist(dist);
 const browser = await launchChromium();
 try {
-  for (const backend of backends) {
+  for (const { backend, n } of runs) {
     const page = await browser.newPage();
+    if (n) await page.addInitScript((cores) => Object.defineProperty(navigator, 'hardwareConcurrency', { get: () => cores }), n + 1);
     const errors = [];
     page.on('pageerror', (e) => errors.push(String(e)));
     const loadStart = Date.now();
@@ -47,7 +54,7 @@ try {
     const gaps = times.slice(2).map((t, i) => t - times[i + 1]).sort((a, b) => a - b);
     const median = gaps.length ? gaps[Math.floor(gaps.length / 2)].toFixed(0) : '?';
     const emulated = /swiftshader|llvmpipe|lavapipe|warp|cpu/i.test(badge ?? '') ? ' (CPU: not a GPU figure)' : '';
-    console.log(`${backend}: ready in ${ready.toFixed(1)} s; reverse step of 16 digits: ${median} ms frame to frame (median from step 2), ${perStep.toFixed(0)} ms on average over ${steps} DDIM steps from the click (last step's readout ${readout} ms); badge: "${badge}"${emulated}`);
+    console.log(`${backend}${n ? ` (${n} worker${n > 1 ? 's' : ''})` : ''}: ready in ${ready.toFixed(1)} s; reverse step of 16 digits: ${median} ms frame to frame (median from step 2), ${perStep.toFixed(0)} ms on average over ${steps} DDIM steps from the click (last step's readout ${readout} ms); badge: "${badge}"${emulated}`);
     if (errors.length) console.log(`  page errors: ${errors.join('; ')}`);
     await page.close();
   }

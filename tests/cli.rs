@@ -1066,6 +1066,45 @@ fn a_learning_rate_change_on_resume_is_explicit_and_recorded() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// A tiny unconditional run (4 steps) on the tiny two-class set, then a conditional run of `steps`
+/// from its export with `extra` flags. Returns the data folder, the export started from and the
+/// conditional run's folder.
+fn conditional_from_plain(tmp: &Path, steps: &str, extra: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
+    let data = tmp.join("data");
+    write_tiny_dataset(&data);
+    let plain = tmp.join("plain");
+    let o = train_tiny(&data, &plain, "4", false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (init, cond) = (plain.join("export"), tmp.join("cond"));
+    let mut flags = vec!["--conditional", "--init-from", init.to_str().unwrap()];
+    flags.extend_from_slice(extra);
+    let o = train_tiny_with(&data, &cond, steps, false, &flags);
+    assert!(o.status.success(), "{}", stderr(&o));
+    (data, init, cond)
+}
+
+/// One 5-step sample (seed 3) from the model in `weights`, as PNG bytes: of `class` guided at
+/// w = 1, or through "no class" without one.
+fn draw_one(tmp: &Path, weights: &Path, class: Option<&str>) -> Vec<u8> {
+    let out = tmp.join(format!("{}-{}", weights.display(), class.unwrap_or("none")).replace(['/', '\\'], "_"));
+    let mut args = vec![
+        "sample",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--n",
+        "1",
+        "--steps",
+        "5",
+    ];
+    args.extend(["--seed", "3", "--device", "cpu", "--out-dir", out.to_str().unwrap()]);
+    if let Some(class) = class {
+        args.extend(["--class", class, "--guidance", "1"]);
+    }
+    let o = ddpm(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::read(out.join("00000.png")).unwrap()
+}
+
 /// A conditional run that starts from an unconditional model (`--init-from`) begins as that model
 /// and learns its class embedding, in the trained weights and in their EMA (which the export is):
 /// the same seed then draws different images for different classes. (The EMA pairs parameters by
@@ -1073,57 +1112,21 @@ fn a_learning_rate_change_on_resume_is_explicit_and_recorded() {
 #[test]
 fn a_conditional_run_from_an_unconditional_model_learns_classes_in_its_ema() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    write_tiny_dataset(&data);
-    let plain = tmp.path().join("plain");
-    let o = train_tiny(&data, &plain, "4", false);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let cond = tmp.path().join("cond");
-    let init = plain.join("export");
-    let o = train_tiny_with(
-        &data,
-        &cond,
-        "40",
-        false,
-        &["--conditional", "--init-from", init.to_str().unwrap(), "--lr", "5e-3"],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, init, cond) = conditional_from_plain(tmp.path(), "40", &["--lr", "5e-3"]);
     let train: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(cond.join("train.json")).unwrap()).unwrap();
     assert_eq!(train["init_from"], init.to_str().unwrap());
-    let draw = |dir: &Path, class: &str| -> Vec<u8> {
-        let out = tmp
-            .path()
-            .join(format!("{}-{class}", dir.file_name().unwrap().to_str().unwrap()));
-        let o = ddpm(&[
-            "sample",
-            "--weights",
-            dir.to_str().unwrap(),
-            "--class",
-            class,
-            "--guidance",
-            "1",
-            "--n",
-            "1",
-            "--steps",
-            "5",
-            "--seed",
-            "3",
-            "--device",
-            "cpu",
-            "--out-dir",
-            out.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        std::fs::read(out.join("00000.png")).unwrap()
-    };
     // The export (the EMA) and the checkpoint's trained weights both tell the classes apart.
     let raw = tmp.path().join("raw");
     std::fs::create_dir_all(&raw).unwrap();
     std::fs::copy(cond.join("export/config.json"), raw.join("config.json")).unwrap();
     std::fs::copy(cond.join("checkpoint/model.bpk"), raw.join("model.bpk")).unwrap();
     for weights in [cond.join("export"), raw] {
-        assert_ne!(draw(&weights, "0"), draw(&weights, "1"), "{}", weights.display());
+        let (zero, one) = (
+            draw_one(tmp.path(), &weights, Some("0")),
+            draw_one(tmp.path(), &weights, Some("1")),
+        );
+        assert_ne!(zero, one, "{}", weights.display());
     }
 }
 
@@ -1133,55 +1136,14 @@ fn a_conditional_run_from_an_unconditional_model_learns_classes_in_its_ema() {
 #[test]
 fn learning_only_the_class_embedding_keeps_the_unconditional_model_exactly() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    write_tiny_dataset(&data);
-    let plain = tmp.path().join("plain");
-    let o = train_tiny(&data, &plain, "4", false);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let cond = tmp.path().join("cond");
-    let init = plain.join("export");
-    let o = train_tiny_with(
-        &data,
-        &cond,
-        "30",
-        false,
-        &[
-            "--conditional",
-            "--network-lr-scale",
-            "0",
-            "--p-uncond",
-            "0",
-            "--init-from",
-            init.to_str().unwrap(),
-            "--lr",
-            "5e-2",
-        ],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    let frozen = ["--network-lr-scale", "0", "--p-uncond", "0", "--lr", "5e-2"];
+    let (data, init, cond) = conditional_from_plain(tmp.path(), "30", &frozen);
     let train: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(cond.join("train.json")).unwrap()).unwrap();
     assert_eq!(train["network_lr_scale"], 0.0);
-    let draw = |dir: &Path, class: Option<&str>| -> Vec<u8> {
-        let out = tmp.path().join(format!(
-            "{}-{}",
-            dir.parent().unwrap().file_name().unwrap().to_str().unwrap(),
-            class.unwrap_or("none")
-        ));
-        let mut args = vec!["sample", "--weights", dir.to_str().unwrap(), "--n", "1", "--steps", "5"];
-        args.extend(["--seed", "3", "--device", "cpu", "--out-dir", out.to_str().unwrap()]);
-        if let Some(class) = class {
-            args.extend(["--class", class, "--guidance", "2"]);
-        }
-        let o = ddpm(&args);
-        assert!(o.status.success(), "{}", stderr(&o));
-        std::fs::read(out.join("00000.png")).unwrap()
-    };
     let export = cond.join("export");
-    assert_eq!(
-        draw(&export, None),
-        draw(&init, None),
-        "∅ is the unconditional model, to the bit"
-    );
+    let (after, before) = (draw_one(tmp.path(), &export, None), draw_one(tmp.path(), &init, None));
+    assert_eq!(after, before, "∅ is the unconditional model, to the bit");
     // Tensor by tensor: only the class table moved (its class rows away from zero), the EMA's and
     // the trained weights' alike.
     let tensors = |file: &Path| -> std::collections::BTreeMap<String, Vec<u8>> {
@@ -1206,16 +1168,10 @@ fn learning_only_the_class_embedding_keeps_the_unconditional_model_exactly() {
         let row_moved = |r: usize| table[r * row..(r + 1) * row].iter().any(|&b| b != 0);
         assert!((0..classes).all(row_moved) && !row_moved(classes), "{}", file.display());
     }
-    let _ = draw(&export, Some("0"));
     // Without trained weights to keep, the flag means nothing: refused with the reason.
+    let bare = tmp.path().join("bare");
     assert_fails_with(
-        &train_tiny_with(
-            &data,
-            &tmp.path().join("bare"),
-            "2",
-            false,
-            &["--conditional", "--network-lr-scale", "0"],
-        ),
+        &train_tiny_with(&data, &bare, "2", false, &["--conditional", "--network-lr-scale", "0"]),
         "needs a conditional run from trained weights",
     );
 }

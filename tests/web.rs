@@ -340,16 +340,17 @@ async fn a_pool_of_workers_answers_what_one_worker_answers_bit_for_bit() {
     let x = NoiseRng::new(9).normal_vec(7 * 784);
     let t = [0, 999, 5, 500, 250, 3, 700];
     let classes = [Some(0), None, Some(3), Some(1), None, Some(2), Some(3)];
-    let alone = one.predict_eps(&x, [7, 1, 28, 28], &t, &classes).await.unwrap();
-    let shared = three.predict_eps(&x, [7, 1, 28, 28], &t, &classes).await.unwrap();
+    async fn ask(pool: &EpsPool, x: &[f32], t: &[usize], classes: &[Option<usize>]) -> Result<Vec<f32>, String> {
+        pool.request_eps(x, [7, 1, 28, 28], t, classes)?.eps().await
+    }
+    let alone = ask(&one, &x, &t, &classes).await.unwrap();
+    let shared = ask(&three, &x, &t, &classes).await.unwrap();
     assert_eq!(alone.len(), 7 * 784);
     assert!(alone == shared, "the pool's ε̂ differs from one worker's");
-    let misfit = three.predict_eps(&x, [7, 1, 28, 28], &t[..6], &classes[..6]).await;
+    let misfit = ask(&three, &x, &t[..6], &classes[..6]).await;
     assert!(misfit.unwrap_err().contains("do not fit"));
     // A worker that fails on its part (a class the model lacks) fails the request, with the reason.
-    let bad = three
-        .predict_eps(&x, [7, 1, 28, 28], &t, &[None, None, None, None, None, None, Some(9)])
-        .await;
+    let bad = ask(&three, &x, &t, &[None, None, None, None, None, None, Some(9)]).await;
     assert!(bad.unwrap_err().contains("class 9"));
 }
 

@@ -301,17 +301,6 @@ impl EpsPool {
             .collect::<Result<_, _>>()?;
         Ok(PoolRequest { parts })
     }
-
-    /// ε̂(x_t, t, c), as [`Self::request_eps`] and then its answer.
-    pub async fn predict_eps(
-        &self,
-        x_t: &[f32],
-        shape: [usize; 4],
-        t: &[usize],
-        classes: &[Option<usize>],
-    ) -> Result<Vec<f32>, String> {
-        self.request_eps(x_t, shape, t, classes)?.eps().await
-    }
 }
 
 /// A request shared out to a pool's workers.
