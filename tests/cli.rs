@@ -661,7 +661,7 @@ fn classifier_eval_and_plot_loss_end_to_end() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
-        out.contains("real digits") && out.contains("DDIM-3") && out.contains("bits/dim"),
+        out.contains("real images (training split)") && out.contains("DDIM-3") && out.contains("bits/dim"),
         "{out}"
     );
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();

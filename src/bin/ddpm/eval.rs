@@ -162,7 +162,7 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
     let size = config.unet.image_size;
     if size != 28 || config.unet.image_channels != 1 {
         bail!(
-            "the classifier judges 28×28 grayscale digits; these weights make {size}×{size}×{}",
+            "the classifier judges 28×28 grey images; these weights make {size}×{size}×{}",
             config.unet.image_channels
         );
     }
@@ -176,13 +176,13 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
     }
     if a.n > train.len() {
         bail!(
-            "--n {} is more than the {} training digits of the yardstick",
+            "--n {} is more than the {} training images of the yardstick",
             a.n,
             train.len()
         );
     }
     eprintln!(
-        "classifier: {:.2} % on {} held-out digits; reference set: the {} held-out digits",
+        "classifier: {:.2} % on {} held-out images; reference set: the {} held-out images",
         record.test_accuracy * 100.0,
         record.test_images,
         test.len()
@@ -197,10 +197,10 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
             let mut indices: Vec<usize> = (0..train.len()).collect();
             NoiseRng::new(seed).shuffle(&mut indices);
             let real = train.pixels(indices.into_iter().take(a.n));
-            quality("real digits (training split)", &classifier, &real, &reference, &device)
+            quality("real images (training split)", &classifier, &real, &reference, &device)
         })
         .collect();
-    let mut summaries = vec![SetSummary::of("real digits (training split)", real_runs, 0.0)];
+    let mut summaries = vec![SetSummary::of("real images (training split)", real_runs, 0.0)];
     // The memorisation check's yardstick: how far each held-out image lies from its nearest
     // training image.
     let dim = size * size;
@@ -247,7 +247,7 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
     }
 
     println!(
-        "sample quality ({} images per set and run, {} run(s), mean ± standard error over the runs; reference: {} held-out digits):",
+        "sample quality ({} images per set and run, {} run(s), mean ± standard error over the runs; reference: {} held-out images):",
         a.n,
         a.runs,
         test.len()
