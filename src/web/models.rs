@@ -29,7 +29,7 @@ pub struct ModelEntry {
     /// The size of its `model.bpk`, for the progress line.
     #[serde(default)]
     pub weights_bytes: Option<usize>,
-    /// What one of its images is called in the page's sentences ("digit", "garment").
+    /// What one of its images is called in the page's sentences ("digit", "item").
     #[serde(default)]
     pub noun: ImageNoun,
 }

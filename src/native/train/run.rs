@@ -36,6 +36,9 @@ pub(super) struct Run<'c> {
     model: UNet,
     ema: UNet,
     optim: ModuleOptimizer,
+    /// With a network learning-rate scale above 0: the class table's parameters, which keep the
+    /// run's full rate.
+    class_table: Option<ParamGroup>,
     batches: BatchSampler,
     watch: DivergenceWatch,
     loss_log: File,
@@ -86,6 +89,10 @@ impl<'c> Run<'c> {
         )
         .map_err(io_err("writing train.json"))?;
         let loss_log = open_loss_log(&dir, resume, start_step)?;
+        let class_table = match (config.network_lr_scale, model.class_embedding()) {
+            (Some(scale), Some(table)) if scale > 0.0 => Some(ParamGroup::ids_from_module(table.clone())),
+            _ => None,
+        };
         Ok(Self {
             config,
             schedule,
@@ -96,6 +103,7 @@ impl<'c> Run<'c> {
             model,
             ema,
             optim,
+            class_table,
             batches: BatchSampler::new(data.len(), config.seed),
             watch: DivergenceWatch::default(),
             loss_log,
@@ -134,12 +142,10 @@ impl<'c> Run<'c> {
             self.watch.check_grad_norm(step + 1, norm.into_scalar::<f32>() as f64)?;
         }
         let lr = config.lr_at(step);
-        self.model = match (config.network_lr_scale, self.model.class_embedding()) {
+        self.model = match (&self.class_table, config.network_lr_scale) {
             // The class table at the run's rate, the rest of the network at its fraction.
-            (Some(scale), Some(table)) if scale > 0.0 => {
-                let rates = ModuleLrScheduler::new(lr * scale)
-                    .with_group(ParamGroup::ids_from_module(table.clone()), lr)
-                    .step();
+            (Some(table), Some(scale)) => {
+                let rates = ModuleLrScheduler::new(lr * scale).with_group(table.clone(), lr).step();
                 self.optim.step(rates, self.model.clone(), grads)
             }
             _ => self.optim.step(lr, self.model.clone(), grads),
