@@ -1,14 +1,17 @@
-//! Turning model tensors into pictures: [−1, 1] floats to grayscale bytes, grids and strips.
+//! Turning model tensors into pictures: [−1, 1] floats to grey or RGB bytes, grids and strips.
 //! Shared by the CLI's PNG files and the browser's canvases.
 
-/// A grayscale picture, row-major, one byte per pixel.
+/// A grey (1 channel) or colour (3 channels, RGB) picture, row-major, the channels of a pixel
+/// side by side, one byte each.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GrayImage {
+pub struct Picture {
     /// Width in pixels.
     pub width: usize,
     /// Height in pixels.
     pub height: usize,
-    /// `width · height` bytes.
+    /// Bytes per pixel: 1 (grey) or 3 (RGB).
+    pub channels: usize,
+    /// `width · height · channels` bytes.
     pub pixels: Vec<u8>,
 }
 
@@ -17,97 +20,120 @@ pub fn unit_to_byte(x: f32) -> u8 {
     ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8
 }
 
-impl GrayImage {
-    /// A blank (black) image.
+impl Picture {
+    /// A blank (black) grey picture.
     pub fn new(width: usize, height: usize) -> Self {
+        Self::blank(width, height, 1)
+    }
+
+    /// A blank (black) picture with `channels` bytes per pixel.
+    pub fn blank(width: usize, height: usize, channels: usize) -> Self {
         Self {
             width,
             height,
-            pixels: vec![0; width * height],
+            channels,
+            pixels: vec![0; width * height * channels],
         }
     }
 
-    /// Lays out `images` (each `size × size` floats in [−1, 1], concatenated) in a grid of
+    /// Lays out grey `images` (each `size × size` floats in [−1, 1], concatenated) in a grid of
     /// `columns` columns with `pad` pixels of border between and around them.
     pub fn grid(images: &[f32], size: usize, columns: usize, pad: usize) -> Self {
-        let n = images.len() / (size * size);
+        Self::grid_channels(images, 1, size, columns, pad)
+    }
+
+    /// [`Self::grid`] for images of `channels` planes each (the model's `[c, size, size]` layout,
+    /// plane after plane), as a picture of `channels` bytes per pixel.
+    pub fn grid_channels(images: &[f32], channels: usize, size: usize, columns: usize, pad: usize) -> Self {
+        let plane = size * size;
+        let n = images.len() / (channels * plane);
         let columns = columns.clamp(1, n.max(1));
         let rows = n.div_ceil(columns);
-        let mut out = Self::new(columns * (size + pad) + pad, rows * (size + pad) + pad);
-        for (k, img) in images.chunks(size * size).enumerate() {
+        let mut out = Self::blank(columns * (size + pad) + pad, rows * (size + pad) + pad, channels);
+        for (k, img) in images.chunks(channels * plane).take(n).enumerate() {
             let (x0, y0) = (pad + (k % columns) * (size + pad), pad + (k / columns) * (size + pad));
             for y in 0..size {
                 for x in 0..size {
-                    out.pixels[(y0 + y) * out.width + x0 + x] = unit_to_byte(img[y * size + x]);
+                    for c in 0..channels {
+                        out.pixels[((y0 + y) * out.width + x0 + x) * channels + c] =
+                            unit_to_byte(img[c * plane + y * size + x]);
+                    }
                 }
             }
         }
         out
     }
 
+    /// Copies the `w × h` block at (`x0`, `y0`) of `self` into `out` at (`x1`, `y1`).
+    fn copy_block(&self, (x0, y0): (usize, usize), (w, h): (usize, usize), out: &mut Self, (x1, y1): (usize, usize)) {
+        let c = self.channels;
+        for y in 0..h {
+            let src = ((y0 + y) * self.width + x0) * c;
+            let dst = ((y1 + y) * out.width + x1) * c;
+            out.pixels[dst..dst + w * c].copy_from_slice(&self.pixels[src..src + w * c]);
+        }
+    }
+
     /// Cuts image `k` back out of a picture laid out by [`Self::grid`] with the same `size`,
     /// `columns` and `pad`; a blank image when `k` is past the picture's last cell.
     pub fn grid_cell(&self, k: usize, size: usize, columns: usize, pad: usize) -> Self {
         let (x0, y0) = (pad + (k % columns) * (size + pad), pad + (k / columns) * (size + pad));
-        let mut out = Self::new(size, size);
+        let mut out = Self::blank(size, size, self.channels);
         if x0 + size <= self.width && y0 + size <= self.height {
-            for y in 0..size {
-                let row = (y0 + y) * self.width + x0;
-                out.pixels[y * size..(y + 1) * size].copy_from_slice(&self.pixels[row..row + size]);
-            }
+            self.copy_block((x0, y0), (size, size), &mut out, (0, 0));
         }
         out
     }
 
     /// Lays out pictures of one size in `columns` columns with `pad` pixels of border, as
     /// [`Self::grid`] does for floats (e.g. a chain figure: one row per sample, one column per step).
-    pub fn arrange(parts: &[GrayImage], columns: usize, pad: usize) -> Self {
-        let (w, h) = parts.first().map_or((0, 0), |p| (p.width, p.height));
+    pub fn arrange(parts: &[Picture], columns: usize, pad: usize) -> Self {
+        let (w, h, c) = parts.first().map_or((0, 0, 1), |p| (p.width, p.height, p.channels));
         let columns = columns.clamp(1, parts.len().max(1));
         let rows = parts.len().div_ceil(columns);
-        let mut out = Self::new(columns * (w + pad) + pad, rows * (h + pad) + pad);
+        let mut out = Self::blank(columns * (w + pad) + pad, rows * (h + pad) + pad, c);
         for (k, part) in parts.iter().enumerate() {
-            let (x0, y0) = (pad + (k % columns) * (w + pad), pad + (k / columns) * (h + pad));
-            for y in 0..h.min(part.height) {
-                let src = &part.pixels[y * part.width..y * part.width + w.min(part.width)];
-                let at = (y0 + y) * out.width + x0;
-                out.pixels[at..at + src.len()].copy_from_slice(src);
-            }
+            let at = (pad + (k % columns) * (w + pad), pad + (k / columns) * (h + pad));
+            part.copy_block((0, 0), (w.min(part.width), h.min(part.height)), &mut out, at);
         }
         out
     }
 
-    /// Stacks images vertically (e.g. the x_t row above the x̂_0 row of a chain strip).
-    pub fn stack_vertical(parts: &[GrayImage]) -> Self {
+    /// Stacks pictures of one kind vertically (e.g. the x_t row above the x̂_0 row of a chain strip).
+    pub fn stack_vertical(parts: &[Picture]) -> Self {
         let width = parts.iter().map(|p| p.width).max().unwrap_or(0);
-        let mut out = Self::new(width, parts.iter().map(|p| p.height).sum());
+        let channels = parts.first().map_or(1, |p| p.channels);
+        let mut out = Self::blank(width, parts.iter().map(|p| p.height).sum(), channels);
         let mut y0 = 0;
         for p in parts {
-            for y in 0..p.height {
-                let row = &p.pixels[y * p.width..(y + 1) * p.width];
-                out.pixels[(y0 + y) * width..(y0 + y) * width + p.width].copy_from_slice(row);
-            }
+            p.copy_block((0, 0), (p.width, p.height), &mut out, (0, y0));
             y0 += p.height;
         }
         out
     }
 
-    /// The image `factor` times larger, each pixel a `factor × factor` block (nearest neighbour:
+    /// The picture `factor` times larger, each pixel a `factor × factor` block (nearest neighbour:
     /// the pixels stay visible, as in the app's canvases).
     pub fn scaled(&self, factor: usize) -> Self {
         let factor = factor.max(1);
-        let mut out = Self::new(self.width * factor, self.height * factor);
+        let c = self.channels;
+        let mut out = Self::blank(self.width * factor, self.height * factor, c);
         for y in 0..out.height {
             for x in 0..out.width {
-                out.pixels[y * out.width + x] = self.pixels[(y / factor) * self.width + x / factor];
+                let src = ((y / factor) * self.width + x / factor) * c;
+                let dst = (y * out.width + x) * c;
+                out.pixels[dst..dst + c].copy_from_slice(&self.pixels[src..src + c]);
             }
         }
         out
     }
 
-    /// RGBA bytes (gray replicated, opaque), as a canvas `ImageData` wants them.
+    /// RGBA bytes (grey replicated, opaque), as a canvas `ImageData` wants them.
     pub fn to_rgba(&self) -> Vec<u8> {
-        self.pixels.iter().flat_map(|&g| [g, g, g, 255]).collect()
+        match self.channels {
+            3 => self.pixels.chunks(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect(),
+            _ => self.pixels.iter().flat_map(|&g| [g, g, g, 255]).collect(),
+        }
     }
 }
 
@@ -128,7 +154,7 @@ mod tests {
         );
         // Three 2×2 images, 2 columns, 1 px padding → 7 × 7 picture.
         let imgs = [vec![1.0f32; 4], vec![-1.0; 4], vec![1.0; 4]].concat();
-        let g = GrayImage::grid(&imgs, 2, 2, 1);
+        let g = Picture::grid(&imgs, 2, 2, 1);
         assert_eq!((g.width, g.height), (7, 7));
         assert_eq!(g.pixels[8], 255); // (1, 1): first image
         assert_eq!(g.pixels[7 + 4], 0); // (4, 1): second image
@@ -141,7 +167,7 @@ mod tests {
             [big.pixels[2 * 14 + 2], big.pixels[3 * 14 + 3], big.pixels[14 + 1]],
             [255, 255, 0]
         );
-        let s = GrayImage::stack_vertical(&[g.clone(), g]);
+        let s = Picture::stack_vertical(&[g.clone(), g]);
         assert_eq!((s.width, s.height), (7, 14));
         assert_eq!(s.to_rgba()[..8], [0, 0, 0, 255, 0, 0, 0, 255]);
     }
@@ -151,7 +177,7 @@ mod tests {
         // Five 2×2 images with distinct values, 2 columns, 1 px padding.
         let values = [-1.0f32, -0.5, 0.0, 0.5, 1.0];
         let imgs: Vec<f32> = values.iter().flat_map(|&v| [v; 4]).collect();
-        let g = GrayImage::grid(&imgs, 2, 2, 1);
+        let g = Picture::grid(&imgs, 2, 2, 1);
         for (k, &v) in values.iter().enumerate() {
             assert_eq!(g.grid_cell(k, 2, 2, 1).pixels, vec![unit_to_byte(v); 4], "cell {k}");
         }
@@ -159,11 +185,30 @@ mod tests {
         assert_eq!(g.grid_cell(7, 2, 2, 1).pixels, vec![0; 4]);
         // The cells arranged again in the same layout give the same picture back.
         let cells: Vec<_> = (0..5).map(|k| g.grid_cell(k, 2, 2, 1)).collect();
-        assert_eq!(GrayImage::arrange(&cells, 2, 1), g);
+        assert_eq!(Picture::arrange(&cells, 2, 1), g);
         // One row of three: 3·(2+1)+1 = 10 wide, 4 high; the third cell starts at x = 7.
-        let row = GrayImage::arrange(&cells[..3], 3, 1);
+        let row = Picture::arrange(&cells[..3], 3, 1);
         assert_eq!((row.width, row.height), (10, 4));
         assert_eq!(row.pixels[10 + 7], unit_to_byte(0.0));
         assert_eq!(row.pixels[10 + 6], 0);
+    }
+
+    #[test]
+    fn colour_images_keep_their_channels_through_grids_and_strips() {
+        // Two 1×1 RGB images, planes R, G, B: red (1, −1, −1) and blue (−1, −1, 1).
+        let imgs = [1.0f32, -1.0, -1.0, -1.0, -1.0, 1.0];
+        let g = Picture::grid_channels(&imgs, 3, 1, 2, 1);
+        assert_eq!((g.width, g.height, g.channels), (5, 3, 3));
+        // Pixel (1, 1) is red, (3, 1) blue, (2, 1) border.
+        assert_eq!(g.pixels[(5 + 1) * 3..(5 + 2) * 3], [255, 0, 0]);
+        assert_eq!(g.pixels[(5 + 3) * 3..(5 + 4) * 3], [0, 0, 255]);
+        assert_eq!(g.pixels[(5 + 2) * 3..(5 + 3) * 3], [0, 0, 0]);
+        assert_eq!(g.grid_cell(1, 1, 2, 1).pixels, [0, 0, 255]);
+        assert_eq!(g.to_rgba()[(5 + 1) * 4..(5 + 2) * 4], [255, 0, 0, 255]);
+        let big = g.scaled(2);
+        assert_eq!(big.pixels[(2 * 10 + 2) * 3..(2 * 10 + 3) * 3], [255, 0, 0]);
+        let s = Picture::stack_vertical(&[g.clone(), g.clone()]);
+        assert_eq!((s.width, s.height, s.channels), (5, 6, 3));
+        assert_eq!(s.pixels[((3 + 1) * 5 + 3) * 3..((3 + 1) * 5 + 4) * 3], [0, 0, 255]);
     }
 }

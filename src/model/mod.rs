@@ -3,9 +3,11 @@
 
 pub mod blocks;
 pub mod embedding;
+pub mod preset;
 pub mod unet;
 pub mod validate;
 pub mod weights;
 
+pub use preset::Preset;
 pub use unet::{SkipLayout, UNet, UNetConfig};
 pub use validate::UNetConfigError;

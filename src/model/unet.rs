@@ -58,16 +58,23 @@ pub struct UNetConfig {
     /// `num_classes + 1` rows, the last being "no class" (∅, for classifier-free guidance);
     /// `None` (every model trained before conditioning existed): unconditional, no embedding.
     pub num_classes: Option<usize>,
+    /// Where self-attention sits besides the bottleneck: `Some(resolutions)` puts an attention
+    /// block after every ResBlock of each level whose resolution is listed (Ho et al.'s
+    /// `attn_resolutions`, e.g. `[16]` for their 32 × 32 CIFAR-10 net); `None` (every model before
+    /// the choice existed): one attention block at the lowest level, after its ResBlocks.
+    pub attention_resolutions: Option<Vec<usize>>,
 }
 
 /// The most classes a conditional model may have (a bound on what a `config.json` can ask for).
 pub const MAX_CLASSES: usize = 1000;
 
-/// One encoder level: residual blocks, attention at the lowest resolution, then a downsampler
-/// (except on the last level).
+/// One encoder level: residual blocks, attention (after every block at the resolutions a config
+/// names, or once at the lowest level), then a downsampler (except on the last level).
 #[derive(Module, Debug)]
 pub struct DownLevel {
     res: Vec<ResBlock>,
+    /// [`UNetConfig::attention_resolutions`]: one per ResBlock at a named resolution, else none.
+    block_attn: Vec<AttentionBlock>,
     attn: Option<AttentionBlock>,
     downsample: Option<Downsample>,
 }
@@ -78,6 +85,8 @@ pub struct DownLevel {
 #[derive(Module, Debug)]
 pub struct UpLevel {
     res: Vec<ResBlock>,
+    /// [`UNetConfig::attention_resolutions`]: one per ResBlock at a named resolution, else none.
+    block_attn: Vec<AttentionBlock>,
     attn: Option<AttentionBlock>,
     upsample: Option<Upsample>,
 }
@@ -119,6 +128,20 @@ impl UNetConfig {
         self.skips.unwrap_or_default()
     }
 
+    /// The resolution (height and width) of level `level`: the image size halved `level` times.
+    pub fn level_resolution(&self, level: usize) -> usize {
+        self.image_size >> level
+    }
+
+    /// Whether level `level` has an attention block after every ResBlock, and whether it has one
+    /// after all of them (the layout before [`Self::attention_resolutions`]: the lowest level only).
+    fn level_attention(&self, level: usize) -> (bool, bool) {
+        match &self.attention_resolutions {
+            Some(at) => (at.contains(&self.level_resolution(level)), false),
+            None => (false, level + 1 == self.channel_mult.len()),
+        }
+    }
+
     /// Size of the time embedding (4 × base channels, as in DDPM).
     pub fn embed_dim(&self) -> usize {
         4 * self.base_channels
@@ -155,11 +178,13 @@ impl UNetConfig {
         let mut c_prev = self.base_channels;
         for (i, &c) in channels.iter().enumerate() {
             let last = i + 1 == levels;
+            let (every_block, once) = self.level_attention(i);
             down.push(DownLevel {
                 res: (0..self.res_blocks)
                     .map(|j| res(if j == 0 { c_prev } else { c }, c))
                     .collect(),
-                attn: last.then(|| attn(c)),
+                block_attn: (0..self.res_blocks).filter(|_| every_block).map(|_| attn(c)).collect(),
+                attn: once.then(|| attn(c)),
                 downsample: (!last).then(|| Downsample::new(c, device)),
             });
             // Per block: one skip per ResBlock and one from the downsampler; per level: one.
@@ -183,6 +208,7 @@ impl UNetConfig {
         let mut c_h = c_mid;
         let blocks = self.res_blocks + usize::from(per_block);
         for (i, &c) in channels.iter().enumerate().rev() {
+            let (every_block, once) = self.level_attention(i);
             up.push(UpLevel {
                 res: (0..blocks)
                     .map(|j| {
@@ -196,7 +222,8 @@ impl UNetConfig {
                         res(c_in + c_skip, c)
                     })
                     .collect(),
-                attn: (i + 1 == levels).then(|| attn(c)),
+                block_attn: (0..blocks).filter(|_| every_block).map(|_| attn(c)).collect(),
+                attn: once.then(|| attn(c)),
                 upsample: (i > 0).then(|| Upsample::new(c, device)),
             });
             c_h = c;
@@ -294,6 +321,9 @@ impl UNet {
             let blocks = level.res.len();
             for (j, block) in level.res.iter().enumerate() {
                 h = block.forward(h, emb.clone()); // [b, c_i, s_i, s_i]
+                if let Some(attn) = level.block_attn.get(j) {
+                    h = attn.forward(h); // [b, c_i, s_i, s_i]
+                }
                 if j + 1 == blocks
                     && let Some(attn) = &level.attn
                 {
@@ -320,6 +350,9 @@ impl UNet {
                     h = Tensor::cat(vec![h, skip], 1); // [b, c_h + c_skip, s_i, s_i]
                 }
                 h = block.forward(h, emb.clone()); // [b, c_i, s_i, s_i]
+                if let Some(attn) = level.block_attn.get(j) {
+                    h = attn.forward(h); // [b, c_i, s_i, s_i]
+                }
             }
             if let Some(attn) = &level.attn {
                 h = attn.forward(h); // [b, c_i, s_i, s_i]

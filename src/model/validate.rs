@@ -28,6 +28,14 @@ pub enum UNetConfigError {
         /// The bound.
         max: usize,
     },
+    /// An attention resolution that no level has.
+    #[error("attention resolution {resolution} is not one of the levels' resolutions ({levels:?})")]
+    AttentionResolution {
+        /// The resolution asked for.
+        resolution: usize,
+        /// The levels' resolutions.
+        levels: Vec<usize>,
+    },
     /// A dropout probability outside [0, 1).
     #[error("U-Net dropout must be in [0, 1) (got {0})")]
     Dropout(f64),
@@ -89,6 +97,15 @@ impl UNetConfig {
                 size: self.image_size,
                 levels: self.channel_mult.len(),
             });
+        }
+        let levels: Vec<usize> = (0..self.channel_mult.len()).map(|i| self.level_resolution(i)).collect();
+        if let Some(&resolution) = self
+            .attention_resolutions
+            .iter()
+            .flatten()
+            .find(|r| !levels.contains(r))
+        {
+            return Err(UNetConfigError::AttentionResolution { resolution, levels });
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Writing files so that a crash or a full disk never leaves a half-written one: write beside the
 //! target, then rename over it.
 
-use crate::image::GrayImage;
+use crate::image::Picture;
 use std::path::Path;
 
 /// Writes `bytes` to `path` atomically and durably: a temporary file in the same folder, flushed
@@ -37,12 +37,16 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Encodes a grayscale picture as PNG bytes.
-pub fn encode_png(image: &GrayImage) -> Vec<u8> {
+/// Encodes a grey or RGB picture as PNG bytes.
+pub fn encode_png(image: &Picture) -> Vec<u8> {
     let mut out = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut out, image.width as u32, image.height as u32);
-        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_color(if image.channels == 3 {
+            png::ColorType::Rgb
+        } else {
+            png::ColorType::Grayscale
+        });
         encoder.set_depth(png::BitDepth::Eight);
         let mut writer = encoder.write_header().expect("writing to memory");
         writer.write_image_data(&image.pixels).expect("writing to memory");
@@ -50,7 +54,7 @@ pub fn encode_png(image: &GrayImage) -> Vec<u8> {
     out
 }
 
-/// Writes a grayscale PNG atomically.
-pub fn write_png(path: &Path, image: &GrayImage) -> std::io::Result<()> {
+/// Writes a grey or RGB PNG atomically.
+pub fn write_png(path: &Path, image: &Picture) -> std::io::Result<()> {
     write_atomic(path, &encode_png(image))
 }

@@ -1,7 +1,7 @@
 //! The one canvas component and small DOM helpers: drawing pictures into canvases, yielding to
 //! the browser, the clock.
 
-use crate::image::GrayImage;
+use crate::image::Picture;
 use leptos::html::Canvas;
 use leptos::prelude::*;
 use wasm_bindgen::{Clamped, JsCast};
@@ -13,7 +13,7 @@ use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, ImageData};
 pub fn PictureCanvas(
     /// The picture (nothing is drawn while it is `None`).
     #[prop(into)]
-    picture: Signal<Option<GrayImage>>,
+    picture: Signal<Option<Picture>>,
     /// Accessible name.
     label: &'static str,
     /// CSS class.
@@ -24,14 +24,14 @@ pub fn PictureCanvas(
 ) -> impl IntoView {
     Effect::new(move |_| {
         if let (Some(img), Some(c)) = (picture.get(), node_ref.get()) {
-            draw_gray(&c, &img);
+            draw_picture(&c, &img);
         }
     });
     view! { <canvas node_ref=node_ref class=class width="28" height="28" role="img" aria-label=label></canvas> }
 }
 
 /// Draws `image` into `canvas` at one canvas pixel per image pixel (CSS scales it up, pixelated).
-pub fn draw_gray(canvas: &HtmlCanvasElement, image: &GrayImage) {
+pub fn draw_picture(canvas: &HtmlCanvasElement, image: &Picture) {
     if canvas.width() != image.width as u32 || canvas.height() != image.height as u32 {
         canvas.set_width(image.width as u32);
         canvas.set_height(image.height as u32);

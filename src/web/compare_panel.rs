@@ -10,7 +10,7 @@ use super::reverse_panel::time_left;
 use super::schedule_plot::{Axes, Axis, polyline};
 use super::state::PageState;
 use crate::diffusion::sampler::{ChainStep, Guidance, ReverseChain, SamplerConfig, VarianceKind};
-use crate::image::GrayImage;
+use crate::image::Picture;
 use crate::view_state::PAGE_MAX_GUIDANCE;
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
@@ -37,8 +37,8 @@ struct Side {
     sampler: RwSignal<SamplerConfig>,
     /// w, for a class-conditional model with a class picked.
     guidance: RwSignal<f64>,
-    x_t: RwSignal<Option<GrayImage>>,
-    pred_x0: RwSignal<Option<GrayImage>>,
+    x_t: RwSignal<Option<Picture>>,
+    pred_x0: RwSignal<Option<Picture>>,
     /// The timestep its last step denoised.
     t: RwSignal<Option<usize>>,
 }
@@ -64,8 +64,8 @@ struct Difference {
     x_t: f64,
 }
 
-fn small_grid(pixels: &[f32]) -> GrayImage {
-    GrayImage::grid(pixels, SIZE, 2, 1)
+fn small_grid(pixels: &[f32]) -> Picture {
+    Picture::grid(pixels, SIZE, 2, 1)
 }
 
 /// The comparison, folded away until opened (nothing runs before "Compare" is pressed).

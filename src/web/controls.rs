@@ -1,9 +1,9 @@
 //! Controls more than one panel uses: the sampler settings, a play/pause button and a PNG
 //! download button.
 
-use super::canvas::draw_gray;
+use super::canvas::draw_picture;
 use crate::diffusion::sampler::{SamplerConfig, SamplerSetting, VarianceKind};
-use crate::image::GrayImage;
+use crate::image::Picture;
 use leptos::prelude::*;
 use std::time::Duration;
 use wasm_bindgen::JsCast;
@@ -149,7 +149,7 @@ pub fn DownloadButton(
     #[prop(into)]
     ready: Signal<bool>,
     /// Makes the picture, when the button is pressed (read untracked).
-    picture: impl Fn() -> Option<GrayImage> + 'static,
+    picture: impl Fn() -> Option<Picture> + 'static,
 ) -> impl IntoView {
     view! {
         <button class="download" disabled=move || !ready.get()
@@ -163,10 +163,10 @@ pub fn DownloadButton(
 
 /// Saves `image` as `filename` (a PNG): drawn into a detached canvas, encoded by the browser, and
 /// handed to the browser's download through a temporary link. Nothing leaves the page.
-pub fn save_png(image: &GrayImage, filename: &str) -> Option<()> {
+pub fn save_png(image: &Picture, filename: &str) -> Option<()> {
     let document = web_sys::window()?.document()?;
     let canvas: web_sys::HtmlCanvasElement = document.create_element("canvas").ok()?.dyn_into().ok()?;
-    draw_gray(&canvas, image);
+    draw_picture(&canvas, image);
     let url = canvas.to_data_url_with_type("image/png").ok()?;
     let link: web_sys::HtmlAnchorElement = document.create_element("a").ok()?.dyn_into().ok()?;
     link.set_href(&url);

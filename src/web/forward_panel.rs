@@ -8,7 +8,7 @@ use super::schedule_plot::SchedulePlot;
 use super::state::PageState;
 use crate::diffusion::forward::q_sample_pixels;
 use crate::diffusion::schedule::{NoiseSchedule, ScheduleKind};
-use crate::image::GrayImage;
+use crate::image::Picture;
 use crate::rng::NoiseRng;
 use leptos::html::Canvas;
 use leptos::prelude::*;
@@ -35,7 +35,7 @@ pub fn ImageView(
     #[prop(default = "digit")]
     class: &'static str,
 ) -> impl IntoView {
-    let picture = Signal::derive(move || Some(pixels.with(|p| GrayImage::grid(p, SIZE, 1, 0))));
+    let picture = Signal::derive(move || Some(pixels.with(|p| Picture::grid(p, SIZE, 1, 0))));
     view! { <PictureCanvas picture=picture label=label class=class /> }
 }
 
@@ -92,7 +92,7 @@ pub fn DrawPad(
 ) -> impl IntoView {
     let canvas = NodeRef::<Canvas>::new();
     let drawing = RwSignal::new(false);
-    let picture = Signal::derive(move || Some(x0.with(|p| GrayImage::grid(p, SIZE, 1, 0))));
+    let picture = Signal::derive(move || Some(x0.with(|p| Picture::grid(p, SIZE, 1, 0))));
     let stroke = move |ev: web_sys::PointerEvent| {
         let Some(c) = canvas.get() else { return };
         let rect = c.get_bounding_client_rect();

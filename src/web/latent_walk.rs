@@ -10,7 +10,7 @@ use super::models::ImageNoun;
 use super::state::PageState;
 use crate::diffusion::sampler::interpolate::interpolation_latents;
 use crate::diffusion::sampler::{ChainStep, Guidance, ReverseChain, SamplerPlan};
-use crate::image::GrayImage;
+use crate::image::Picture;
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
 use std::rc::Rc;
@@ -30,7 +30,7 @@ pub fn LatentWalk(
     let state = PageState::expect();
     let PageState { seed, busy, .. } = state;
     let seed_b = RwSignal::new(seed.get_untracked().wrapping_add(1));
-    let strip = RwSignal::new(None::<GrayImage>);
+    let strip = RwSignal::new(None::<Picture>);
     let progress = RwSignal::new((0usize, WALK_STEPS));
     let error = RwSignal::new(None::<String>);
     let walk = move |_| {
@@ -83,7 +83,7 @@ async fn run_walk(
     engine: &Engine,
     seeds: (u64, u64),
     guidance: Option<Guidance>,
-    strip: RwSignal<Option<GrayImage>>,
+    strip: RwSignal<Option<Picture>>,
     progress: RwSignal<(usize, usize)>,
 ) -> Result<(), String> {
     let schedule = engine.config.noise_schedule().map_err(|e| e.to_string())?;
@@ -92,7 +92,7 @@ async fn run_walk(
     let total = plan.timesteps().len();
     let latents = interpolation_latents([1, SIZE, SIZE], seeds, WALK_FRAMES, &engine.device); // [frames, 1, 28, 28]
     let mut chain = ReverseChain::from_latent(&engine.unet, plan, latents, seeds.0);
-    let show = |pixels: &[f32]| GrayImage::grid(pixels, SIZE, WALK_FRAMES, 1);
+    let show = |pixels: &[f32]| Picture::grid(pixels, SIZE, WALK_FRAMES, 1);
     strip.set(Some(show(&read_back(chain.current()).await?)));
     progress.set((0, total));
     let show_step = async |stepped: Vec<(usize, ChainStep)>| {

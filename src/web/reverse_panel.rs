@@ -10,7 +10,7 @@ use super::forward_panel::{SIZE, forward_noise};
 use super::guidance_controls::GuidanceControls;
 use super::state::PageState;
 use crate::diffusion::sampler::{ChainStep, ReverseChain, StepCoefs};
-use crate::image::GrayImage;
+use crate::image::Picture;
 use crate::rng::NoiseRng;
 use burn::tensor::{Tensor, TensorData};
 use leptos::prelude::*;
@@ -26,19 +26,19 @@ pub struct Frame {
     /// The step's coefficients (`None` for x_T).
     pub coefs: Option<StepCoefs>,
     /// Grid of x_t.
-    pub x_t: GrayImage,
+    pub x_t: Picture,
     /// Grid of x̂_0 (black for x_T).
-    pub pred_x0: GrayImage,
+    pub pred_x0: Picture,
     /// Grid of the model's ε̂, divided by 3 so ±3σ spans black to white (grey for x_T).
-    pub eps: GrayImage,
+    pub eps: Picture,
 }
 
 /// Columns and padding of the sample grids.
 const GRID_COLUMNS: usize = 4;
 const GRID_PAD: usize = 1;
 
-fn grid(pixels: &[f32]) -> GrayImage {
-    GrayImage::grid(pixels, SIZE, GRID_COLUMNS, GRID_PAD)
+fn grid(pixels: &[f32]) -> Picture {
+    Picture::grid(pixels, SIZE, GRID_COLUMNS, GRID_PAD)
 }
 
 /// The random stream of SDEdit's noise for all but the first image (see [`NoiseRng::stream_seed`]).
@@ -249,16 +249,16 @@ pub fn evenly_spaced(len: usize, k: usize) -> Vec<usize> {
 
 /// The chain as one figure: a row per sample, a column per shown step (x_T on the left, x_0 on the
 /// right), cut from the recorded x_t grids.
-pub fn chain_figure(frames: &[Frame], columns: usize) -> GrayImage {
+pub fn chain_figure(frames: &[Frame], columns: usize) -> Picture {
     let steps = evenly_spaced(frames.len(), columns);
-    let cells: Vec<GrayImage> = (0..BATCH)
+    let cells: Vec<Picture> = (0..BATCH)
         .flat_map(|sample| {
             steps
                 .iter()
                 .map(move |&k| frames[k].x_t.grid_cell(sample, SIZE, GRID_COLUMNS, GRID_PAD))
         })
         .collect();
-    GrayImage::arrange(&cells, steps.len(), GRID_PAD)
+    Picture::arrange(&cells, steps.len(), GRID_PAD)
 }
 
 /// " · about 12 s left" for `(done, total)` steps at `ms_per_step`; empty when that is unknown or

@@ -7,7 +7,7 @@ use ddpm_explorer::diffusion::sampler::{
     DEFAULT_SAMPLER_NAME, Guided, ReverseChain, SamplerConfig, SamplerSetting, VarianceKind,
 };
 use ddpm_explorer::diffusion::schedule::NoiseSchedule;
-use ddpm_explorer::image::GrayImage;
+use ddpm_explorer::image::Picture;
 use ddpm_explorer::model::weights::load_model;
 use ddpm_explorer::native::device::{DeviceChoice, choose_device};
 use ddpm_explorer::native::io::write_png;
@@ -96,7 +96,7 @@ fn write_latent_walk(
     if a.n < 2 {
         bail!("--interpolate needs --n of at least 2 (the two ends)");
     }
-    let size = image[1];
+    let [channels, size, _] = image;
     let strip = interpolate_seeds(
         unet,
         sampler_config.build(schedule)?,
@@ -106,10 +106,10 @@ fn write_latent_walk(
         &chosen.device,
     ); // [n, c, s, s]
     let data = strip.into_data();
-    let image = GrayImage::grid(data.as_slice::<f32>().expect("f32 samples"), size, a.n, 2);
+    let image = Picture::grid_channels(data.as_slice::<f32>().expect("f32 samples"), channels, size, a.n, 2);
     write_png(path, &image.scaled(a.scale)).with_context(|| format!("writing '{}'", path.display()))?;
     eprintln!(
-        "wrote the latent walk from seed {} to seed {other} ({} digits) to {}",
+        "wrote the latent walk from seed {} to seed {other} ({} images) to {}",
         a.seed,
         a.n,
         path.display()
@@ -172,6 +172,7 @@ pub(crate) fn run(a: SampleArgs) -> Result<()> {
         sampler_config = sampler_config.without_clipping();
     }
     let size = config.unet.image_size;
+    let channels = config.unet.image_channels;
     if let Some(other) = a.interpolate {
         let image = [config.unet.image_channels, size, size];
         return write_latent_walk(&a, other, &unet, &sampler_config, &schedule, image, &chosen);
@@ -227,7 +228,7 @@ pub(crate) fn run(a: SampleArgs) -> Result<()> {
         classes.len()
     );
     if let Some(path) = &a.out {
-        let grid = GrayImage::grid(pixels, size, columns, 2);
+        let grid = Picture::grid_channels(pixels, channels, size, columns, 2);
         write_png(path, &grid.scaled(a.scale)).with_context(|| format!("writing '{}'", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
@@ -235,16 +236,16 @@ pub(crate) fn run(a: SampleArgs) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating '{}'", dir.display()))?;
         for (i, img) in pixels.chunks(per_image).enumerate() {
             let path = dir.join(format!("{i:05}.png"));
-            write_png(&path, &GrayImage::grid(img, size, 1, 0))
+            write_png(&path, &Picture::grid_channels(img, channels, size, 1, 0))
                 .with_context(|| format!("writing '{}'", path.display()))?;
         }
         eprintln!("wrote {} images to {}", classes.len(), dir.display());
     }
     if let Some(path) = &a.chain {
         let frames = xt_frames.len() / per_image;
-        let strip = GrayImage::stack_vertical(&[
-            GrayImage::grid(&xt_frames, size, frames, 2),
-            GrayImage::grid(&x0_frames, size, frames, 2),
+        let strip = Picture::stack_vertical(&[
+            Picture::grid_channels(&xt_frames, channels, size, frames, 2),
+            Picture::grid_channels(&x0_frames, channels, size, frames, 2),
         ]);
         write_png(path, &strip.scaled(a.scale)).with_context(|| format!("writing '{}'", path.display()))?;
         eprintln!(

@@ -2,9 +2,9 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ddpm_explorer::data::{ImageDataset, Split};
+use ddpm_explorer::data::TrainingImages;
 use ddpm_explorer::diffusion::schedule::ScheduleKind;
-use ddpm_explorer::model::{SkipLayout, UNetConfig};
+use ddpm_explorer::model::{Preset, SkipLayout, UNetConfig};
 use ddpm_explorer::native::device::{DeviceChoice, choose_device};
 use ddpm_explorer::native::train::{
     LossWeighting, LrChange, LrDecay, TrainConfig, TrainError, checkpoint_config, checkpoint_step, train,
@@ -24,9 +24,23 @@ AMD EPYC VM and 80 on an Intel Xeon VM (batch 64: 0.36 to 0.8 s a step), so the 
 hours; --device wgpu uses a GPU when there is one."
 )]
 pub(crate) struct TrainArgs {
-    /// Dataset: a folder of IDX files (train-images-idx3-ubyte[.gz] …) or an IDX image file.
+    /// Dataset: a folder of IDX files (train-images-idx3-ubyte[.gz] …), an IDX image file, or a
+    /// folder of PNG/JPEG images (searched recursively; with --conditional, a first-level subfolder
+    /// per class), centre-cropped and resized to --image-size.
     #[arg(long, default_value = "data/mnist")]
     data: PathBuf,
+    /// The network's shape: mnist (28 × 28 grey, 1.2 M parameters) or cifar10 (Ho et al.'s 32 × 32
+    /// RGB net, 35.7 M parameters); the network flags below change it [default: mnist].
+    #[arg(long, conflicts_with = "resume")]
+    preset: Option<Preset>,
+    /// Image folders: the side the images are cropped and resized to, a multiple of 2^(levels − 1)
+    /// from 16 to 128 [default: the preset's, 28 or 32]. IDX files keep their own size.
+    #[arg(long, conflicts_with = "resume")]
+    image_size: Option<usize>,
+    /// Image folders: keep the decoded images in memory up to this many MiB; a larger set is read
+    /// from its files batch by batch.
+    #[arg(long, default_value_t = 4096, value_name = "MIB")]
+    data_memory: usize,
     /// Total optimisation steps [default: 20000; on --resume, the run's own total].
     #[arg(long, conflicts_with = "epochs")]
     steps: Option<usize>,
@@ -175,7 +189,6 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
         // SAFETY: nothing else runs yet: no thread has been started when the command begins.
         unsafe { std::env::set_var("BURN_DEVICE", "flex") };
     }
-    let data = ImageDataset::load(&a.data, Split::Train).context("loading the training data")?;
     if let Some(d) = a.dropout
         && !(0.0..1.0).contains(&d)
     {
@@ -185,11 +198,42 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
     // changes the recipe is then refused by `train` with the reason.
     let base = match (a.resume, checkpoint_config(&a.out)?) {
         (true, Some(recorded)) => recorded,
-        _ => TrainConfig::default(),
+        _ => TrainConfig {
+            unet: a.preset.unwrap_or(Preset::Mnist).unet(),
+            ..TrainConfig::default()
+        },
     };
     let mut config = a.apply_to(base);
+    if let Some(size) = a.image_size {
+        if !(MIN_FOLDER_SIZE..=MAX_FOLDER_SIZE).contains(&size) {
+            anyhow::bail!("--image-size must be from {MIN_FOLDER_SIZE} to {MAX_FOLDER_SIZE} (got {size})");
+        }
+        config.unet.image_size = size;
+    }
+    let opened = TrainingImages::open(&a.data, config.unet.image_size, a.data_memory << 20)
+        .context("loading the training data")?;
+    let data = opened.source();
+    if let TrainingImages::Folder(folder) = &opened {
+        for skipped in folder.skipped() {
+            eprintln!("skipped '{}': {}", skipped.path.display(), skipped.reason);
+        }
+        if !folder.in_memory() {
+            eprintln!(
+                "the images take more than {} MiB: each batch is read from its files",
+                a.data_memory
+            );
+        }
+    }
+    if !a.resume {
+        // A new network takes the data's shape (IDX files keep their size; a folder is resized).
+        let [channels, rows, cols] = data.shape();
+        config.unet.image_channels = channels;
+        if rows == cols {
+            config.unet.image_size = rows;
+        }
+    }
     if a.conditional && config.unet.num_classes.is_none() {
-        let names = data.class_names(&a.data).context("--conditional: the class names")?;
+        let names = opened.class_names(&a.data).context("--conditional: the class names")?;
         config.unet.num_classes = Some(names.len());
         config.class_names = Some(names);
         config.p_uncond = Some(a.p_uncond.unwrap_or(DEFAULT_P_UNCOND));
@@ -217,11 +261,11 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
     let steps = config.steps;
     config.validate()?;
     let chosen = choose_device(a.device)?;
+    let [channels, rows, cols] = data.shape();
     eprintln!(
-        "training on {} images ({}×{}) on {chosen}: {steps} steps of batch {}, {} parameters",
+        "training on {} images ({rows}×{cols}, {}) on {chosen}: {steps} steps of batch {}, {} parameters",
         data.len(),
-        data.rows,
-        data.cols,
+        if channels == 1 { "grey" } else { "RGB" },
         config.batch,
         millions_of_parameters(&config.unet)
     );
@@ -239,7 +283,7 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
     stop_on_signals();
     let log_every = config.log_every;
     let started = std::time::Instant::now();
-    let summary = train(&config, &data, &a.out, &chosen.device, a.resume, |p| {
+    let summary = train(&config, data, &a.out, &chosen.device, a.resume, |p| {
         bar.set_position(p.step as u64);
         bar.set_message(format!("{:.4}  {:.1} img/s", p.loss, p.images_per_second));
         if plain && (p.step % log_every == 0 || p.step == p.steps) {
@@ -302,6 +346,10 @@ fn stop_on_signals() {
         unsafe { libc::signal(signal, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t) };
     }
 }
+
+/// The sides an image folder may be resized to.
+const MIN_FOLDER_SIZE: usize = 16;
+const MAX_FOLDER_SIZE: usize = 128;
 
 /// Ho & Salimans' label-dropout rate.
 const DEFAULT_P_UNCOND: f64 = 0.1;

@@ -24,10 +24,10 @@ pub use ema::ema_update;
 pub use grads::clip_grad_global_norm;
 pub use loss::{LossWeighting, training_loss};
 
-use crate::data::ImageDataset;
+use crate::data::{DataError, ImageSource};
 use crate::diffusion::sampler::{Guided, ReverseChain, SamplerConfig};
 use crate::diffusion::schedule::NoiseSchedule;
-use crate::image::GrayImage;
+use crate::image::Picture;
 use crate::model::UNet;
 use crate::model::weights::WeightsError;
 use burn::tensor::Device;
@@ -58,6 +58,9 @@ pub enum TrainError {
         /// What is wrong.
         reason: String,
     },
+    /// The training images could not be read.
+    #[error(transparent)]
+    Data(#[from] DataError),
     /// Bad settings.
     #[error("{0}")]
     Settings(String),
@@ -118,28 +121,36 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TrainErr
 }
 
 /// A grid of `n` samples from `unet` (the default sampler: DDIM, 50 steps, η = 0) as a picture. A
-/// class-conditional model draws two rows, a column per class, guided with w = 2 instead.
-pub fn sample_grid(unet: &UNet, schedule: &NoiseSchedule, n: usize, seed: u64, device: &Device) -> GrayImage {
+/// class-conditional model draws two rows, a column per class, guided with w = 2 instead. The
+/// images are `[channels, size, size]` (`image`).
+pub fn sample_grid(
+    unet: &UNet,
+    schedule: &NoiseSchedule,
+    image: [usize; 2],
+    n: usize,
+    seed: u64,
+    device: &Device,
+) -> Picture {
     let sampler = SamplerConfig::default_for(schedule.timesteps())
         .build(schedule)
         .expect("valid default sampler");
-    let size = 28;
+    let [channels, size] = image;
     let (x0, columns) = match unet.num_classes() {
         None => {
-            let x0 = ReverseChain::from_noise(unet, sampler, [n, 1, size, size], seed, device).run();
+            let x0 = ReverseChain::from_noise(unet, sampler, [n, channels, size, size], seed, device).run();
             (x0, (n as f64).sqrt().ceil() as usize)
         }
         Some(classes) => {
             let labels = (0..2 * classes).map(|i| Some(i % classes)).collect::<Vec<_>>();
             let n = labels.len();
             let guided = Guided::new(unet, labels, 2.0).expect("classes in range");
-            let x0 = ReverseChain::from_noise(&guided, sampler, [n, 1, size, size], seed, device).run();
+            let x0 = ReverseChain::from_noise(&guided, sampler, [n, channels, size, size], seed, device).run();
             (x0, classes)
         }
     };
     let data = x0.into_data();
     let pixels = data.as_slice::<f32>().expect("f32 samples");
-    GrayImage::grid(pixels, size, columns, 2)
+    Picture::grid_channels(pixels, channels, size, columns, 2)
 }
 
 /// Trains on `data` into the run folder `out`. With `resume`, continues from the folder's latest
@@ -148,7 +159,7 @@ pub fn sample_grid(unet: &UNet, schedule: &NoiseSchedule, n: usize, seed: u64, d
 /// or SIGTERM) writes a checkpoint and the export at that step and ends the run there.
 pub fn train(
     config: &TrainConfig,
-    data: &ImageDataset,
+    data: &dyn ImageSource,
     out: &Path,
     device: &Device,
     resume: bool,

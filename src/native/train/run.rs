@@ -9,7 +9,7 @@ use super::{
     DivergenceWatch, RunDir, RunLock, TrainConfig, TrainError, clip_grad_global_norm, drop_labels, ema_update,
     export_model, io_err, sample_grid, training_loss, write_loss_plot,
 };
-use crate::data::{BatchSampler, ImageDataset};
+use crate::data::{BatchSampler, ImageSource};
 use crate::diffusion::forward::q_sample;
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::model::UNet;
@@ -51,7 +51,7 @@ impl<'c> Run<'c> {
     /// initialisation, `config.init_from`, or (with `resume`) the folder's latest checkpoint.
     pub fn open(
         config: &'c TrainConfig,
-        data: &ImageDataset,
+        data: &dyn ImageSource,
         out: &Path,
         device: &Device,
         resume: bool,
@@ -115,7 +115,7 @@ impl<'c> Run<'c> {
     /// ∇ w_t ‖ε − ε_θ(x_t, t)‖², then the EMA. Every step's loss and gradient norm are read back and
     /// checked before the weights move, so a bad step never reaches the weights, a checkpoint or an
     /// export. Returns the step's loss.
-    pub fn step(&mut self, step: usize, data: &ImageDataset) -> Result<f64, TrainError> {
+    pub fn step(&mut self, step: usize, data: &dyn ImageSource) -> Result<f64, TrainError> {
         let config = self.config;
         let size = config.unet.image_size;
         let indices = self.batches.batch_at(step, config.batch);
@@ -123,15 +123,16 @@ impl<'c> Run<'c> {
         self.train_device.seed(step_seed);
         let mut rng = NoiseRng::new(step_seed);
         let t: Vec<usize> = (0..config.batch).map(|_| rng.below(config.timesteps)).collect();
-        let x0 = data.batch(&indices, &self.train_device); // [b, 1, s, s]
-        let noise = rng.normal_tensor([config.batch, 1, size, size], &self.train_device); // [b, 1, s, s]
-        let x_t = q_sample(&self.schedule, x0, &t, noise.clone()); // [b, 1, s, s]
+        let channels = config.unet.image_channels;
+        let x0 = data.batch(&indices, &self.train_device)?; // [b, c, s, s]
+        let noise = rng.normal_tensor([config.batch, channels, size, size], &self.train_device); // [b, c, s, s]
+        let x_t = q_sample(&self.schedule, x0, &t, noise.clone()); // [b, c, s, s]
         let classes = config.p_uncond.map(|p| {
             // Its own stream, so the draws of t and ε are those of an unconditional run.
             let mut rng = NoiseRng::new(NoiseRng::stream_seed(step_seed, LABEL_DROPOUT_STREAM));
-            drop_labels(indices.iter().map(|&i| data.labels[i]), p, &mut rng)
+            drop_labels(indices.iter().map(|&i| data.labels()[i]), p, &mut rng)
         });
-        let eps = self.model.forward_classes(x_t, &t, classes.as_deref()); // [b, 1, s, s]
+        let eps = self.model.forward_classes(x_t, &t, classes.as_deref()); // [b, c, s, s]
         let loss = training_loss(eps, noise, &t, config.loss_weighting, &self.schedule); // [1]
         let step_loss = loss.clone().into_scalar::<f32>() as f64;
         self.watch.check_loss(step + 1, step_loss)?;
@@ -161,7 +162,14 @@ impl<'c> Run<'c> {
 
     /// Writes the EMA's sample grid for step `step`.
     pub fn write_sample_grid(&self, step: usize) -> Result<(), TrainError> {
-        let grid = sample_grid(&self.ema, &self.schedule, 16, self.config.seed, &self.plain_device);
+        let grid = sample_grid(
+            &self.ema,
+            &self.schedule,
+            [self.config.unet.image_channels, self.config.unet.image_size],
+            16,
+            self.config.seed,
+            &self.plain_device,
+        );
         write_png(&self.dir.samples().join(format!("step_{step:07}.png")), &grid)
             .map_err(io_err("writing a sample grid"))
     }
@@ -189,20 +197,27 @@ impl<'c> Run<'c> {
 }
 
 /// The data must be the model's size, and a conditional run needs a label in range per image.
-fn check_data(config: &TrainConfig, data: &ImageDataset) -> Result<(), TrainError> {
-    if data.rows != config.unet.image_size || data.cols != config.unet.image_size {
+fn check_data(config: &TrainConfig, data: &dyn ImageSource) -> Result<(), TrainError> {
+    let [channels, rows, cols] = data.shape();
+    let (c, s) = (config.unet.image_channels, config.unet.image_size);
+    if [channels, rows, cols] != [c, s, s] {
+        let kind = |c: usize| if c == 1 { "grey" } else { "colour" };
         return Err(TrainError::Settings(format!(
-            "the dataset's images are {}×{} but the model expects {}×{}",
-            data.rows, data.cols, config.unet.image_size, config.unet.image_size
+            "the dataset's images are {rows}×{cols} {} but the model expects {s}×{s} {}",
+            kind(channels),
+            kind(c)
         )));
     }
     if let Some(n) = config.unet.num_classes {
-        if data.labels.len() != data.len() {
+        let labels = data.labels();
+        if labels.len() != data.len() {
             return Err(TrainError::Settings(
-                "conditional training needs the dataset's labels (the labels-idx1 file beside the images)".into(),
+                "conditional training needs the dataset's labels (the labels-idx1 file beside IDX images, or a \
+                 first-level subfolder per class in an image folder)"
+                    .into(),
             ));
         }
-        if let Some(&bad) = data.labels.iter().find(|&&l| l as usize >= n) {
+        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= n) {
             return Err(TrainError::Settings(format!(
                 "the dataset has label {bad} but the model has {n} classes"
             )));
