@@ -14,7 +14,7 @@ use burn::tensor::{Device, Tensor};
 use criterion::{Criterion, criterion_group};
 use ddpm_explorer::diffusion::sampler::{EpsModel, Guided, ReverseChain, SamplerConfig, VarianceKind, apply_step};
 use ddpm_explorer::diffusion::schedule::NoiseSchedule;
-use ddpm_explorer::model::{SkipLayout, UNetConfig};
+use ddpm_explorer::model::{Preset, SkipLayout, UNetConfig};
 use ddpm_explorer::native::allocator::keep_freed_buffers;
 use ddpm_explorer::native::threads::on_worker_threads;
 use ddpm_explorer::native::train::ema_update;
@@ -92,6 +92,48 @@ fn bench_train_step(c: &mut Criterion) {
             black_box(sync(ema_probe(&ema, &plain)))
         })
     });
+    group.finish();
+}
+
+/// Ho et al.'s CIFAR-10 net (`--preset cifar10`, 35.7 M parameters) on 32 × 32 RGB: a training
+/// step of batch 32 (forward, backward, Adam), then the forward at batch 1 and 32. The peak
+/// resident memory after the training steps is printed (`VmHWM`: the process's high-water mark).
+fn bench_cifar10(c: &mut Criterion) {
+    let plain = device();
+    let device = plain.clone().autodiff();
+    let config = Preset::Cifar10.unet();
+    let schedule = NoiseSchedule::linear(1000).unwrap();
+    let mut model = config.init(&device);
+    let mut optim = AdamConfig::new().init();
+    let mut rng = NoiseRng::new(1);
+    let x0 = rng.normal_tensor([32, 3, 32, 32], &device).clamp(-1.0, 1.0);
+    let mut group = c.benchmark_group("cifar10");
+    group.sample_size(10);
+    group.bench_function("train_step_batch_32", |b| {
+        b.iter(|| {
+            let t: Vec<usize> = (0..32).map(|_| rng.below(1000)).collect();
+            let noise = rng.normal_tensor([32, 3, 32, 32], &device);
+            let x_t = ddpm_explorer::diffusion::forward::q_sample(&schedule, x0.clone(), &t, noise.clone());
+            let loss = (model.forward(x_t, &t) - noise).square().mean();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(2e-4, model.clone(), grads);
+            black_box(loss.into_scalar::<f32>())
+        })
+    });
+    if let Some(peak) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).map(str::to_string))
+    {
+        eprintln!("cifar10: peak resident memory after the training steps: {peak}");
+    }
+    let unet = model.valid();
+    for batch in [1usize, 32] {
+        let x = NoiseRng::new(0).normal_tensor([batch, 3, 32, 32], &plain);
+        let t = vec![500; batch];
+        group.bench_function(format!("forward_batch_{batch}"), |b| {
+            b.iter(|| black_box(sync(unet.forward(x.clone(), &t))))
+        });
+    }
     group.finish();
 }
 
@@ -189,7 +231,8 @@ criterion_group!(
     bench_forward,
     bench_train_step,
     bench_reverse_step,
-    bench_step_update
+    bench_step_update,
+    bench_cifar10
 );
 /// `criterion_main!`, with every benchmark on rayon's worker threads as the `ddpm` binary runs
 /// (`DDPM_BENCH_FROM_MAIN=1`: from the main thread instead, to measure what that costs).
