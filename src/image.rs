@@ -15,6 +15,35 @@ pub struct Picture {
     pub pixels: Vec<u8>,
 }
 
+/// The shape of a model's images: `channels` planes (1 grey, 3 RGB) of `size × size` pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageShape {
+    /// Planes per image.
+    pub channels: usize,
+    /// Height and width.
+    pub size: usize,
+}
+
+impl ImageShape {
+    /// MNIST's 28 × 28 grey.
+    pub const MNIST: ImageShape = ImageShape { channels: 1, size: 28 };
+
+    /// Values per image.
+    pub fn values(self) -> usize {
+        self.channels * self.size * self.size
+    }
+
+    /// The tensor shape of `n` such images.
+    pub fn batch(self, n: usize) -> [usize; 4] {
+        [n, self.channels, self.size, self.size]
+    }
+
+    /// Lays out images of this shape in a grid ([`Picture::grid_channels`]).
+    pub fn grid(self, images: &[f32], columns: usize, pad: usize) -> Picture {
+        Picture::grid_channels(images, self.channels, self.size, columns, pad)
+    }
+}
+
 /// Maps a model value in [−1, 1] to a byte, clamping outside values: round((x + 1) · 127.5).
 pub fn unit_to_byte(x: f32) -> u8 {
     ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8

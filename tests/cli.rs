@@ -1303,6 +1303,41 @@ fn a_tiny_rgb_run_from_an_image_folder_trains_resumes_bit_for_bit_and_samples_in
         png_colour_and_size(&out),
         (png::ColorType::Rgb, (2 + 3 * 18, 2 + 2 * 18))
     );
+    // The page's folder: the examples come from the pictures, two per class, as 16 × 16 colour
+    // (IDX with four dimensions); grey 28 × 28 examples do not fit this model and write nothing.
+    let page = tmp.path().join("page");
+    let o = ddpm(&[
+        "export",
+        "--weights",
+        e.to_str().unwrap(),
+        "--out",
+        page.to_str().unwrap(),
+        "--half",
+        "--examples",
+        data.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(page.join("digits-images-idx3-ubyte")).unwrap();
+    let examples = ddpm_explorer::data::parse_idx_images(&bytes, "examples").unwrap();
+    assert_eq!((examples.len(), examples.channels, examples.rows), (4, 3, 16));
+    let idx = tmp.path().join("idx");
+    write_tiny_dataset(&idx);
+    for kind in ["images-idx3", "labels-idx1"] {
+        let train = idx.join(format!("train-{kind}-ubyte"));
+        std::fs::copy(&train, idx.join(format!("t10k-{kind}-ubyte"))).unwrap();
+    }
+    let elsewhere = tmp.path().join("not-written");
+    let o = ddpm(&[
+        "export",
+        "--weights",
+        e.to_str().unwrap(),
+        "--out",
+        elsewhere.to_str().unwrap(),
+        "--examples",
+        idx.to_str().unwrap(),
+    ]);
+    assert_fails_with(&o, "the model draws [3, 16, 16]");
+    assert!(!elsewhere.exists());
     // A size the network cannot halve to its levels, or outside 16–128, is refused.
     let o = train_tiny_with(&data, &tmp.path().join("odd"), "2", false, &["--image-size", "17"]);
     assert_fails_with(&o, "image size 17");

@@ -10,7 +10,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use ddpm_explorer::diffusion::sampler::{ReverseChain, SamplerConfig, StepCoefs, VarianceKind};
 use ddpm_explorer::diffusion::schedule::{NoiseSchedule, ScheduleKind};
-use ddpm_explorer::image::{Picture, unit_to_byte};
+use ddpm_explorer::image::{ImageShape, Picture, unit_to_byte};
 use ddpm_explorer::model::UNet;
 use ddpm_explorer::model::weights::{DiffusionConfig, unet_to_bytes};
 use ddpm_explorer::rng::NoiseRng;
@@ -49,7 +49,7 @@ async fn mount_math_panel(t: usize) -> (web_sys::HtmlElement, PageState, impl Si
         t,
         ..ViewState::default()
     };
-    let state = PageState::new(&view, 1000, test_digit());
+    let state = PageState::new(&view, 1000, ImageShape::MNIST, test_digit());
     let handle = mount_to(root.clone(), move || {
         provide_context(state);
         view! { <MathPanel /> }
@@ -94,7 +94,7 @@ async fn the_slider_moves_the_forward_image_as_equation_4_says() {
         schedule: ScheduleKind::Linear,
         ..ViewState::default()
     };
-    let state = PageState::new(&view, 1000, test_digit());
+    let state = PageState::new(&view, 1000, ImageShape::MNIST, test_digit());
     let t = state.t;
     let digits = vec![test_digit()];
     let _handle = mount_to(root.clone(), move || {
@@ -127,7 +127,7 @@ async fn the_slider_moves_the_forward_image_as_equation_4_says() {
         .unchecked_into();
     let drawn = read_gray(&canvas);
     let (a, b) = (linear_alpha_bar(600).sqrt(), (1.0 - linear_alpha_bar(600)).sqrt());
-    let eps = forward_noise(3);
+    let eps = forward_noise(3, ImageShape::MNIST);
     let want: Vec<u8> = test_digit()
         .iter()
         .zip(&eps)
@@ -403,7 +403,7 @@ async fn the_web_worker_asks_a_conditional_model_for_each_images_class() {
 #[wasm_bindgen_test]
 async fn the_class_picker_and_guidance_slider_drive_the_guidance_equation() {
     let root = container();
-    let state = PageState::new(&ViewState::default(), 1000, test_digit());
+    let state = PageState::new(&ViewState::default(), 1000, ImageShape::MNIST, test_digit());
     let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
     let _handle = mount_to(root.clone(), move || {
         provide_context(state);
@@ -560,7 +560,7 @@ fn the_chain_figure_has_a_row_per_sample_and_a_column_per_shown_step() {
             }
         })
         .collect();
-    let figure = chain_figure(&frames, 5);
+    let figure = chain_figure(&frames, ImageShape::MNIST, 5);
     // 5 columns (frames 0, 5, 10, 15, 20) of 28 + 1 px, 16 rows.
     assert_eq!((figure.width, figure.height), (5 * 29 + 1, BATCH * 29 + 1));
     for (column, frame) in [0usize, 5, 10, 15, 20].into_iter().enumerate() {

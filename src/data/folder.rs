@@ -9,7 +9,8 @@
 //! while they fit the budget given; a larger set keeps only the file list and decodes each batch's
 //! files when it is read.
 
-use super::{DataError, ImageDataset, ImageSource, byte_to_unit};
+use super::{DataError, ImageDataset, ImageSource, byte_to_unit, example_indices};
+use crate::image::unit_to_byte;
 use image::imageops::FilterType;
 use image::{ColorType, DynamicImage};
 use rayon::prelude::*;
@@ -202,6 +203,20 @@ impl ImageFolder {
     /// Whether the images are held in memory (else each batch is decoded from its files).
     pub fn in_memory(&self) -> bool {
         self.cached.is_some()
+    }
+
+    /// Examples of every class for the page's forward panel, as [`ImageDataset::examples`] picks
+    /// them, as bytes.
+    pub fn examples(&self, per_class: usize) -> Result<ImageDataset, DataError> {
+        let picked = example_indices(&self.labels, self.len(), per_class);
+        let values = self.read(&picked)?;
+        Ok(ImageDataset {
+            pixels: values.into_iter().map(unit_to_byte).collect(),
+            labels: picked.iter().filter_map(|&i| self.labels.get(i).copied()).collect(),
+            channels: self.channels,
+            rows: self.size,
+            cols: self.size,
+        })
     }
 
     /// The class names (the first-level subfolders, sorted), in label order.

@@ -9,7 +9,7 @@
 pub mod folder;
 mod idx;
 
-pub use idx::{encode_idx_images, encode_idx_labels, parse_idx_images, parse_idx_labels};
+pub use idx::{encode_idx_dataset, encode_idx_images, encode_idx_labels, parse_idx_images, parse_idx_labels};
 
 use crate::rng::NoiseRng;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -189,21 +189,14 @@ impl ImageDataset {
     /// `per_class` rows; a class with fewer images is skipped in the rows it lacks. Without labels,
     /// the first `per_class · 10` images.
     pub fn examples(&self, per_class: usize) -> ImageDataset {
-        let picked: Vec<usize> = if self.labels.is_empty() {
-            (0..self.len().min(per_class * 10)).collect()
-        } else {
-            let classes = self.labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
-            let mut of_class = vec![Vec::new(); classes];
-            for (i, &l) in self.labels.iter().enumerate() {
-                of_class[l as usize].push(i);
-            }
-            (0..per_class)
-                .flat_map(|k| of_class.iter().filter_map(move |images| images.get(k).copied()))
-                .collect()
-        };
+        self.subset(&example_indices(&self.labels, self.len(), per_class))
+    }
+
+    /// The images at `indices` (with their labels, when there are labels).
+    pub fn subset(&self, indices: &[usize]) -> ImageDataset {
         ImageDataset {
-            pixels: picked.iter().flat_map(|&i| self.image(i).to_vec()).collect(),
-            labels: picked.iter().filter_map(|&i| self.labels.get(i).copied()).collect(),
+            pixels: indices.iter().flat_map(|&i| self.image(i).to_vec()).collect(),
+            labels: indices.iter().filter_map(|&i| self.labels.get(i).copied()).collect(),
             channels: self.channels,
             rows: self.rows,
             cols: self.cols,
@@ -214,6 +207,22 @@ impl ImageDataset {
     pub fn pixels(&self, indices: impl IntoIterator<Item = usize>) -> Vec<f32> {
         indices.into_iter().flat_map(|i| bytes_to_unit(self.image(i))).collect()
     }
+}
+
+/// Which of `len` images [`ImageDataset::examples`] picks: the k-th image of each class in label
+/// order, for k < `per_class`; without labels the first `per_class · 10`.
+pub fn example_indices(labels: &[u8], len: usize, per_class: usize) -> Vec<usize> {
+    if labels.is_empty() {
+        return (0..len.min(per_class * 10)).collect();
+    }
+    let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
+    let mut of_class = vec![Vec::new(); classes];
+    for (i, &l) in labels.iter().enumerate() {
+        of_class[l as usize].push(i);
+    }
+    (0..per_class)
+        .flat_map(|k| of_class.iter().filter_map(move |images| images.get(k).copied()))
+        .collect()
 }
 
 /// Shuffled minibatches of indices, as a pure function of (seed, step): epoch e is a permutation
@@ -459,6 +468,33 @@ mod tests {
         let ds = ds.with_labels(labels).unwrap();
         assert_eq!(ds.labels, vec![7, 1]);
         assert!(ds.clone().with_labels(vec![1]).is_err());
+    }
+
+    #[test]
+    fn colour_images_round_trip_through_idx4() {
+        let rgb = ImageDataset {
+            pixels: (0..2 * 3 * 2 * 2).map(|i| i as u8).collect(),
+            labels: Vec::new(),
+            channels: 3,
+            rows: 2,
+            cols: 2,
+        };
+        let bytes = encode_idx_dataset(&rgb);
+        // Header by hand: magic 00 00 08 04, n = 2, channels = 3, rows = 2, cols = 2.
+        assert_eq!(
+            &bytes[..20],
+            &[0, 0, 8, 4, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 2]
+        );
+        let back = parse_idx_images(&bytes, "x").unwrap();
+        assert_eq!(back, rgb);
+        assert_eq!(back.image(1)[0], 12);
+        assert!(parse_idx_images(&bytes[..bytes.len() - 1], "x").is_err());
+        // Grey images stay IDX3, as MNIST's.
+        let grey = ImageDataset {
+            channels: 1,
+            ..rgb.clone()
+        };
+        assert_eq!(&encode_idx_dataset(&grey)[..4], &[0, 0, 8, 3]);
     }
 
     #[test]

@@ -105,8 +105,12 @@ pub fn Explorer(
         digit: initial.digit.min(digits.len().saturating_sub(1)),
         ..initial
     };
-    let x0 = digits.get(initial.digit).cloned().unwrap_or_else(|| vec![-1.0; 784]);
-    let state = PageState::new(&initial, timesteps, x0);
+    let image = engine.image();
+    let x0 = digits
+        .get(initial.digit)
+        .cloned()
+        .unwrap_or_else(|| vec![-1.0; image.values()]);
+    let state = PageState::new(&initial, timesteps, image, x0);
     provide_context(state);
 
     // Keep the URL in step with the view, so it can be shared and replayed.

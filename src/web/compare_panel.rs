@@ -5,12 +5,11 @@ use super::canvas::{PictureCanvas, now_ms};
 use super::chain_driver::{drive_chains, read_back, read_back_all};
 use super::controls::SamplerControls;
 use super::engine::Engine;
-use super::forward_panel::SIZE;
 use super::reverse_panel::time_left;
 use super::schedule_plot::{Axes, Axis, polyline};
 use super::state::PageState;
 use crate::diffusion::sampler::{ChainStep, Guidance, ReverseChain, SamplerConfig, VarianceKind};
-use crate::image::Picture;
+use crate::image::{ImageShape, Picture};
 use crate::view_state::PAGE_MAX_GUIDANCE;
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
@@ -64,8 +63,8 @@ struct Difference {
     x_t: f64,
 }
 
-fn small_grid(pixels: &[f32]) -> Picture {
-    Picture::grid(pixels, SIZE, 2, 1)
+fn small_grid(image: ImageShape, pixels: &[f32]) -> Picture {
+    image.grid(pixels, 2, 1)
 }
 
 /// The comparison, folded away until opened (nothing runs before "Compare" is pressed).
@@ -255,7 +254,8 @@ impl ComparisonRun {
             })
         });
         let schedule = engine.config.noise_schedule().map_err(|e| e.to_string())?;
-        let shape = [COMPARE_BATCH, 1, SIZE, SIZE];
+        let image = engine.image();
+        let shape = image.batch(COMPARE_BATCH);
         let plans = [
             self.sides[0].sampler.get_untracked().build(&schedule),
             self.sides[1].sampler.get_untracked().build(&schedule),
@@ -268,8 +268,8 @@ impl ComparisonRun {
         let mut latest = [x_t.clone(), x_t.clone()];
         let mut latest_x0 = [vec![-1.0f32; x_t.len()], vec![-1.0f32; x_t.len()]];
         for side in self.sides {
-            side.x_t.set(Some(small_grid(&x_t)));
-            side.pred_x0.set(Some(small_grid(&latest_x0[0])));
+            side.x_t.set(Some(small_grid(image, &x_t)));
+            side.pred_x0.set(Some(small_grid(image, &latest_x0[0])));
             side.t.set(None);
         }
         self.differences.set(Vec::new());
@@ -279,8 +279,8 @@ impl ComparisonRun {
             let mut t = 0;
             for (i, s) in stepped {
                 let [x_prev, pred_x0] = read_back_all([s.x_prev, s.pred_x0]).await?;
-                self.sides[i].x_t.set(Some(small_grid(&x_prev)));
-                self.sides[i].pred_x0.set(Some(small_grid(&pred_x0)));
+                self.sides[i].x_t.set(Some(small_grid(image, &x_prev)));
+                self.sides[i].pred_x0.set(Some(small_grid(image, &pred_x0)));
                 self.sides[i].t.set(Some(s.coefs.t));
                 t = t.max(s.coefs.t);
                 latest[i] = x_prev;

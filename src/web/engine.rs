@@ -6,6 +6,7 @@ use super::worker::{EpsPool, PoolRequest, pool_size};
 use crate::data::{EXAMPLE_IMAGES_FILE, EXAMPLE_LABELS_FILE, ImageDataset, parse_idx_images, parse_idx_labels};
 use crate::diffusion::sampler::guidance::check_guidance;
 use crate::diffusion::sampler::{EpsModel, Guidance, ReverseChain};
+use crate::image::ImageShape;
 use crate::model::UNet;
 use crate::model::weights::{CONFIG_FILE, DiffusionConfig, WEIGHTS_FILE};
 use crate::view_state::BackendPreference;
@@ -189,6 +190,14 @@ pub fn parse_digits(images: &[u8], labels: &[u8]) -> Result<ImageDataset, String
 }
 
 impl Engine {
+    /// The shape of the model's images.
+    pub fn image(&self) -> ImageShape {
+        ImageShape {
+            channels: self.config.unet.image_channels,
+            size: self.config.unet.image_size,
+        }
+    }
+
     /// Loads everything: the device (as `preference` asks), the page's list of models, and the
     /// model `model` names (the first when `None` or when no model has that name): its
     /// `config.json`, weights and real images. `on_progress` hears which model loads and how many
@@ -239,6 +248,16 @@ impl Engine {
             .load_unet(weights.clone(), &device)
             .map_err(|e| LoadError::lasting(format!("{weights_url}: {e}")))?;
         let digits = parse_digits(&images, &labels).map_err(LoadError::lasting)?;
+        let image = ImageShape {
+            channels: config.unet.image_channels,
+            size: config.unet.image_size,
+        };
+        if [digits.channels, digits.rows, digits.cols] != [image.channels, image.size, image.size] {
+            return Err(LoadError::lasting(format!(
+                "{images_url}: the examples are {}×{}×{} (channels × rows × cols) but the model draws {}×{}×{}",
+                digits.channels, digits.rows, digits.cols, image.channels, image.size, image.size
+            )));
+        }
         let mut backend = backend;
         let worker = if backend.webgpu {
             None

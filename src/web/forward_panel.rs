@@ -8,26 +8,24 @@ use super::schedule_plot::SchedulePlot;
 use super::state::PageState;
 use crate::diffusion::forward::q_sample_pixels;
 use crate::diffusion::schedule::{NoiseSchedule, ScheduleKind};
-use crate::image::Picture;
+use crate::image::ImageShape;
 use crate::rng::NoiseRng;
 use leptos::html::Canvas;
 use leptos::prelude::*;
 
-/// Side of the images, in pixels.
-pub const SIZE: usize = 28;
-
 /// The random stream of the forward panel's ε (see [`NoiseRng::stream_seed`]).
 const FORWARD_EPS_STREAM: u64 = 1;
 
-/// ε for the forward panel: fixed by its seed until the user resamples.
-pub fn forward_noise(seed: u64) -> Vec<f32> {
-    NoiseRng::new(NoiseRng::stream_seed(seed, FORWARD_EPS_STREAM)).normal_vec(SIZE * SIZE)
+/// ε for the forward panel, one image of `image`'s shape: fixed by its seed until the user
+/// resamples.
+pub fn forward_noise(seed: u64, image: ImageShape) -> Vec<f32> {
+    NoiseRng::new(NoiseRng::stream_seed(seed, FORWARD_EPS_STREAM)).normal_vec(image.values())
 }
 
-/// A canvas showing a 28×28 image in [−1, 1], redrawn whenever `pixels` changes.
+/// A canvas showing one of the model's images in [−1, 1], redrawn whenever `pixels` changes.
 #[component]
 pub fn ImageView(
-    /// The image, 784 values in [−1, 1].
+    /// The image, `[channels, size, size]` values in [−1, 1].
     pixels: Signal<Vec<f32>>,
     /// Accessible name.
     label: &'static str,
@@ -35,14 +33,15 @@ pub fn ImageView(
     #[prop(default = "digit")]
     class: &'static str,
 ) -> impl IntoView {
-    let picture = Signal::derive(move || Some(pixels.with(|p| Picture::grid(p, SIZE, 1, 0))));
+    let image = PageState::expect().image;
+    let picture = Signal::derive(move || Some(pixels.with(|p| image.grid(p, 1, 0))));
     view! { <PictureCanvas picture=picture label=label class=class /> }
 }
 
 /// The strip of real images; clicking one makes it x_0.
 #[component]
 pub fn DigitStrip(
-    /// The images, each 784 values in [−1, 1].
+    /// The images, each `[channels, size, size]` values in [−1, 1].
     digits: Vec<Vec<f32>>,
     /// What they are ("digit", "digits"; unset: "image", "images").
     #[prop(optional)]
@@ -72,19 +71,23 @@ pub fn DigitStrip(
     view! { <div class="digit-strip" role="group" aria-label=format!("real {many}")>{buttons}</div> }
 }
 
-/// Paints a soft round brush of radius ~1.5 px at (x, y) into a 28×28 image in [−1, 1].
-pub fn paint(pixels: &mut [f32], x: f64, y: f64) {
-    for py in 0..SIZE {
-        for px in 0..SIZE {
-            let d2 = (px as f64 + 0.5 - x).powi(2) + (py as f64 + 0.5 - y).powi(2);
-            let ink = (-d2 / 2.0).exp() as f32 * 2.0;
-            let v = &mut pixels[py * SIZE + px];
-            *v = (*v + ink).min(1.0);
+/// Paints a soft round white brush of radius ~1.5 px at (x, y) into an image of `image`'s shape in
+/// [−1, 1] (every plane alike).
+pub fn paint(pixels: &mut [f32], image: ImageShape, x: f64, y: f64) {
+    let size = image.size;
+    for plane in pixels.chunks_mut(size * size).take(image.channels) {
+        for py in 0..size {
+            for px in 0..size {
+                let d2 = (px as f64 + 0.5 - x).powi(2) + (py as f64 + 0.5 - y).powi(2);
+                let ink = (-d2 / 2.0).exp() as f32 * 2.0;
+                let v = &mut plane[py * size + px];
+                *v = (*v + ink).min(1.0);
+            }
         }
     }
 }
 
-/// A 28×28 canvas to draw x_0 on with the mouse or a finger.
+/// A canvas of the model's image size to draw x_0 on with the mouse or a finger.
 #[component]
 pub fn DrawPad(
     /// x_0, painted into.
@@ -92,16 +95,17 @@ pub fn DrawPad(
 ) -> impl IntoView {
     let canvas = NodeRef::<Canvas>::new();
     let drawing = RwSignal::new(false);
-    let picture = Signal::derive(move || Some(x0.with(|p| Picture::grid(p, SIZE, 1, 0))));
+    let image = PageState::expect().image;
+    let picture = Signal::derive(move || Some(x0.with(|p| image.grid(p, 1, 0))));
     let stroke = move |ev: web_sys::PointerEvent| {
         let Some(c) = canvas.get() else { return };
         let rect = c.get_bounding_client_rect();
         if rect.width() <= 0.0 {
             return;
         }
-        let x = (ev.client_x() as f64 - rect.left()) / rect.width() * SIZE as f64;
-        let y = (ev.client_y() as f64 - rect.top()) / rect.height() * SIZE as f64;
-        x0.update(|p| paint(p, x, y));
+        let x = (ev.client_x() as f64 - rect.left()) / rect.width() * image.size as f64;
+        let y = (ev.client_y() as f64 - rect.top()) / rect.height() * image.size as f64;
+        x0.update(|p| paint(p, image, x, y));
     };
     view! {
         <div class="draw-pad">
@@ -117,7 +121,7 @@ pub fn DrawPad(
                 on:pointerleave=move |_| drawing.set(false)>
                 <PictureCanvas picture=picture label="x_0: draw here" class="digit drawable" node_ref=canvas />
             </div>
-            <button on:click=move |_| x0.set(vec![-1.0; SIZE * SIZE])>"Clear (draw your own)"</button>
+            <button on:click=move |_| x0.set(vec![-1.0; image.values()])>"Clear (draw your own)"</button>
         </div>
     }
 }
@@ -173,9 +177,10 @@ pub fn ForwardPanel(
         schedule_kind,
         schedule,
         noise_seed,
+        image,
         ..
     } = PageState::expect();
-    let eps = Memo::new(move |_| forward_noise(noise_seed.get()));
+    let eps = Memo::new(move |_| forward_noise(noise_seed.get(), image));
     let x_t = Signal::derive(move || {
         let t = t.get();
         schedule.with(|s| x0.with(|x| eps.with(|e| q_sample_pixels(s, x, t.min(s.timesteps() - 1), e))))

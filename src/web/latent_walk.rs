@@ -5,7 +5,6 @@ use super::canvas::PictureCanvas;
 use super::chain_driver::{drive_chains, read_back};
 use super::controls::DownloadButton;
 use super::engine::Engine;
-use super::forward_panel::SIZE;
 use super::models::ImageNoun;
 use super::state::PageState;
 use crate::diffusion::sampler::interpolate::interpolation_latents;
@@ -90,9 +89,15 @@ async fn run_walk(
     let plan =
         SamplerPlan::ddim(&schedule, WALK_STEPS.min(schedule.timesteps()), 0.0, true).map_err(|e| e.to_string())?;
     let total = plan.timesteps().len();
-    let latents = interpolation_latents([1, SIZE, SIZE], seeds, WALK_FRAMES, &engine.device); // [frames, 1, 28, 28]
+    let image = engine.image();
+    let latents = interpolation_latents(
+        [image.channels, image.size, image.size],
+        seeds,
+        WALK_FRAMES,
+        &engine.device,
+    ); // [frames, c, s, s]
     let mut chain = ReverseChain::from_latent(&engine.unet, plan, latents, seeds.0);
-    let show = |pixels: &[f32]| Picture::grid(pixels, SIZE, WALK_FRAMES, 1);
+    let show = |pixels: &[f32]| image.grid(pixels, WALK_FRAMES, 1);
     strip.set(Some(show(&read_back(chain.current()).await?)));
     progress.set((0, total));
     let show_step = async |stepped: Vec<(usize, ChainStep)>| {

@@ -6,11 +6,11 @@ use super::canvas::{PictureCanvas, now_ms};
 use super::chain_driver::{drive_chains, read_back, read_back_all};
 use super::controls::{DownloadButton, PlayButton, SamplerControls};
 use super::engine::Engine;
-use super::forward_panel::{SIZE, forward_noise};
+use super::forward_panel::forward_noise;
 use super::guidance_controls::GuidanceControls;
 use super::state::PageState;
 use crate::diffusion::sampler::{ChainStep, ReverseChain, StepCoefs};
-use crate::image::Picture;
+use crate::image::{ImageShape, Picture};
 use crate::rng::NoiseRng;
 use burn::tensor::{Tensor, TensorData};
 use leptos::prelude::*;
@@ -37,8 +37,8 @@ pub struct Frame {
 const GRID_COLUMNS: usize = 4;
 const GRID_PAD: usize = 1;
 
-fn grid(pixels: &[f32]) -> Picture {
-    Picture::grid(pixels, SIZE, GRID_COLUMNS, GRID_PAD)
+fn grid(image: ImageShape, pixels: &[f32]) -> Picture {
+    image.grid(pixels, GRID_COLUMNS, GRID_PAD)
 }
 
 /// The random stream of SDEdit's noise for all but the first image (see [`NoiseRng::stream_seed`]).
@@ -68,6 +68,7 @@ pub fn ReversePanel(
         schedule,
         replay,
         busy,
+        image,
         ..
     } = state;
     let chain_view = ChainView::new();
@@ -219,7 +220,7 @@ pub fn ReversePanel(
                     picture=move || current().map(|f| f.x_t) />
                 <DownloadButton label="Save chain (PNG)" filename="ddpm-chain.png" scale=3
                     ready=Signal::derive(move || frames.with(|f| f.len() > 1))
-                    picture=move || frames.with(|f| (f.len() > 1).then(|| chain_figure(f, CHAIN_FIGURE_STEPS))) />
+                    picture=move || frames.with(|f| (f.len() > 1).then(|| chain_figure(f, image, CHAIN_FIGURE_STEPS))) />
             </div>
             <Equation mathml=step_equation />
             <p class="sources">
@@ -249,13 +250,13 @@ pub fn evenly_spaced(len: usize, k: usize) -> Vec<usize> {
 
 /// The chain as one figure: a row per sample, a column per shown step (x_T on the left, x_0 on the
 /// right), cut from the recorded x_t grids.
-pub fn chain_figure(frames: &[Frame], columns: usize) -> Picture {
+pub fn chain_figure(frames: &[Frame], image: ImageShape, columns: usize) -> Picture {
     let steps = evenly_spaced(frames.len(), columns);
     let cells: Vec<Picture> = (0..BATCH)
         .flat_map(|sample| {
             steps
                 .iter()
-                .map(move |&k| frames[k].x_t.grid_cell(sample, SIZE, GRID_COLUMNS, GRID_PAD))
+                .map(move |&k| frames[k].x_t.grid_cell(sample, image.size, GRID_COLUMNS, GRID_PAD))
         })
         .collect();
     Picture::arrange(&cells, steps.len(), GRID_PAD)
@@ -322,7 +323,8 @@ async fn run_chain(engine: &Engine, start: Start, state: PageState, view: ChainV
     } = state;
     let schedule = engine.config.noise_schedule().map_err(|e| e.to_string())?;
     let seed = seed.get_untracked();
-    let shape = [BATCH, 1, SIZE, SIZE];
+    let image = state.image;
+    let shape = image.batch(BATCH);
     let device = &engine.device;
     let mut chain = match start {
         Start::Noise => {
@@ -334,13 +336,14 @@ async fn run_chain(engine: &Engine, start: Start, state: PageState, view: ChainV
             // panel shows the model's schedule).
             let start_t = shown_schedule
                 .with_untracked(|s| schedule.nearest_t(s.alpha_bar[t.get_untracked().min(s.timesteps() - 1)]));
-            let x0: Vec<f32> = x0.with_untracked(|x| x.iter().cycle().take(BATCH * SIZE * SIZE).copied().collect());
+            let x0: Vec<f32> = x0.with_untracked(|x| x.iter().cycle().take(BATCH * image.values()).copied().collect());
             let x0 = Tensor::<4>::from_data(TensorData::new(x0, shape), device);
             // The first image gets the forward panel's ε (its x_t is the one on screen), the others
             // fresh draws, so the grid shows how many digits one sketch can become.
-            let mut noise = forward_noise(noise_seed.get_untracked());
+            let mut noise = forward_noise(noise_seed.get_untracked(), image);
             noise.extend(
-                NoiseRng::new(NoiseRng::stream_seed(seed, SDEDIT_NOISE_STREAM)).normal_vec((BATCH - 1) * SIZE * SIZE),
+                NoiseRng::new(NoiseRng::stream_seed(seed, SDEDIT_NOISE_STREAM))
+                    .normal_vec((BATCH - 1) * image.values()),
             );
             let noise = Tensor::<4>::from_data(TensorData::new(noise, shape), device);
             let config = sampler.get_untracked();
@@ -352,9 +355,9 @@ async fn run_chain(engine: &Engine, start: Start, state: PageState, view: ChainV
     view.progress.set((0, total - done));
     let first = Frame {
         coefs: None,
-        x_t: grid(&read_back(chain.current()).await?),
-        pred_x0: grid(&vec![-1.0; BATCH * SIZE * SIZE]),
-        eps: grid(&vec![0.0; BATCH * SIZE * SIZE]),
+        x_t: grid(image, &read_back(chain.current()).await?),
+        pred_x0: grid(image, &vec![-1.0; BATCH * image.values()]),
+        eps: grid(image, &vec![0.0; BATCH * image.values()]),
     };
     view.frames.set(vec![first]);
     view.shown.set(0);
@@ -367,9 +370,9 @@ async fn run_chain(engine: &Engine, start: Start, state: PageState, view: ChainV
             view.frames.update(|f| {
                 f.push(Frame {
                     coefs: Some(s.coefs),
-                    x_t: grid(&x_t),
-                    pred_x0: grid(&pred_x0),
-                    eps: grid(&eps),
+                    x_t: grid(image, &x_t),
+                    pred_x0: grid(image, &pred_x0),
+                    eps: grid(image, &eps),
                 })
             });
             view.shown.set(s.index + 1 - offset);

@@ -3,15 +3,18 @@
 
 use crate::diffusion::sampler::{Guidance, SamplerConfig, StepCoefs};
 use crate::diffusion::schedule::{NoiseSchedule, ScheduleKind};
+use crate::image::ImageShape;
 use crate::view_state::ViewState;
 use leptos::prelude::*;
 
 /// Everything the panels share. `Copy`: signals are handles.
 #[derive(Clone, Copy)]
 pub struct PageState {
+    /// The shape of the model's images.
+    pub image: ImageShape,
     /// Index of the chosen real digit.
     pub digit: RwSignal<usize>,
-    /// x_0 (a real digit or a drawing), 784 values in [−1, 1].
+    /// x_0 (a real image or a drawing), `image.values()` values in [−1, 1].
     pub x0: RwSignal<Vec<f32>>,
     /// The forward panel's timestep (SDEdit starts there).
     pub t: RwSignal<usize>,
@@ -38,10 +41,12 @@ pub struct PageState {
 }
 
 impl PageState {
-    /// The state a page opens with: `view` (already clamped to the model's `timesteps`) and `x0`.
-    pub fn new(view: &ViewState, timesteps: usize, x0: Vec<f32>) -> Self {
+    /// The state a page opens with: `view` (already clamped to the model's `timesteps`), the
+    /// model's `image` shape and `x0`.
+    pub fn new(view: &ViewState, timesteps: usize, image: ImageShape, x0: Vec<f32>) -> Self {
         let schedule_kind = RwSignal::new(view.schedule);
         Self {
+            image,
             digit: RwSignal::new(view.digit),
             x0: RwSignal::new(x0),
             t: RwSignal::new(view.t),

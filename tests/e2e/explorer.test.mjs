@@ -455,3 +455,43 @@ test('every model the page ships opens from its link, shows its own images and r
     await page.close();
   }
 });
+
+test('a colour model draws in colour at its own size: examples, x_t and the chain', async () => {
+  // A tiny RGB model (16 × 16, two classes, `tests/fixtures/rgb-tiny`: `ddpm train` on a folder of
+  // red and blue squares, then `ddpm export --examples` from that folder) offered beside the digits.
+  const dir = 'tests/fixtures/rgb-tiny';
+  const weights = await readFile(`${dir}/model.bpk`);
+  const catalogue = {
+    models: [
+      { id: 'digits', name: 'Digits (MNIST)', dir: '', weights_bytes: (await readFile('assets/model.bpk')).length },
+      { id: 'squares', name: 'Squares (RGB)', dir: 'squares', weights_bytes: weights.length, noun: { one: 'square', many: 'squares' } },
+    ],
+  };
+  const colourModel = async (page) => {
+    await page.route('**/assets/models.json', (route) => route.fulfill({ body: JSON.stringify(catalogue) }));
+    for (const f of ['config.json', 'model.bpk', 'digits-images-idx3-ubyte', 'digits-labels-idx1-ubyte']) {
+      await page.route(`**/assets/squares/${f}`, async (route) => route.fulfill({ body: await readFile(`${dir}/${f}`) }));
+    }
+  };
+  const { page, problems } = await open({ width: 1280, height: 900 }, 'model=squares&sampler=ddim3&seed=0', colourModel);
+  /** The canvas's size and whether any of its pixels has unequal red, green and blue. */
+  const colourOf = (selector) =>
+    page.$eval(selector, (c) => {
+      const { data } = c.getContext('2d').getImageData(0, 0, c.width, c.height);
+      let coloured = false;
+      for (let i = 0; i < data.length; i += 4) coloured ||= data[i] !== data[i + 1] || data[i + 1] !== data[i + 2];
+      return { width: c.width, height: c.height, coloured };
+    });
+  // Its examples (two per class) are its own 16 × 16 colour pictures, and x_t is one too.
+  assert.equal(await page.$$eval('.digit-strip .thumb', (ts) => ts.length), 4);
+  assert.deepEqual(await colourOf('.digit-strip .thumb-canvas'), { width: 16, height: 16, coloured: true });
+  assert.deepEqual(await colourOf('canvas.forward-xt'), { width: 16, height: 16, coloured: true });
+  assert.deepEqual((await page.$$eval('.class-picker option', (os) => os.map((o) => o.textContent))).slice(1), ['blues', 'reds']);
+  // A chain of its 16 samples: a 4 × 4 grid of 16 px pictures with 1 px borders, in colour.
+  await page.click('button.generate');
+  await waitForSteps(page, 3);
+  assert.deepEqual(await colourOf('.reverse canvas.grid'), { width: 4 * 17 + 1, height: 4 * 17 + 1, coloured: true });
+  await page.locator('.reverse').screenshot({ path: `${SHOTS}/reverse-rgb.png` });
+  assert.deepEqual(problems, []);
+  await page.close();
+});

@@ -17,29 +17,43 @@ pub(crate) struct ExportArgs {
     #[arg(long)]
     half: bool,
     /// Also write the page's real images for the forward panel: two of each class from this
-    /// dataset's held-out split (e.g. data/fashion-mnist), what a model folder of the page holds.
+    /// dataset's held-out split (e.g. data/fashion-mnist) or from this folder of images (cropped
+    /// and resized to the model's size), what a model folder of the page holds.
     #[arg(long, value_name = "DATA")]
     examples: Option<PathBuf>,
 }
 
 pub(crate) fn run(a: ExportArgs) -> Result<()> {
     use ddpm_explorer::data::{
-        EXAMPLE_IMAGES_FILE, EXAMPLE_LABELS_FILE, ImageDataset, Split, encode_idx_images, encode_idx_labels,
+        EXAMPLE_IMAGES_FILE, EXAMPLE_LABELS_FILE, ImageDataset, Split, TrainingImages, encode_idx_dataset,
+        encode_idx_labels,
     };
     use ddpm_explorer::model::weights::{CONFIG_FILE, WEIGHTS_FILE, unet_to_bytes, unet_to_half_bytes};
     use ddpm_explorer::native::train::export_model;
-    // The examples first: a dataset that is not there stops the export before anything is written.
-    let examples = match &a.examples {
-        Some(dir) => Some(
-            ImageDataset::load(dir, Split::Test)
-                .with_context(|| format!("--examples: the held-out split of '{}'", dir.display()))?
-                .examples(2),
-        ),
-        None => None,
-    };
     let device = burn::tensor::Device::flex();
     let (config, unet) =
         load_model(&a.weights, &device).with_context(|| format!("loading weights from '{}'", a.weights.display()))?;
+    // The examples before anything is written: a dataset that is not there, or not the model's
+    // shape, stops the export.
+    let size = config.unet.image_size;
+    let examples = match &a.examples {
+        Some(dir) => {
+            let context = || format!("--examples: the held-out split or the images of '{}'", dir.display());
+            let examples = match TrainingImages::open(dir, size, 1 << 30).with_context(context)? {
+                TrainingImages::Idx(_) => ImageDataset::load(dir, Split::Test).with_context(context)?.examples(2),
+                TrainingImages::Folder(folder) => folder.examples(2).with_context(context)?,
+            };
+            let shape = [examples.channels, examples.rows, examples.cols];
+            if shape != [config.unet.image_channels, size, size] {
+                anyhow::bail!(
+                    "--examples: the images are {shape:?} (channels, rows, cols) but the model draws {:?}",
+                    [config.unet.image_channels, size, size]
+                );
+            }
+            Some(examples)
+        }
+        None => None,
+    };
     let bytes = if a.half {
         unet_to_half_bytes(&unet)?
     } else {
@@ -47,7 +61,6 @@ pub(crate) fn run(a: ExportArgs) -> Result<()> {
     };
     // How much the stored precision changes ε̂, on a fixed batch of noisy inputs.
     let exported = config.load_unet(bytes.clone(), &device)?;
-    let size = config.unet.image_size;
     let x = ddpm_explorer::rng::NoiseRng::new(0).normal_tensor([8, config.unet.image_channels, size, size], &device);
     let t: Vec<usize> = (0..8).map(|i| i * (config.timesteps - 1) / 7).collect();
     let diff = (unet.forward(x.clone(), &t) - exported.forward(x, &t))
@@ -57,7 +70,7 @@ pub(crate) fn run(a: ExportArgs) -> Result<()> {
     export_model(&a.out, &config, &bytes).with_context(|| format!("writing '{}'", a.out.display()))?;
     if let Some(examples) = examples {
         use ddpm_explorer::native::io::write_atomic;
-        let images = encode_idx_images(&examples.pixels, examples.rows, examples.cols);
+        let images = encode_idx_dataset(&examples);
         let written = write_atomic(&a.out.join(EXAMPLE_IMAGES_FILE), &images)
             .and_then(|()| write_atomic(&a.out.join(EXAMPLE_LABELS_FILE), &encode_idx_labels(&examples.labels)));
         written.with_context(|| format!("writing the examples into '{}'", a.out.display()))?;
