@@ -6,9 +6,13 @@
 //! and Fashion-MNIST (Debian's `dataset-fashion-mnist`) load the same way.
 
 #[cfg(feature = "native")]
+mod files;
+#[cfg(feature = "native")]
 pub mod folder;
 mod idx;
 
+#[cfg(feature = "native")]
+pub use files::TrainingImages;
 pub use idx::{encode_idx_dataset, encode_idx_images, encode_idx_labels, parse_idx_images, parse_idx_labels};
 
 use crate::rng::NoiseRng;
@@ -280,149 +284,6 @@ impl Split {
         match self {
             Split::Train => "train",
             Split::Test => "t10k",
-        }
-    }
-}
-
-/// A training set as `--data` names it: IDX files (a folder holding them, or an image file) or a
-/// folder of PNG and JPEG files.
-#[cfg(feature = "native")]
-#[derive(Debug)]
-pub enum TrainingImages {
-    /// IDX files, in memory.
-    Idx(ImageDataset),
-    /// An image folder.
-    Folder(folder::ImageFolder),
-}
-
-#[cfg(feature = "native")]
-mod files {
-    use super::*;
-    use std::io::Read;
-    use std::path::{Path, PathBuf};
-
-    fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-        let io = |error| DataError::Io {
-            path: path.display().to_string(),
-            error,
-        };
-        let raw = std::fs::read(path).map_err(io)?;
-        if raw.starts_with(&[0x1f, 0x8b]) {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&raw[..])
-                .read_to_end(&mut out)
-                .map_err(io)?;
-            Ok(out)
-        } else {
-            Ok(raw)
-        }
-    }
-
-    fn find(dir: &Path, stem: &str) -> Option<PathBuf> {
-        [stem.to_string(), format!("{stem}.gz")]
-            .into_iter()
-            .map(|name| dir.join(name))
-            .find(|p| p.is_file())
-    }
-
-    impl TrainingImages {
-        /// Opens the training split at `path`: IDX files when `path` is one or a folder holding
-        /// `train-images-idx3-ubyte[.gz]`, else a folder of images, cropped and resized to `size`
-        /// and kept in memory up to `memory_budget` bytes.
-        pub fn open(path: &Path, size: usize, memory_budget: usize) -> Result<Self, DataError> {
-            let idx = !path.is_dir() || find(path, &format!("{}-images-idx3-ubyte", Split::Train.prefix())).is_some();
-            if idx {
-                Ok(Self::Idx(ImageDataset::load(path, Split::Train)?))
-            } else {
-                Ok(Self::Folder(folder::ImageFolder::open(path, size, memory_budget)?))
-            }
-        }
-
-        /// The images.
-        pub fn source(&self) -> &(dyn ImageSource + Sync) {
-            match self {
-                Self::Idx(data) => data,
-                Self::Folder(folder) => folder,
-            }
-        }
-
-        /// The class names, in label order (see [`ImageDataset::class_names`] and
-        /// [`folder::ImageFolder::class_names`]).
-        pub fn class_names(&self, path: &Path) -> Result<Vec<String>, DataError> {
-            match self {
-                Self::Idx(data) => data.class_names(path),
-                Self::Folder(folder) => folder.class_names(),
-            }
-        }
-    }
-
-    impl ImageDataset {
-        /// The class names of this labelled dataset, loaded from `path`: `classes.txt` (a name
-        /// per line) in its folder, else the label numbers 0 … the largest label.
-        pub fn class_names(&self, path: &Path) -> Result<Vec<String>, DataError> {
-            let Some(&max) = self.labels.iter().max() else {
-                return Err(DataError::NoLabels(path.display().to_string()));
-            };
-            let dir = if path.is_dir() {
-                path
-            } else {
-                path.parent().unwrap_or(path)
-            };
-            let file = dir.join("classes.txt");
-            if !file.is_file() {
-                return Ok((0..=max).map(|i| i.to_string()).collect());
-            }
-            let text = std::fs::read_to_string(&file).map_err(|error| DataError::Io {
-                path: file.display().to_string(),
-                error,
-            })?;
-            let names: Vec<String> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect();
-            if names.len() <= max as usize {
-                return Err(DataError::ClassNames {
-                    path: file.display().to_string(),
-                    names: names.len(),
-                    max,
-                });
-            }
-            Ok(names)
-        }
-
-        /// Loads a split from a folder of IDX files, or an IDX image file (its labels are looked
-        /// for beside it, `images-idx3` replaced by `labels-idx1`; a split is ignored then).
-        pub fn load(path: &Path, split: Split) -> Result<Self, DataError> {
-            if !path.exists() {
-                return Err(DataError::NotFound {
-                    path: path.display().to_string(),
-                    split: split.prefix(),
-                });
-            }
-            let images_path = if path.is_dir() {
-                find(path, &format!("{}-images-idx3-ubyte", split.prefix())).ok_or_else(|| DataError::NotFound {
-                    path: path.display().to_string(),
-                    split: split.prefix(),
-                })?
-            } else {
-                path.to_path_buf()
-            };
-            let shown = images_path.display().to_string();
-            let data = parse_idx_images(&read_maybe_gz(&images_path)?, &shown)?;
-            let name = images_path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            let labels_path = name
-                .contains("images-idx3")
-                .then(|| images_path.with_file_name(name.replace("images-idx3", "labels-idx1")))
-                .filter(|p| p.is_file());
-            match labels_path {
-                Some(p) => {
-                    let shown = p.display().to_string();
-                    data.with_labels(parse_idx_labels(&read_maybe_gz(&p)?, &shown)?)
-                }
-                None => Ok(data),
-            }
         }
     }
 }

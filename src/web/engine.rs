@@ -2,7 +2,7 @@
 //! the trained U-Net and its configuration, all fetched from the page's own origin.
 
 use super::models::{Catalogue, LoadError, ModelEntry, fetch_bytes, fetch_bytes_reporting, fetch_catalogue};
-use super::worker::{EpsPool, PoolRequest, pool_size};
+use super::worker_pool::{EpsPool, PoolRequest, pool_size};
 use crate::data::{EXAMPLE_IMAGES_FILE, EXAMPLE_LABELS_FILE, ImageDataset, parse_idx_images, parse_idx_labels};
 use crate::diffusion::sampler::guidance::check_guidance;
 use crate::diffusion::sampler::{EpsModel, Guidance, ReverseChain};

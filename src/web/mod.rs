@@ -17,6 +17,7 @@ pub mod reverse_panel;
 pub mod schedule_plot;
 pub mod state;
 pub mod worker;
+pub mod worker_pool;
 
 use wasm_bindgen::prelude::wasm_bindgen;
 
