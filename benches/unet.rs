@@ -14,7 +14,7 @@ use burn::tensor::{Device, Tensor};
 use criterion::{Criterion, criterion_group};
 use ddpm_explorer::diffusion::sampler::{EpsModel, Guided, ReverseChain, SamplerConfig, VarianceKind, apply_step};
 use ddpm_explorer::diffusion::schedule::NoiseSchedule;
-use ddpm_explorer::model::{Preset, SkipLayout, UNetConfig};
+use ddpm_explorer::model::{Preset, SkipLayout, UNet, UNetConfig};
 use ddpm_explorer::native::allocator::keep_freed_buffers;
 use ddpm_explorer::native::threads::on_worker_threads;
 use ddpm_explorer::native::train::ema_update;
@@ -54,41 +54,64 @@ fn sync(t: Tensor<4>) -> f32 {
     t.sum().into_scalar::<f32>()
 }
 
-fn bench_forward(c: &mut Criterion) {
-    let device = device();
-    let unet = unet_config().init(&device);
-    let mut group = c.benchmark_group("unet_forward");
-    group.sample_size(10);
-    for batch in [1usize, 16] {
-        let x = NoiseRng::new(0).normal_tensor([batch, 1, 28, 28], &device);
+/// `unet`'s forward at t = 500 for each of `batches` images of `[c, s, s]` (`image`), named
+/// `{prefix}batch_{n}` in `group`.
+fn bench_forwards(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    unet: &UNet,
+    image: [usize; 3],
+    batches: &[usize],
+    prefix: &str,
+) {
+    let [c, h, w] = image;
+    for &batch in batches {
+        let x = NoiseRng::new(0).normal_tensor([batch, c, h, w], &device());
         let t = vec![500; batch];
-        group.bench_function(format!("batch_{batch}"), |b| {
+        group.bench_function(format!("{prefix}batch_{batch}"), |b| {
             b.iter(|| black_box(sync(unet.forward(x.clone(), &t))))
         });
     }
+}
+
+fn bench_forward(c: &mut Criterion) {
+    let unet = unet_config().init(&device());
+    let mut group = c.benchmark_group("unet_forward");
+    group.sample_size(10);
+    bench_forwards(&mut group, &unet, [1, 28, 28], &[1, 16], "");
     group.finish();
+}
+
+/// Steps of Algorithm 1 on `config`'s network (forward, backward, Adam at 2e-4) with a fixed batch
+/// x_0 of `shape` and fresh t and ε each time; each call returns the updated network and the step's
+/// loss (read back, so an asynchronous backend finishes the step inside the timing).
+fn training_steps(config: &UNetConfig, shape: [usize; 4]) -> impl FnMut() -> (UNet, f32) + use<> {
+    let device = device().autodiff();
+    let schedule = NoiseSchedule::linear(1000).unwrap();
+    let mut model = config.init(&device);
+    let mut optim = AdamConfig::new().init();
+    let mut rng = NoiseRng::new(1);
+    let x0 = rng.normal_tensor(shape, &device).clamp(-1.0, 1.0); // [b, c, s, s]
+    move || {
+        let t: Vec<usize> = (0..shape[0]).map(|_| rng.below(1000)).collect();
+        let noise = rng.normal_tensor(shape, &device); // [b, c, s, s]
+        let x_t = ddpm_explorer::diffusion::forward::q_sample(&schedule, x0.clone(), &t, noise.clone()); // [b, c, s, s]
+        let loss = (model.forward(x_t, &t) - noise).square().mean(); // [1]
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(2e-4, model.clone(), grads);
+        (model.clone(), loss.into_scalar::<f32>())
+    }
 }
 
 fn bench_train_step(c: &mut Criterion) {
     let plain = device();
-    let device = plain.clone().autodiff();
-    let schedule = NoiseSchedule::linear(1000).unwrap();
-    let mut model = unet_config().init(&device);
-    let mut ema = model.valid();
-    let mut optim = AdamConfig::new().init();
-    let mut rng = NoiseRng::new(1);
-    let x0 = rng.normal_tensor([64, 1, 28, 28], &device).clamp(-1.0, 1.0);
+    let mut step = training_steps(&unet_config(), [64, 1, 28, 28]);
+    // The EMA's own starting weights do not change what an update costs.
+    let mut ema = unet_config().init(&plain);
     let mut group = c.benchmark_group("train_step");
     group.sample_size(10);
     group.bench_function("batch_64", |b| {
         b.iter(|| {
-            let t: Vec<usize> = (0..64).map(|_| rng.below(1000)).collect();
-            let noise = rng.normal_tensor([64, 1, 28, 28], &device);
-            let x_t = ddpm_explorer::diffusion::forward::q_sample(&schedule, x0.clone(), &t, noise.clone());
-            let loss = (model.forward(x_t, &t) - noise).square().mean();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(2e-4, model.clone(), grads);
-            ema = ema_update(ema.clone(), &model, 0.999, 1000);
+            ema = ema_update(ema.clone(), &step().0, 0.999, 1000);
             black_box(sync(ema_probe(&ema, &plain)))
         })
     });
@@ -100,40 +123,20 @@ fn bench_train_step(c: &mut Criterion) {
 /// resident memory after the training steps is printed (`VmHWM`: the process's high-water mark).
 fn bench_cifar10(c: &mut Criterion) {
     let plain = device();
-    let device = plain.clone().autodiff();
     let config = Preset::Cifar10.unet();
-    let schedule = NoiseSchedule::linear(1000).unwrap();
-    let mut model = config.init(&device);
-    let mut optim = AdamConfig::new().init();
-    let mut rng = NoiseRng::new(1);
-    let x0 = rng.normal_tensor([32, 3, 32, 32], &device).clamp(-1.0, 1.0);
+    let mut step = training_steps(&config, [32, 3, 32, 32]);
+    let mut model = None;
     let mut group = c.benchmark_group("cifar10");
     group.sample_size(10);
-    group.bench_function("train_step_batch_32", |b| {
-        b.iter(|| {
-            let t: Vec<usize> = (0..32).map(|_| rng.below(1000)).collect();
-            let noise = rng.normal_tensor([32, 3, 32, 32], &device);
-            let x_t = ddpm_explorer::diffusion::forward::q_sample(&schedule, x0.clone(), &t, noise.clone());
-            let loss = (model.forward(x_t, &t) - noise).square().mean();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(2e-4, model.clone(), grads);
-            black_box(loss.into_scalar::<f32>())
-        })
-    });
+    group.bench_function("train_step_batch_32", |b| b.iter(|| model = Some(black_box(step()).0)));
     if let Some(peak) = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).map(str::to_string))
     {
         eprintln!("cifar10: peak resident memory after the training steps: {peak}");
     }
-    let unet = model.valid();
-    for batch in [1usize, 32] {
-        let x = NoiseRng::new(0).normal_tensor([batch, 3, 32, 32], &plain);
-        let t = vec![500; batch];
-        group.bench_function(format!("forward_batch_{batch}"), |b| {
-            b.iter(|| black_box(sync(unet.forward(x.clone(), &t))))
-        });
-    }
+    let unet = model.map_or_else(|| config.init(&plain), |m| m.valid());
+    bench_forwards(&mut group, &unet, [3, 32, 32], &[1, 32], "forward_");
     group.finish();
 }
 

@@ -1305,17 +1305,12 @@ fn a_tiny_rgb_run_from_an_image_folder_trains_resumes_bit_for_bit_and_samples_in
     );
     // The page's folder: the examples come from the pictures, two per class, as 16 × 16 colour
     // (IDX with four dimensions); grey 28 × 28 examples do not fit this model and write nothing.
+    let export_examples = |out: &Path, examples: &Path| {
+        let (w, o, x) = (e.to_str().unwrap(), out.to_str().unwrap(), examples.to_str().unwrap());
+        ddpm(&["export", "--weights", w, "--out", o, "--half", "--examples", x])
+    };
     let page = tmp.path().join("page");
-    let o = ddpm(&[
-        "export",
-        "--weights",
-        e.to_str().unwrap(),
-        "--out",
-        page.to_str().unwrap(),
-        "--half",
-        "--examples",
-        data.to_str().unwrap(),
-    ]);
+    let o = export_examples(&page, &data);
     assert!(o.status.success(), "{}", stderr(&o));
     let bytes = std::fs::read(page.join("digits-images-idx3-ubyte")).unwrap();
     let examples = ddpm_explorer::data::parse_idx_images(&bytes, "examples").unwrap();
@@ -1327,15 +1322,7 @@ fn a_tiny_rgb_run_from_an_image_folder_trains_resumes_bit_for_bit_and_samples_in
         std::fs::copy(&train, idx.join(format!("t10k-{kind}-ubyte"))).unwrap();
     }
     let elsewhere = tmp.path().join("not-written");
-    let o = ddpm(&[
-        "export",
-        "--weights",
-        e.to_str().unwrap(),
-        "--out",
-        elsewhere.to_str().unwrap(),
-        "--examples",
-        idx.to_str().unwrap(),
-    ]);
+    let o = export_examples(&elsewhere, &idx);
     assert_fails_with(&o, "the model draws [3, 16, 16]");
     assert!(!elsewhere.exists());
     // A size the network cannot halve to its levels, or outside 16–128, is refused.
