@@ -1330,4 +1330,7 @@ fn a_tiny_rgb_run_from_an_image_folder_trains_resumes_bit_for_bit_and_samples_in
     assert_fails_with(&o, "image size 17");
     let o = train_tiny_with(&data, &tmp.path().join("big"), "2", false, &["--image-size", "256"]);
     assert_fails_with(&o, "--image-size must be from 16 to 128");
+    // IDX files keep their size: a preset or a size of another one is refused, not ignored.
+    let o = train_tiny_with(&idx, &tmp.path().join("cifar"), "2", false, &["--preset", "cifar10"]);
+    assert_fails_with(&o, "holds 28×28 images, not 32×32");
 }

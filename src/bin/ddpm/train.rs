@@ -224,6 +224,18 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
             );
         }
     }
+    if let TrainingImages::Idx(idx) = &opened {
+        // IDX files keep their own size: a size asked for would be silently another.
+        let wanted = a.image_size.or(a.preset.map(|p| p.unet().image_size));
+        if let Some(size) = wanted.filter(|&s| s != idx.rows || s != idx.cols) {
+            anyhow::bail!(
+                "'{}' holds {}×{} images, not {size}×{size}: IDX files keep their size (an image folder is resized)",
+                a.data.display(),
+                idx.rows,
+                idx.cols
+            );
+        }
+    }
     if !a.resume {
         // A new network takes the data's shape (IDX files keep their size; a folder is resized).
         let [channels, rows, cols] = data.shape();
