@@ -45,12 +45,17 @@ impl TrainingImages {
     /// `train-images-idx3-ubyte[.gz]`, else a folder of images, cropped and resized to `size`
     /// and kept in memory up to `memory_budget` bytes.
     pub fn open(path: &Path, size: usize, memory_budget: usize) -> Result<Self, DataError> {
-        let idx = !path.is_dir() || find(path, &format!("{}-images-idx3-ubyte", Split::Train.prefix())).is_some();
-        if idx {
+        if Self::names_idx(path) {
             Ok(Self::Idx(ImageDataset::load(path, Split::Train)?))
         } else {
             Ok(Self::Folder(ImageFolder::open(path, size, memory_budget)?))
         }
+    }
+
+    /// Whether `path` names IDX files (an IDX file, or a folder holding the training split's)
+    /// rather than a folder of images; nothing is read.
+    pub fn names_idx(path: &Path) -> bool {
+        !path.is_dir() || find(path, &format!("{}-images-idx3-ubyte", Split::Train.prefix())).is_some()
     }
 
     /// The images.

@@ -26,7 +26,7 @@ pub(crate) struct ExportArgs {
 pub(crate) fn run(a: ExportArgs) -> Result<()> {
     use ddpm_explorer::data::{
         EXAMPLE_IMAGES_FILE, EXAMPLE_LABELS_FILE, ImageDataset, Split, TrainingImages, encode_idx_dataset,
-        encode_idx_labels,
+        encode_idx_labels, folder::ImageFolder,
     };
     use ddpm_explorer::model::weights::{CONFIG_FILE, WEIGHTS_FILE, unet_to_bytes, unet_to_half_bytes};
     use ddpm_explorer::native::train::export_model;
@@ -39,9 +39,13 @@ pub(crate) fn run(a: ExportArgs) -> Result<()> {
     let examples = match &a.examples {
         Some(dir) => {
             let context = || format!("--examples: the held-out split or the images of '{}'", dir.display());
-            let examples = match TrainingImages::open(dir, size, 1 << 30).with_context(context)? {
-                TrainingImages::Idx(_) => ImageDataset::load(dir, Split::Test).with_context(context)?.examples(2),
-                TrainingImages::Folder(folder) => folder.examples(2).with_context(context)?,
+            // The held-out split of IDX files (the training split is not read), or the folder's images.
+            let examples = if TrainingImages::names_idx(dir) {
+                ImageDataset::load(dir, Split::Test).with_context(context)?.examples(2)
+            } else {
+                ImageFolder::open(dir, size, 1 << 30)
+                    .and_then(|folder| folder.examples(2))
+                    .with_context(context)?
             };
             let shape = [examples.channels, examples.rows, examples.cols];
             if shape != [config.unet.image_channels, size, size] {
