@@ -66,24 +66,54 @@ fn describe(error: &JsValue) -> String {
         .unwrap_or_else(|| format!("{error:?}"))
 }
 
+/// Why a worker gave no answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerFault {
+    /// The worker is alive and answered that it cannot do this request (a shape that does not
+    /// fit, a class the model lacks, weights it cannot read): asking again gives the same answer.
+    Refused(String),
+    /// An error was raised in the worker, its answer could not be read, or it stopped answering:
+    /// it is of no further use (a pool replaces it).
+    Lost(String),
+}
+
+impl std::fmt::Display for WorkerFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkerFault::Refused(why) | WorkerFault::Lost(why) => write!(f, "the model's worker failed: {why}"),
+        }
+    }
+}
+
+/// A promise that resolves after `ms` milliseconds (`setTimeout` of the page or the worker).
+fn sleep(ms: f64) -> JsFuture {
+    JsFuture::from(Promise::new(&mut |resolve, _| {
+        let set_timeout = Reflect::get(&js_sys::global(), &JsValue::from_str("setTimeout"))
+            .ok()
+            .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        if let Some(set_timeout) = set_timeout {
+            let _ = set_timeout.call2(&JsValue::UNDEFINED, &resolve, &JsValue::from_f64(ms));
+        }
+    }))
+}
+
 /// A message posted to the worker whose answer is still to come.
-struct Posted<'w> {
-    /// Resolves with the answer's event, or rejects with the worker's error event.
+struct Posted {
+    /// Resolves with the answer's event, or rejects with the worker's error event (or the
+    /// port's `messageerror`: an answer that could not be read).
     answer: JsFuture,
     /// Where the answer arrives.
     port: JsValue,
-    worker: &'w Worker,
+    worker: Worker,
 }
 
 /// Listens on `port` for the next message and on `worker` for an error, then posts with `post`.
-fn post<'w>(
-    port: JsValue,
-    worker: &'w Worker,
-    post: impl FnOnce() -> Result<(), JsValue>,
-) -> Result<Posted<'w>, String> {
+fn post(port: JsValue, worker: &Worker, post: impl FnOnce() -> Result<(), JsValue>) -> Result<Posted, String> {
     let mut handlers = Ok(());
     let answer = Promise::new(&mut |resolve, reject| {
-        handlers = Reflect::set(&port, &JsValue::from_str("onmessage"), &resolve).map(drop);
+        handlers = Reflect::set(&port, &JsValue::from_str("onmessage"), &resolve)
+            .and_then(|_| Reflect::set(&port, &JsValue::from_str("onmessageerror"), &reject))
+            .map(drop);
         worker.set_onerror(Some(&reject));
     });
     handlers.map_err(|e| describe(&e))?;
@@ -91,43 +121,58 @@ fn post<'w>(
     Ok(Posted {
         answer: JsFuture::from(answer),
         port,
-        worker,
+        worker: worker.clone(),
     })
 }
 
-impl Posted<'_> {
+impl Posted {
     /// The answer's data: the next message on the port, or the error raised in the worker,
-    /// whichever comes first.
-    async fn answer(self) -> Result<JsValue, String> {
-        let event = self.answer.await;
-        let _ = Reflect::set(&self.port, &JsValue::from_str("onmessage"), &JsValue::NULL);
+    /// whichever comes first; [`WorkerFault::Lost`] if neither comes within `patience_ms`.
+    async fn answer(self, patience_ms: f64) -> Result<JsValue, WorkerFault> {
+        let outcome = match futures::future::select(self.answer, sleep(patience_ms)).await {
+            futures::future::Either::Left((event, _)) => Some(event),
+            futures::future::Either::Right(_) => None,
+        };
+        for handler in ["onmessage", "onmessageerror"] {
+            let _ = Reflect::set(&self.port, &JsValue::from_str(handler), &JsValue::NULL);
+        }
         self.worker.set_onerror(None);
-        let data = field(
-            &event.map_err(|e| format!("the model's worker failed: {}", describe(&e)))?,
-            "data",
-        )?;
-        match field(&data, "error")?.as_string() {
-            Some(error) => Err(format!("the model's worker failed: {error}")),
+        let event = outcome
+            .ok_or_else(|| WorkerFault::Lost(format!("no answer in {:.1} s", patience_ms / 1000.0)))?
+            .map_err(|e| WorkerFault::Lost(describe(&e)))?;
+        let data = field(&event, "data").map_err(WorkerFault::Lost)?;
+        match field(&data, "error").map_err(WorkerFault::Lost)?.as_string() {
+            Some(error) => Err(WorkerFault::Refused(error)),
             None => Ok(data),
         }
     }
 }
 
+/// How long a worker may take to start, or to answer before a pool knows how fast it is.
+pub const FIRST_PATIENCE_MS: f64 = 120_000.0;
+
 /// A request for ε̂ on its way to the worker (the worker computes while the page goes on).
-pub struct EpsRequest<'w> {
-    posted: Posted<'w>,
+pub struct EpsRequest {
+    posted: Posted,
     channel: MessageChannel,
 }
 
-impl EpsRequest<'_> {
+impl EpsRequest {
     /// Waits (without blocking the page) for ε̂, host floats image after image.
     pub async fn eps(self) -> Result<Vec<f32>, String> {
-        let answer = self.posted.answer().await;
+        self.eps_within(FIRST_PATIENCE_MS)
+            .await
+            .map_err(|fault| fault.to_string())
+    }
+
+    /// [`Self::eps`], or [`WorkerFault::Lost`] when no answer comes within `patience_ms`.
+    pub async fn eps_within(self, patience_ms: f64) -> Result<Vec<f32>, WorkerFault> {
+        let answer = self.posted.answer(patience_ms).await;
         self.channel.port1().close();
-        let eps = field(&answer?, "eps")?;
+        let eps = field(&answer?, "eps").map_err(WorkerFault::Lost)?;
         Ok(eps
             .dyn_into::<Float32Array>()
-            .map_err(|_| "ε̂ came back in the wrong form")?
+            .map_err(|_| WorkerFault::Lost("ε̂ came back in the wrong form".into()))?
             .to_vec())
     }
 }
@@ -161,7 +206,10 @@ impl EpsWorker {
         let ready = match post(worker.worker.clone().into(), &worker.worker, || {
             worker.worker.post_message(&start)
         }) {
-            Ok(posted) => posted.answer().await,
+            Ok(posted) => posted
+                .answer(FIRST_PATIENCE_MS)
+                .await
+                .map_err(|fault| fault.to_string()),
             Err(e) => Err(e),
         };
         let _ = Url::revoke_object_url(&url);
@@ -177,7 +225,7 @@ impl EpsWorker {
         shape: [usize; 4],
         t: &[usize],
         classes: &[Option<usize>],
-    ) -> Result<EpsRequest<'_>, String> {
+    ) -> Result<EpsRequest, String> {
         let channel = MessageChannel::new().map_err(|e| describe(&e))?;
         let x = Float32Array::from(x_t);
         let shape = Uint32Array::from(&shape.map(|d| d as u32)[..]);

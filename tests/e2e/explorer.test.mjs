@@ -160,6 +160,39 @@ test('with more cores the page shares each step among workers, and the chain is 
   assert.ok(one.pixels.every((p, i) => p === two.pixels[i]), 'x_t and x̂_0 differ between one worker and two');
 });
 
+test('a worker the browser ends is replaced, and the chain goes on the same to the bit', async (t) => {
+  // Two workers (3 logical processors). A first chain shows the pool how long a step takes; then
+  // one worker is ended from inside, as the browser ends a worker that crashed (no event reaches
+  // the page, its requests are never answered). The same chain run again must not hang: the pool
+  // takes the silent worker for lost, starts another, asks it the same images, and the pictures
+  // are the first chain's, pixel for pixel.
+  const { page, problems } = await open({ width: 1280, height: 900 }, 'sampler=ddim&steps=3&eta=0&seed=5', async (p) => {
+    await p.addInitScript(() => Object.defineProperty(navigator, 'hardwareConcurrency', { get: () => 3 }));
+  });
+  const warnings = [];
+  page.on('console', (m) => m.type() === 'warning' && warnings.push(m.text()));
+  assert.match(await page.textContent('.badge'), /in 2 Web Workers\)/);
+  const pixels = () => page.$$eval('.reverse figure canvas', (cs) => cs.map((c) => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data).join(',')));
+  await page.click('button.generate');
+  await waitForSteps(page, 3);
+  const before = await pixels();
+  const workers = page.workers();
+  assert.equal(workers.length, 2, 'two workers');
+  await workers[1].evaluate(() => self.close());
+  const started = Date.now();
+  await page.click('button.generate');
+  await page.waitForFunction(() => !document.querySelector('.reverse .status')?.textContent.includes('step 3 of 3'));
+  await waitForSteps(page, 3);
+  const after = await pixels();
+  assert.ok(warnings.some((w) => /worker 1 of the model was lost \(no answer in/.test(w)), `the loss was noticed: ${warnings.join(' | ')}`);
+  assert.equal(page.workers().length, 2, 'the lost worker was replaced');
+  assert.ok(before.length >= 2);
+  assert.ok(before.every((p, i) => p === after[i]), 'x_t and x̂_0 differ after a worker was replaced');
+  assert.deepEqual(problems, []);
+  t.diagnostic(`the chain with a lost worker took ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  await page.close();
+});
+
 test('at 360 px wide nothing overflows sideways', async () => {
   const { page, problems } = await open({ width: 360, height: 780 });
   // With the comparison and the walk opened too.
