@@ -1219,9 +1219,14 @@ fn export_writes_the_pages_real_images_of_a_dataset() {
 /// Twelve 20 × 20 colour pictures in two class folders: `reds/` (a red square on black at a
 /// place that moves with the index) and `blues/` (the same in blue).
 fn write_tiny_rgb_folder(dir: &Path) {
+    write_rgb_squares(dir, 0..6);
+}
+
+/// [`write_tiny_rgb_folder`]'s pictures for the indices `range`, in each class.
+fn write_rgb_squares(dir: &Path, range: std::ops::Range<u32>) {
     for (class, colour) in [("reds", [255, 40, 40]), ("blues", [40, 40, 255])] {
         std::fs::create_dir_all(dir.join(class)).unwrap();
-        for i in 0..6u32 {
+        for i in range.clone() {
             let picture = image::RgbImage::from_fn(20, 20, |x, y| {
                 let inside = (x + 20 - 2 * i) % 20 < 8 && (y + i) % 20 < 8;
                 image::Rgb(if inside { colour } else { [0, 0, 0] })
@@ -1333,4 +1338,115 @@ fn a_tiny_rgb_run_from_an_image_folder_trains_resumes_bit_for_bit_and_samples_in
     // IDX files keep their size: a preset or a size of another one is refused, not ignored.
     let o = train_tiny_with(&idx, &tmp.path().join("cifar"), "2", false, &["--preset", "cifar10"]);
     assert_fails_with(&o, "holds 28×28 images, not 32×32");
+}
+
+/// A classifier for colour pictures, trained on one image folder and measured on another, judges
+/// a colour model: red squares are told from blue ones every time (the two classes differ in
+/// every lit pixel), and `eval` reports the yardstick, the samples, the classes asked for and
+/// the memorisation check against the held-out folder. A classifier of another shape, and an
+/// image folder without a held-out one, are refused with one line.
+#[test]
+fn the_classifier_and_eval_judge_a_colour_model_between_two_image_folders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, held_out, judge) = (
+        tmp.path().join("train"),
+        tmp.path().join("held-out"),
+        tmp.path().join("judge"),
+    );
+    write_rgb_squares(&train, 0..6);
+    write_rgb_squares(&held_out, 6..12);
+    let (train_s, held_s, judge_s) = (
+        train.to_str().unwrap(),
+        held_out.to_str().unwrap(),
+        judge.to_str().unwrap(),
+    );
+    let classifier = |extra: &[&str]| {
+        let mut args = vec!["classifier", "--data", train_s, "--out", judge_s, "--image-size", "16"];
+        args.extend_from_slice(extra);
+        ddpm(&args)
+    };
+    let o = classifier(&["--held-out", held_s, "--epochs", "20", "--batch", "4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("[3, 16, 16]"), "{}", stderr(&o));
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(judge.join("classifier.json")).unwrap()).unwrap();
+    assert_eq!(record["config"]["image_shape"], serde_json::json!([3, 16, 16]));
+    assert_eq!(
+        (record["config"]["classes"].as_u64(), record["test_images"].as_u64()),
+        (Some(2), Some(12))
+    );
+    assert_eq!(
+        record["test_accuracy"].as_f64(),
+        Some(1.0),
+        "red told from blue: {}",
+        stderr(&o)
+    );
+
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rgb-tiny");
+    let report = tmp.path().join("eval.json");
+    let eval = |classifier: &str, extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--weights",
+            weights.to_str().unwrap(),
+            "--classifier",
+            classifier,
+            "--data",
+            train_s,
+        ];
+        args.extend_from_slice(extra);
+        ddpm(&args)
+    };
+    let o = eval(
+        judge_s,
+        &[
+            "--held-out",
+            held_s,
+            "--n",
+            "4",
+            "--runs",
+            "1",
+            "--samplers",
+            "ddim3",
+            "--guidance",
+            "0",
+            "--bpd-images",
+            "2",
+            "--bpd-stride",
+            "400",
+            "--json",
+            report.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["reference_images"], 12);
+    let sets = json["sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 2, "the yardstick and DDIM-3");
+    for set in sets {
+        assert_eq!(set["class_counts"].as_array().unwrap().len(), 2);
+        assert!(set["frechet_distance"]["mean"].as_f64().unwrap().is_finite());
+    }
+    let guided = json["guided"].as_array().unwrap();
+    assert_eq!(guided.len(), 1);
+    let share = guided[0]["requested_class_share"]["mean"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&share));
+    assert_eq!(json["memorisation"].as_array().unwrap().len(), 2);
+    assert_eq!(json["nll"].as_array().unwrap().len(), 2);
+
+    // The MNIST classifier does not judge colour; a folder needs a held-out folder; classes differ.
+    let mnist_judge = Path::new(env!("CARGO_MANIFEST_DIR")).join("training/classifier");
+    assert_fails_with(
+        &eval(mnist_judge.to_str().unwrap(), &[]),
+        "judges images of [1, 28, 28]",
+    );
+    assert_fails_with(&eval(judge_s, &[]), "no held-out split");
+    assert_fails_with(&classifier(&[]), "no held-out split");
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(other.join("greens")).unwrap();
+    std::fs::copy(train.join("reds/0.png"), other.join("greens/0.png")).unwrap();
+    assert_fails_with(
+        &eval(judge_s, &["--held-out", other.to_str().unwrap()]),
+        "the same class folders",
+    );
 }

@@ -52,6 +52,41 @@ impl TrainingImages {
         }
     }
 
+    /// The training images at `path` (as [`Self::open`]) and held-out images to judge against:
+    /// `held_out` when given (IDX files' held-out split, or an image folder), else the held-out
+    /// split (`t10k-*`) of the IDX files at `path`. An image folder has no held-out split of its
+    /// own, so one must be named; two folders must hold the same classes.
+    pub fn open_with_held_out(
+        path: &Path,
+        held_out: Option<&Path>,
+        size: usize,
+        memory_budget: usize,
+    ) -> Result<(Self, Self), DataError> {
+        let train = Self::open(path, size, memory_budget)?;
+        let test = match (held_out, &train) {
+            (None, Self::Idx(_)) => Self::Idx(ImageDataset::load(path, Split::Test)?),
+            (None, Self::Folder(_)) => {
+                return Err(DataError::Folder(format!(
+                    "'{}' is an image folder, which has no held-out split: name a folder of images it \
+                     does not hold with --held-out",
+                    path.display()
+                )));
+            }
+            (Some(held_out), _) if Self::names_idx(held_out) => Self::Idx(ImageDataset::load(held_out, Split::Test)?),
+            (Some(held_out), _) => Self::Folder(ImageFolder::open(held_out, size, memory_budget)?),
+        };
+        if let (Self::Folder(a), Self::Folder(b)) = (&train, &test)
+            && a.class_names().ok() != b.class_names().ok()
+        {
+            return Err(DataError::Folder(format!(
+                "'{}' and '{}' do not hold the same class folders",
+                path.display(),
+                held_out.unwrap_or(path).display()
+            )));
+        }
+        Ok((train, test))
+    }
+
     /// Whether `path` names IDX files (an IDX file, or a folder holding the training split's)
     /// rather than a folder of images; nothing is read.
     pub fn names_idx(path: &Path) -> bool {

@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 /// The most classes a folder's labels can name (labels are bytes).
 const MAX_FOLDER_CLASSES: usize = 256;
+/// The smallest side an image folder may be resized to (`--image-size`).
+pub const MIN_FOLDER_SIZE: usize = 16;
+/// The largest.
+pub const MAX_FOLDER_SIZE: usize = 128;
 /// Files decoded together while a folder is opened (bounds the memory of the scan).
 const SCAN_CHUNK: usize = 512;
 

@@ -46,7 +46,7 @@ pub enum DataError {
     },
     /// No IDX files where a folder was given.
     #[error(
-        "no '{split}-images-idx3-ubyte[.gz]' in '{path}': run scripts/setup.sh to fetch MNIST, or pass an IDX file (or, to train, a folder of images)"
+        "no '{split}-images-idx3-ubyte[.gz]' in '{path}': run scripts/setup.sh to fetch MNIST, or pass an IDX file or a folder of images"
     )]
     NotFound {
         /// The folder.

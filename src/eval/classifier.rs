@@ -1,6 +1,8 @@
-//! The project's own MNIST classifier: the judge of sample quality.
+//! The project's own image classifier: the judge of sample quality, one trained per dataset
+//! (MNIST, Fashion-MNIST, a labelled image folder).
 //!
-//! A small CNN (three 3×3 convolutions with max-pooling, a 128-unit hidden layer, 10 logits). Its
+//! A small CNN (three 3×3 convolutions with max-pooling, a 128-unit hidden layer, a logit per
+//! class) for images of any channels and any size from 8 pixels. Its
 //! hidden layer is the feature space of the Fréchet distance in [`super::metrics`], the way FID uses
 //! Inception's pool features; its softmax gives the confidence and class histogram of samples.
 
@@ -51,9 +53,9 @@ pub const CLASSIFIER_WEIGHTS_FILE: &str = "classifier.bpk";
 /// File name of the classifier's configuration inside its folder.
 pub const CLASSIFIER_CONFIG_FILE: &str = "classifier.json";
 
-/// Configuration of [`DigitClassifier`].
+/// Configuration of [`ImageClassifier`].
 #[derive(Config, Debug, PartialEq)]
-pub struct DigitClassifierConfig {
+pub struct ImageClassifierConfig {
     /// Channels of the three convolutions.
     #[config(default = "[16, 32, 64]")]
     pub channels: [usize; 3],
@@ -66,30 +68,46 @@ pub struct DigitClassifierConfig {
     /// Dropout before the last layer (training only).
     #[config(default = 0.3)]
     pub dropout: f64,
+    /// The images it reads, `[channels, height, width]` (square); absent: 1 × 28 × 28, as every
+    /// classifier made before colour was.
+    pub image_shape: Option<[usize; 3]>,
 }
 
-impl DigitClassifierConfig {
+/// The images of MNIST: what a classifier without an `image_shape` reads.
+pub const MNIST_SHAPE: [usize; 3] = [1, 28, 28];
+
+impl ImageClassifierConfig {
+    /// The images it reads, `[channels, height, width]`.
+    pub fn shape(&self) -> [usize; 3] {
+        self.image_shape.unwrap_or(MNIST_SHAPE)
+    }
+
     /// Builds the network with freshly initialised weights.
-    pub fn init(&self, device: &Device) -> DigitClassifier {
+    pub fn init(&self, device: &Device) -> ImageClassifier {
         let [c1, c2, c3] = self.channels;
+        let [channels, size, _] = self.shape();
+        // Three 2 × 2 poolings, each rounding down: 28 → 14 → 7 → 3.
+        let side = size / 8;
         let conv = |c_in: usize, c_out: usize| {
             Conv2dConfig::new([c_in, c_out], [3, 3])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .init(device)
         };
-        DigitClassifier {
-            conv1: conv(1, c1),
+        ImageClassifier {
+            conv1: conv(channels, c1),
             conv2: conv(c1, c2),
             conv3: conv(c2, c3),
             pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
-            hidden: LinearConfig::new(c3 * 3 * 3, self.features).init(device),
+            hidden: LinearConfig::new(c3 * side * side, self.features).init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
             logits: LinearConfig::new(self.features, self.classes).init(device),
+            channels,
+            size,
         }
     }
 
     /// Builds the network and loads burnpack `bytes` into it (shape-checked).
-    pub fn load(&self, bytes: Vec<u8>, device: &Device) -> Result<DigitClassifier, WeightsError> {
+    pub fn load(&self, bytes: Vec<u8>, device: &Device) -> Result<ImageClassifier, WeightsError> {
         crate::model::weights::load_weights(self.init(device), bytes)
     }
 }
@@ -97,7 +115,7 @@ impl DigitClassifierConfig {
 /// conv → ReLU → pool (28 → 14) → conv → ReLU → pool (→ 7) → conv → ReLU → pool (→ 3) →
 /// linear → ReLU (the features) → dropout → linear (the logits).
 #[derive(Module, Debug)]
-pub struct DigitClassifier {
+pub struct ImageClassifier {
     conv1: Conv2d,
     conv2: Conv2d,
     conv3: Conv2d,
@@ -105,46 +123,61 @@ pub struct DigitClassifier {
     hidden: Linear,
     dropout: Dropout,
     logits: Linear,
+    /// Channels of the images it reads.
+    channels: usize,
+    /// Their height and width.
+    size: usize,
 }
 
-impl DigitClassifier {
+impl ImageClassifier {
     /// Dimensions of the feature space ([`Self::features`]).
     pub fn feature_count(&self) -> usize {
         self.hidden.weight.dims()[1]
     }
 
+    /// The images it reads, `[channels, height, width]`.
+    pub fn shape(&self) -> [usize; 3] {
+        [self.channels, self.size, self.size]
+    }
+
+    /// The number of classes.
+    pub fn class_count(&self) -> usize {
+        self.logits.weight.dims()[1]
+    }
+
     /// The hidden-layer activations: the feature space of the Fréchet distance.
     ///
     /// # Shapes
-    /// - `x`: `[batch, 1, 28, 28]`, pixels in [−1, 1]
+    /// - `x`: `[batch, channels, size, size]`, pixels in [−1, 1] (MNIST: size 28)
     /// - returns `[batch, features]`
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.pool.forward(relu(self.conv1.forward(x))); // [b, c1, 14, 14]
-        let x = self.pool.forward(relu(self.conv2.forward(x))); // [b, c2, 7, 7]
-        let x = self.pool.forward(relu(self.conv3.forward(x))); // [b, c3, 3, 3]
-        let x = x.flatten::<2>(1, 3); // [b, c3·9]
+        let x = self.pool.forward(relu(self.conv1.forward(x))); // [b, c1, size/2, size/2]: 14
+        let x = self.pool.forward(relu(self.conv2.forward(x))); // [b, c2, size/4, size/4]: 7
+        let x = self.pool.forward(relu(self.conv3.forward(x))); // [b, c3, size/8, size/8]: 3
+        let x = x.flatten::<2>(1, 3); // [b, c3 · (size/8)²]
         relu(self.hidden.forward(x)) // [b, features]
     }
 
     /// Class logits.
     ///
     /// # Shapes
-    /// - `x`: `[batch, 1, 28, 28]`
+    /// - `x`: `[batch, channels, size, size]`
     /// - returns `[batch, classes]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let h = self.features(x); // [b, features]
         self.logits.forward(self.dropout.forward(h)) // [b, classes]
     }
 
-    /// Features and class probabilities of `images` (flat `[n · 28 · 28]` pixels in [−1, 1]),
-    /// computed in batches and read back to the host.
+    /// Features and class probabilities of `images` (flat `[n · channels · size · size]` pixels
+    /// in [−1, 1], planar image after image), computed in batches and read back to the host.
     pub fn describe(&self, images: &[f32], device: &Device) -> Described {
         const BATCH: usize = 250;
-        let per_image = 28 * 28;
+        let [c, h, w] = self.shape();
+        let per_image = c * h * w;
         let mut out = Described::default();
         for chunk in images.chunks(BATCH * per_image) {
             let n = chunk.len() / per_image;
-            let x = Tensor::<4>::from_data(TensorData::new(chunk.to_vec(), [n, 1, 28, 28]), device); // [n, 1, 28, 28]
+            let x = Tensor::<4>::from_data(TensorData::new(chunk.to_vec(), [n, c, h, w]), device); // [n, c, h, w]
             let h = self.features(x); // [n, features]
             let probs = softmax(self.logits.forward(h.clone()), 1); // [n, classes]
             out.features.extend(host_rows(h));
@@ -183,7 +216,7 @@ impl Described {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClassifierRecord {
     /// The architecture.
-    pub config: DigitClassifierConfig,
+    pub config: ImageClassifierConfig,
     /// Passes over the training set.
     pub epochs: usize,
     /// Images per step.
@@ -206,7 +239,7 @@ pub use native::{load_classifier, train_classifier};
 #[cfg(feature = "native")]
 mod native {
     use super::*;
-    use crate::data::{BatchSampler, ImageDataset, bytes_to_unit};
+    use crate::data::{BatchSampler, ImageSource};
     use crate::native::io::write_atomic;
     use crate::rng::NoiseRng;
     use burn::nn::loss::CrossEntropyLossConfig;
@@ -218,7 +251,7 @@ mod native {
     pub fn load_classifier(
         dir: &Path,
         device: &Device,
-    ) -> Result<(ClassifierRecord, DigitClassifier), ClassifierError> {
+    ) -> Result<(ClassifierRecord, ImageClassifier), ClassifierError> {
         let config_path = dir.join(CLASSIFIER_CONFIG_FILE);
         let path = config_path.display().to_string();
         let json = std::fs::read_to_string(&config_path).map_err(|error| ClassifierError::Io {
@@ -242,14 +275,19 @@ mod native {
         Ok((record, model))
     }
 
-    /// A copy of a 28×28 byte image moved by (dx, dy) pixels, the background filling in.
-    fn shifted(image: &[u8], dx: isize, dy: isize) -> Vec<u8> {
-        let mut out = vec![0u8; 28 * 28];
-        for y in 0..28isize {
-            for x in 0..28isize {
-                let (sx, sy) = (x - dx, y - dy);
-                if (0..28).contains(&sx) && (0..28).contains(&sy) {
-                    out[(y * 28 + x) as usize] = image[(sy * 28 + sx) as usize];
+    /// A copy of a `[channels, size, size]` image (planar, pixels in [−1, 1]) moved by (dx, dy)
+    /// pixels, black (−1) filling in.
+    fn shifted(image: &[f32], [channels, size, _]: [usize; 3], dx: isize, dy: isize) -> Vec<f32> {
+        let side = size as isize;
+        let mut out = vec![-1.0f32; image.len()];
+        for c in 0..channels {
+            let plane = c * size * size;
+            for y in 0..side {
+                for x in 0..side {
+                    let (sx, sy) = (x - dx, y - dy);
+                    if (0..side).contains(&sx) && (0..side).contains(&sy) {
+                        out[plane + (y * side + x) as usize] = image[plane + (sy * side + sx) as usize];
+                    }
                 }
             }
         }
@@ -257,24 +295,27 @@ mod native {
     }
 
     /// Share of `data` that `model` classifies correctly.
-    pub fn accuracy(model: &DigitClassifier, data: &ImageDataset, device: &Device) -> f64 {
-        let described = model.describe(&data.pixels(0..data.len()), device);
-        let right = described
+    pub fn accuracy(model: &ImageClassifier, data: &dyn ImageSource, device: &Device) -> Result<f64, ClassifierError> {
+        let all: Vec<usize> = (0..data.len()).collect();
+        let pixels = data.read(&all).map_err(|e| ClassifierError::Settings(e.to_string()))?;
+        let right = model
+            .describe(&pixels, device)
             .predictions()
             .iter()
-            .zip(&data.labels)
+            .zip(data.labels())
             .filter(|(p, l)| **p == **l as usize)
             .count();
-        right as f64 / data.len().max(1) as f64
+        Ok(right as f64 / data.len().max(1) as f64)
     }
 
-    /// Trains the classifier with Adam (cosine learning-rate decay) and random-shift augmentation, reports held-out accuracy
-    /// after every epoch through `on_epoch(epoch, accuracy)`, and writes `classifier.json` +
-    /// `classifier.bpk` into `out` (atomically, after training).
+    /// Trains a classifier for `train`'s images and classes with Adam (cosine learning-rate
+    /// decay) and random-shift augmentation, reports held-out accuracy on `test` after every
+    /// epoch through `on_epoch(epoch, accuracy)`, and writes `classifier.json` + `classifier.bpk`
+    /// into `out` (atomically, after training).
     #[allow(clippy::too_many_arguments)]
     pub fn train_classifier(
-        train: &ImageDataset,
-        test: &ImageDataset,
+        train: &dyn ImageSource,
+        test: &dyn ImageSource,
         epochs: usize,
         batch: usize,
         lr: f64,
@@ -283,14 +324,31 @@ mod native {
         device: &Device,
         mut on_epoch: impl FnMut(usize, f64),
     ) -> Result<ClassifierRecord, ClassifierError> {
-        let settings = |m: &str| Err(ClassifierError::Settings(m.into()));
-        if train.labels.len() != train.len() || test.labels.len() != test.len() {
-            return settings("the classifier needs labelled data (labels-idx1 files beside the images)");
+        let settings = |m: String| Err(ClassifierError::Settings(m));
+        if train.labels().len() != train.len() || test.labels().len() != test.len() || train.is_empty() {
+            return settings("the classifier needs labelled images (IDX label files, or class subfolders)".into());
+        }
+        if train.shape() != test.shape() {
+            return settings(format!(
+                "the training images are {:?} and the held-out ones {:?} (channels, height, width)",
+                train.shape(),
+                test.shape()
+            ));
+        }
+        if train.shape()[1] < 8 {
+            return settings(format!(
+                "images of {} pixels are too small: at least 8",
+                train.shape()[1]
+            ));
         }
         if epochs == 0 || batch == 0 {
-            return settings("the number of epochs and the batch size must be at least 1");
+            return settings("the number of epochs and the batch size must be at least 1".into());
         }
-        let config = DigitClassifierConfig::new();
+        let classes = 1 + *train.labels().iter().chain(test.labels()).max().unwrap_or(&0) as usize;
+        let shape = train.shape();
+        let config = ImageClassifierConfig::new()
+            .with_classes(classes)
+            .with_image_shape((shape != MNIST_SHAPE).then_some(shape));
         let max_shift = 2usize;
         let train_device = device.clone().autodiff();
         let mut model = config.init(&train_device);
@@ -298,6 +356,7 @@ mod native {
         let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
         let mut order = BatchSampler::new(train.len(), seed);
         let steps_per_epoch = train.len().div_ceil(batch);
+        let per_image: usize = shape.iter().product();
         let mut accuracy_now = 0.0;
         for epoch in 0..epochs {
             for k in 0..steps_per_epoch {
@@ -305,17 +364,21 @@ mod native {
                 let indices = order.batch_at(step, batch);
                 let mut rng = NoiseRng::new(NoiseRng::stream_seed(seed, step as u64));
                 let span = 2 * max_shift + 1;
-                let pixels: Vec<f32> = indices
-                    .iter()
-                    .flat_map(|&i| {
+                let images = train
+                    .read(&indices)
+                    .map_err(|e| ClassifierError::Settings(e.to_string()))?;
+                let pixels: Vec<f32> = images
+                    .chunks(per_image)
+                    .flat_map(|image| {
                         let dx = rng.below(span) as isize - max_shift as isize;
                         let dy = rng.below(span) as isize - max_shift as isize;
-                        bytes_to_unit(&shifted(train.image(i), dx, dy))
+                        shifted(image, shape, dx, dy)
                     })
                     .collect();
-                let labels: Vec<i64> = indices.iter().map(|&i| train.labels[i] as i64).collect();
+                let labels: Vec<i64> = indices.iter().map(|&i| train.labels()[i] as i64).collect();
                 let n = indices.len();
-                let x = Tensor::<4>::from_data(TensorData::new(pixels, [n, 1, 28, 28]), &train_device); // [n, 1, 28, 28]
+                let [c, h, w] = shape;
+                let x = Tensor::<4>::from_data(TensorData::new(pixels, [n, c, h, w]), &train_device); // [n, c, h, w]
                 let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &train_device); // [n]
                 let loss = loss_fn.forward(model.forward(x), y); // [1]
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -323,7 +386,7 @@ mod native {
                 let progress = step as f64 / (epochs * steps_per_epoch) as f64;
                 model = optim.step(lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()), model, grads);
             }
-            accuracy_now = accuracy(&model.valid(), test, device);
+            accuracy_now = accuracy(&model.valid(), test, device)?;
             on_epoch(epoch + 1, accuracy_now);
         }
         let record = ClassifierRecord {
@@ -360,13 +423,16 @@ mod native {
         use super::*;
 
         #[test]
-        fn shifting_moves_pixels_and_fills_with_background() {
-            let mut image = vec![0u8; 28 * 28];
-            image[5 * 28 + 7] = 200; // (x 7, y 5)
-            image[27 * 28 + 27] = 9; // the corner falls off when moved right/down
-            let moved = shifted(&image, 2, -1);
-            assert_eq!(moved[4 * 28 + 9], 200);
-            assert_eq!(moved.iter().map(|&b| b as u32).sum::<u32>(), 200);
+        fn shifting_moves_every_channel_and_fills_with_black() {
+            // Two 4 × 4 planes; the pixel at (x 1, y 2) moved by (2, −1) lands at (x 3, y 1) in
+            // both; the corner (3, 3) falls off; everything else is black (−1).
+            let mut image = vec![-1.0f32; 2 * 16];
+            image[2 * 4 + 1] = 0.5;
+            image[16 + 2 * 4 + 1] = 0.25;
+            image[16 + 3 * 4 + 3] = 1.0;
+            let moved = shifted(&image, [2, 4, 4], 2, -1);
+            assert_eq!((moved[4 + 3], moved[16 + 4 + 3]), (0.5, 0.25));
+            assert_eq!(moved.iter().filter(|&&v| v != -1.0).count(), 2);
         }
     }
 }

@@ -7,7 +7,7 @@ pub mod metrics;
 use crate::diffusion::sampler::{EpsModel, ReverseChain, SamplerConfig, SamplerError};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::rng::NoiseRng;
-use classifier::{Described, DigitClassifier};
+use classifier::{Described, ImageClassifier};
 use serde::Serialize;
 
 /// The sample-quality figures of one set of images against a reference set.
@@ -30,10 +30,11 @@ pub struct QualityReport {
 /// The confidence threshold of [`QualityReport::confident_share`].
 pub const CONFIDENCE_THRESHOLD: f64 = 0.9;
 
-/// Scores `images` (flat 28×28 pixels in [−1, 1]) against the `reference` set's description.
+/// Scores `images` (flat pixels in [−1, 1], image after image, of the classifier's shape) against the
+/// `reference` set's description.
 pub fn quality(
     name: &str,
-    classifier: &DigitClassifier,
+    classifier: &ImageClassifier,
     images: &[f32],
     reference: &Described,
     device: &burn::tensor::Device,

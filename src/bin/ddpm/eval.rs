@@ -3,10 +3,10 @@
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::Args;
-use ddpm_explorer::data::{ImageDataset, Split};
+use ddpm_explorer::data::{ImageSource, TrainingImages};
 use ddpm_explorer::diffusion::sampler::{DEFAULT_SAMPLER_NAME, EpsModel, SamplerConfig, SamplerError, VarianceKind};
 use ddpm_explorer::diffusion::schedule::NoiseSchedule;
-use ddpm_explorer::eval::classifier::{Described, DigitClassifier};
+use ddpm_explorer::eval::classifier::{Described, ImageClassifier};
 use ddpm_explorer::eval::{
     Memorisation, QualityReport, SampleBatches, quality, requested_class_share, sample_images_by,
 };
@@ -27,10 +27,19 @@ pub(crate) struct EvalArgs {
     /// Classifier folder (classifier.json + classifier.bpk), made by `ddpm classifier`.
     #[arg(long, default_value = "training/classifier")]
     classifier: PathBuf,
-    /// Dataset folder: the held-out split is the reference set, the training split the yardstick.
+    /// The model's training images (IDX files, or an image folder): the yardstick is drawn from
+    /// them, and the memorisation check measures each sample's distance to the nearest of them.
     #[arg(long, default_value = "data/mnist")]
     data: PathBuf,
-    /// Images per sample set and run (and real digits in the yardstick). Fewer than the classifier's
+    /// Held-out images, the reference set [default: the IDX files' t10k-* split]: an image folder
+    /// (with the same class subfolders, for a class-conditional model) when --data is one.
+    #[arg(long)]
+    held_out: Option<PathBuf>,
+    /// Image folders: keep the decoded images in memory up to this many MiB; a larger set is read
+    /// from its files when needed.
+    #[arg(long, default_value_t = 4096, value_name = "MIB")]
+    data_memory: usize,
+    /// Images per sample set and run (and real images in the yardstick). Fewer than the classifier's
     /// 128 features leave the covariance rank-deficient: the Fréchet distance then mostly measures N.
     #[arg(long, default_value_t = 1000)]
     n: usize,
@@ -68,7 +77,7 @@ pub(crate) struct EvalArgs {
 
 /// What every sample set is judged against, and how it is drawn.
 struct Judge<'a> {
-    classifier: &'a DigitClassifier,
+    classifier: &'a ImageClassifier,
     reference: &'a Described,
     device: &'a Device,
     train_pixels: &'a [f32],
@@ -76,7 +85,8 @@ struct Judge<'a> {
     seeds: &'a [u64],
     n: usize,
     batch: usize,
-    size: usize,
+    /// The images, `[channels, height, width]`.
+    shape: [usize; 3],
 }
 
 /// One set judged once per seed.
@@ -110,7 +120,7 @@ impl Judge<'_> {
             let batches = SampleBatches {
                 n: self.n,
                 batch: self.batch,
-                image: [1, self.size, self.size],
+                image: self.shape,
                 seed,
             };
             let images = sample_images_by(&model_for, sampler, schedule, batches, self.device, || bar.inc(1))?;
@@ -119,7 +129,7 @@ impl Judge<'_> {
                 requested_shares.push(requested_class_share(&predictions, requested));
             }
             runs.push(quality(name, self.classifier, &images, self.reference, self.device));
-            let dim = self.size * self.size;
+            let dim = self.shape.iter().product();
             memorisation.get_or_insert_with(|| {
                 Memorisation::of(name, &images, self.train_pixels, self.held_out_distances, dim)
             });
@@ -156,16 +166,38 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
             a.classifier.display()
         )
     })?;
-    let train = ImageDataset::load(&a.data, Split::Train).context("loading the training split")?;
-    let test = ImageDataset::load(&a.data, Split::Test).context("loading the held-out split")?;
     let schedule = config.noise_schedule()?;
     let size = config.unet.image_size;
-    if size != 28 || config.unet.image_channels != 1 {
+    let shape = [config.unet.image_channels, size, size];
+    if classifier.shape() != shape {
         bail!(
-            "the classifier judges 28×28 grey images; these weights make {size}×{size}×{}",
-            config.unet.image_channels
+            "the classifier in '{}' judges images of {:?} (channels, height, width) but these weights make {shape:?}: \
+             train one on the model's data with `ddpm classifier --data … --image-size {size} --out …`",
+            a.classifier.display(),
+            classifier.shape()
         );
     }
+    if let Some(classes) = unet.num_classes()
+        && classes != classifier.class_count()
+    {
+        bail!(
+            "the model has {classes} classes but the classifier tells {} apart: judge it with a classifier of its data",
+            classifier.class_count()
+        );
+    }
+    let (train, test) = TrainingImages::open_with_held_out(&a.data, a.held_out.as_deref(), size, a.data_memory << 20)
+        .context("loading the training and held-out images")?;
+    let (train, test) = (train.source(), test.source());
+    if train.shape() != shape || test.shape() != shape {
+        bail!(
+            "the images are {:?} (training) and {:?} (held out) but the weights make {shape:?} (channels, height, width)",
+            train.shape(),
+            test.shape()
+        );
+    }
+    let read_all = |images: &dyn ImageSource| images.read(&(0..images.len()).collect::<Vec<_>>());
+    let test_pixels = read_all(test).context("reading the held-out images")?;
+    let train_pixels = read_all(train).context("reading the training images")?;
     let features = classifier.feature_count();
     if a.n < features {
         eprintln!(
@@ -187,25 +219,29 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
         record.test_images,
         test.len()
     );
-    let reference = classifier.describe(&test.pixels(0..test.len()), &device);
+    let reference = classifier.describe(&test_pixels, &device);
     let seeds: Vec<u64> = (0..a.runs as u64).map(|k| a.seed.wrapping_add(k)).collect();
 
-    // The yardstick: real training digits, as many as each sample set has, a fresh draw per run.
+    // The yardstick: real training images, as many as each sample set has, a fresh draw per run.
     let real_runs = seeds
         .iter()
         .map(|&seed| {
             let mut indices: Vec<usize> = (0..train.len()).collect();
             NoiseRng::new(seed).shuffle(&mut indices);
-            let real = train.pixels(indices.into_iter().take(a.n));
+            let per_image: usize = shape.iter().product();
+            let real: Vec<f32> = indices
+                .into_iter()
+                .take(a.n)
+                .flat_map(|i| train_pixels[i * per_image..(i + 1) * per_image].iter().copied())
+                .collect();
             quality("real images (training split)", &classifier, &real, &reference, &device)
         })
         .collect();
     let mut summaries = vec![SetSummary::of("real images (training split)", real_runs, 0.0)];
     // The memorisation check's yardstick: how far each held-out image lies from its nearest
     // training image.
-    let dim = size * size;
-    let train_pixels = train.pixels(0..train.len());
-    let held_out_distances = nearest_distances(&test.pixels(0..test.len()), &train_pixels, dim);
+    let dim = shape.iter().product();
+    let held_out_distances = nearest_distances(&test_pixels, &train_pixels, dim);
     let mut memorisation = Vec::new();
 
     let judge = Judge {
@@ -217,7 +253,7 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
         seeds: &seeds,
         n: a.n,
         batch: a.batch,
-        size,
+        shape,
     };
     for (label, sampler_config) in &sets {
         let started = std::time::Instant::now();
@@ -306,10 +342,11 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
     let mut nll = Vec::new();
     if a.bpd_images > 0 {
         let count = a.bpd_images.min(test.len());
+        let [c, h, w] = shape;
         let x0 = burn::tensor::Tensor::<4>::from_data(
-            burn::tensor::TensorData::new(test.pixels(0..count), [count, 1, size, size]),
+            burn::tensor::TensorData::new(test_pixels[..count * dim].to_vec(), [count, c, h, w]),
             &device,
-        ); // [count, 1, 28, 28]
+        ); // [count, c, h, w]
         let evaluations = 1 + (schedule.timesteps() - 1).div_ceil(a.bpd_stride.max(1));
         let bar = ProgressBar::new(evaluations as u64);
         bar.set_message("bits/dim");
@@ -330,7 +367,7 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
                 stride: a.bpd_stride.max(1),
             };
             println!(
-                "NLL bound on {count} held-out digits, σ² = {}: {} bits/dim (± standard error over the images; \
+                "NLL bound on {count} held-out images, σ² = {}: {} bits/dim (± standard error over the images; \
                  L_0 {:.3}, L_1…L_(T-1) {:.3}, L_T {:.5}; {})",
                 if *variance == VarianceKind::Beta { "β" } else { "β̃" },
                 summary.bits_per_dim.show(3, 1.0),

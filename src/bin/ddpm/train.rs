@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use ddpm_explorer::data::TrainingImages;
+use ddpm_explorer::data::folder::{MAX_FOLDER_SIZE, MIN_FOLDER_SIZE};
 use ddpm_explorer::diffusion::schedule::ScheduleKind;
 use ddpm_explorer::model::{Preset, SkipLayout, UNetConfig};
 use ddpm_explorer::native::device::{DeviceChoice, choose_device};
@@ -358,10 +359,6 @@ fn stop_on_signals() {
         unsafe { libc::signal(signal, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t) };
     }
 }
-
-/// The sides an image folder may be resized to.
-const MIN_FOLDER_SIZE: usize = 16;
-const MAX_FOLDER_SIZE: usize = 128;
 
 /// Ho & Salimans' label-dropout rate.
 const DEFAULT_P_UNCOND: f64 = 0.1;
