@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export PATH="$(pwd)/tools/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+export PATH="$(pwd)/tools/node_modules/.bin:${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 if [ ! -f assets/model.bpk ]; then
   echo "note: assets/ has no trained weights yet; the page will say so (train with: cargo run --release --features native -- train)" >&2
 fi

@@ -4,6 +4,7 @@
 #   bash scripts/setup.sh train   # the datasets only: enough to train, sample and evaluate (no root)
 #   bash scripts/setup.sh demo    # + the wasm32 target, trunk, wasm-bindgen-cli, wasm-opt (no root)
 #   bash scripts/setup.sh [test]  # + Chromium, ChromeDriver and Mesa's Vulkan driver (apt: root or sudo)
+#   bash scripts/setup.sh test --check   # only the check of prerequisites below, installing nothing
 #
 # It first checks what it cannot install itself and stops with one line for each thing missing or
 # too old. Idempotent: each step is skipped when its result is already there, so a second run takes
@@ -15,7 +16,12 @@ ROOT=$(pwd)
 PROFILE=${1:-test}
 case "$PROFILE" in
   train | demo | test) ;;
-  *) echo "usage: bash scripts/setup.sh [train|demo|test]  (got '$PROFILE')" >&2; exit 2 ;;
+  *) echo "usage: bash scripts/setup.sh [train|demo|test] [--check]  (got '$PROFILE')" >&2; exit 2 ;;
+esac
+CHECK_ONLY=${2:-}
+case "$CHECK_ONLY" in
+  "" | --check) ;;
+  *) echo "usage: bash scripts/setup.sh [train|demo|test] [--check]  (got '$CHECK_ONLY')" >&2; exit 2 ;;
 esac
 
 TRUNK_VERSION=0.21.14
@@ -59,6 +65,7 @@ if [ ${#problems[@]} -gt 0 ]; then
   for p in "${problems[@]}"; do echo "setup: $p" >&2; done
   exit 1
 fi
+[ "$CHECK_ONLY" = --check ] && exit 0
 
 # 1. Debian packages (tests only): a headless browser with WebGPU (SwiftShader) for the browser
 #    tests, and lavapipe so wgpu has a (CPU) Vulkan adapter on machines without a GPU.
@@ -82,12 +89,15 @@ if [ "$PROFILE" != train ]; then
   fi
   if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
     say "cargo install wasm-bindgen-cli@$WASM_BINDGEN_VERSION (a few minutes, once)"
-    # Not --locked: its lockfile names a crate version the registry no longer has.
-    cargo install --quiet --force wasm-bindgen-cli@"$WASM_BINDGEN_VERSION"
+    # Not --locked: its lockfile names a crate version the registry no longer has. Without TLS
+    # (its default feature): the browser tests' runner talks to ChromeDriver on loopback only.
+    cargo install --quiet --force --no-default-features wasm-bindgen-cli@"$WASM_BINDGEN_VERSION"
   fi
   if [ "$(trunk --version 2>/dev/null | awk '{print $2}')" != "$TRUNK_VERSION" ]; then
     say "cargo install trunk@$TRUNK_VERSION (a few minutes, once)"
-    cargo install --quiet --locked --force trunk@"$TRUNK_VERSION"
+    # Without TLS and the update check (its default features): this trunk runs offline and
+    # serves on loopback, and it builds in less time.
+    cargo install --quiet --locked --force --no-default-features trunk@"$TRUNK_VERSION"
   fi
 
   # 3. npm tools: binaryen's wasm-opt 132 (Debian's 108 breaks wasm-bindgen 0.2.130 output) and
@@ -98,7 +108,7 @@ if [ "$PROFILE" != train ]; then
   fi
   # trunk runs offline and looks for wasm-opt on PATH only: a launcher beside cargo's own tools
   # (where trunk itself is), so `trunk build --release` finds it in any shell.
-  launcher="$HOME/.cargo/bin/wasm-opt"
+  launcher="${CARGO_HOME:-$HOME/.cargo}/bin/wasm-opt"
   want="#!/bin/sh
 # binaryen's wasm-opt 132 for trunk, installed by ddpm-explorer's scripts/setup.sh
 exec \"$ROOT/tools/node_modules/.bin/wasm-opt\" \"\$@\""
