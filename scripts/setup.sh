@@ -87,18 +87,27 @@ if [ "$PROFILE" != train ]; then
     say "rustup target add wasm32-unknown-unknown"
     rustup target add wasm32-unknown-unknown
   fi
+  # The two installs run at the same time: each ends in long stretches on one core.
+  installs=()
   if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
     say "cargo install wasm-bindgen-cli@$WASM_BINDGEN_VERSION (a few minutes, once)"
     # Not --locked: its lockfile names a crate version the registry no longer has. Without TLS
     # (its default feature): the browser tests' runner talks to ChromeDriver on loopback only.
-    cargo install --quiet --force --no-default-features wasm-bindgen-cli@"$WASM_BINDGEN_VERSION"
+    cargo install --quiet --force --no-default-features wasm-bindgen-cli@"$WASM_BINDGEN_VERSION" &
+    installs+=($!)
   fi
   if [ "$(trunk --version 2>/dev/null | awk '{print $2}')" != "$TRUNK_VERSION" ]; then
     say "cargo install trunk@$TRUNK_VERSION (a few minutes, once)"
-    # Without TLS and the update check (its default features): this trunk runs offline and
-    # serves on loopback, and it builds in less time.
-    cargo install --quiet --locked --force --no-default-features trunk@"$TRUNK_VERSION"
+    # Without TLS and the update check (its default features): this trunk runs offline and serves
+    # on loopback. Built for build time, not speed (its own profile asks for fat LTO in one
+    # codegen unit): it only drives cargo, wasm-bindgen and wasm-opt.
+    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+      cargo install --quiet --locked --force --no-default-features trunk@"$TRUNK_VERSION" &
+    installs+=($!)
   fi
+  for pid in "${installs[@]}"; do
+    wait "$pid" || { echo "setup: a cargo install failed (its output is above)" >&2; exit 1; }
+  done
 
   # 3. npm tools: binaryen's wasm-opt 132 (Debian's 108 breaks wasm-bindgen 0.2.130 output) and
   #    playwright-core to drive Debian's Chromium (never a downloaded browser).
