@@ -188,12 +188,8 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
     let (train, test) = TrainingImages::open_with_held_out(&a.data, a.held_out.as_deref(), size, a.data_memory << 20)
         .context("loading the training and held-out images")?;
     let (train, test) = (train.source(), test.source());
-    if train.shape() != shape || test.shape() != shape {
-        bail!(
-            "the images are {:?} (training) and {:?} (held out) but the weights make {shape:?} (channels, height, width)",
-            train.shape(),
-            test.shape()
-        );
+    if let Some(other) = [train.shape(), test.shape()].into_iter().find(|s| *s != shape) {
+        bail!("the images are {other:?} but the weights make {shape:?} (channels, height, width)");
     }
     let read_all = |images: &dyn ImageSource| images.read(&(0..images.len()).collect::<Vec<_>>());
     let test_pixels = read_all(test).context("reading the held-out images")?;
