@@ -1365,7 +1365,7 @@ fn the_classifier_and_eval_judge_a_colour_model_between_two_image_folders() {
         args.extend_from_slice(extra);
         ddpm(&args)
     };
-    let o = classifier(&["--held-out", held_s, "--epochs", "20", "--batch", "4"]);
+    let o = classifier(&["--held-out", held_s, "--epochs", "60", "--batch", "4"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("[3, 16, 16]"), "{}", stderr(&o));
     let record: serde_json::Value =

@@ -110,6 +110,8 @@ pub fn train_classifier(
         .with_image_shape((shape != MNIST_SHAPE).then_some(shape));
     let max_shift = 2usize;
     let train_device = device.clone().autodiff();
+    // Dropout draws its masks from the device: seeded, a run is the same every time.
+    train_device.seed(seed);
     let mut model = config.init(&train_device);
     let mut optim = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
