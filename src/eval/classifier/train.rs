@@ -11,22 +11,19 @@ use std::path::Path;
 
 /// Loads `classifier.json` + `classifier.bpk` from a folder.
 pub fn load_classifier(dir: &Path, device: &Device) -> Result<(ClassifierRecord, ImageClassifier), ClassifierError> {
-    let config_path = dir.join(CLASSIFIER_CONFIG_FILE);
-    let path = config_path.display().to_string();
-    let json = std::fs::read_to_string(&config_path).map_err(|error| ClassifierError::Io {
-        path: path.clone(),
-        error,
-    })?;
-    let record: ClassifierRecord = serde_json::from_str(&json).map_err(|e| ClassifierError::Record {
+    // A file's bytes and its name for messages.
+    let read = |name: &str| {
+        let path = dir.join(name).display().to_string();
+        std::fs::read(&path)
+            .map(|bytes| (bytes, path.clone()))
+            .map_err(|error| ClassifierError::Io { path, error })
+    };
+    let (json, path) = read(CLASSIFIER_CONFIG_FILE)?;
+    let record: ClassifierRecord = serde_json::from_slice(&json).map_err(|e| ClassifierError::Record {
         path,
         reason: e.to_string(),
     })?;
-    let weights_path = dir.join(CLASSIFIER_WEIGHTS_FILE);
-    let path = weights_path.display().to_string();
-    let bytes = std::fs::read(&weights_path).map_err(|error| ClassifierError::Io {
-        path: path.clone(),
-        error,
-    })?;
+    let (bytes, path) = read(CLASSIFIER_WEIGHTS_FILE)?;
     let model = record
         .config
         .load(bytes, device)
