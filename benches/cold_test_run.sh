@@ -5,11 +5,11 @@
 # Debian's packages, which a fresh machine installs in the set-up too (Chromium, ChromeDriver, Mesa:
 # about 150 MB). Every line of the run is printed with the seconds since the start.
 #
-#   bash benches/cold_test_run.sh [WORK_DIR]   # default: a new folder under /tmp; needs the network
+#   bash benches/cold_test_run.sh [WORK_DIR]   # default: a new temporary folder; needs the network
 #                                              # the set-up needs (crates.io, npm, Debian)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-work=${1:-$(mktemp -d /tmp/ddpm-cold.XXXXXX)}
+work=${1:-$(mktemp -d -t ddpm-cold.XXXXXX)}
 rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
 cargo_bin=$(dirname "$(command -v rustup)")
 mkdir -p "$work/home/.cargo/bin"
@@ -19,9 +19,14 @@ done
 rm -rf "$work/repo"
 git clone -q "$repo" "$work/repo"
 cd "$work/repo"
-# Only the toolchain's proxies and the system's tools on PATH: nothing installed under the old HOME.
-path="$work/home/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Only the toolchain's proxies and the system's tools on PATH: nothing installed under the old HOME
+# (python3 stays, wherever it lives).
 python=$(dirname "$(command -v python3)")
+path="$work/home/.cargo/bin"
+IFS=: read -ra dirs <<<"$PATH"
+for dir in "${dirs[@]}"; do
+  case "$dir" in "$HOME"/* | "$repo"/* | "$cargo_bin") ;; *) path="$path:$dir" ;; esac
+done
 start=$(date +%s)
 set +e
 env -u CARGO_HOME -u CARGO_TARGET_DIR HOME="$work/home" RUSTUP_HOME="$rustup_home" PATH="$path:$python" \
