@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Trunk's post-build hook: writes the page's Content-Security-Policy into the built index.html.
+"""Trunk's post-build hook: writes the page's Content-Security-Policy into the built index.html, and
+names the WebGPU module's hashed files there (`<meta name="ddpm-webgpu-module">`, read by
+src/web/worker.rs: the page fetches that module only where the browser has WebGPU).
 
 The policy allows exactly what the explorer needs: its own origin for scripts, styles, images and
 fetches (the wasm, config.json, model.bpk, the digits), WebAssembly compilation
@@ -37,6 +39,19 @@ def policy(html: str) -> str:
     )
 
 
+WEBGPU_DIR = "webgpu"
+
+
+def webgpu_module(folder: str) -> str:
+    """The meta tag naming the WebGPU module's glue script and wasm, relative to the page."""
+    names = sorted(os.listdir(os.path.join(folder, WEBGPU_DIR)))
+    glue = [n for n in names if n.endswith(".js")]
+    wasm = [n for n in names if n.endswith("_bg.wasm")]
+    if len(glue) != 1 or len(wasm) != 1:
+        sys.exit(f"csp.py: {folder}/{WEBGPU_DIR} should hold one glue script and one wasm, not {names}")
+    return f'<meta name="ddpm-webgpu-module" content="{WEBGPU_DIR}/{glue[0]} {WEBGPU_DIR}/{wasm[0]}" />'
+
+
 def main() -> None:
     folder = sys.argv[1] if len(sys.argv) > 1 else os.environ["TRUNK_STAGING_DIR"]
     path = os.path.join(folder, "index.html")
@@ -44,7 +59,7 @@ def main() -> None:
         html = f.read()
     if PLACEHOLDER not in html:
         sys.exit(f"csp.py: {path} has no CSP placeholder ({PLACEHOLDER})")
-    html = html.replace(PLACEHOLDER, PLACEHOLDER.replace("{{CSP}}", policy(html)))
+    html = html.replace(PLACEHOLDER, PLACEHOLDER.replace("{{CSP}}", policy(html)) + "\n    " + webgpu_module(folder))
     with open(path, "w", encoding="utf-8") as f:
         f.write(html)
 

@@ -1,7 +1,9 @@
 //! The browser app in headless Chromium (wasm-bindgen-test; WebGPU is SwiftShader there, so the
 //! workloads are tiny): the panels render, the slider moves the forward image as eq. 4 says, the
-//! U-Net on WebGPU matches the CPU backend, the WGSL reverse-step kernel matches the formula, a few
-//! reverse steps run on the GPU path, and the CPU fallback works.
+//! U-Net on WebGPU matches the CPU backend (on the page's thread and in a WebGPU worker), the WGSL
+//! reverse-step kernel matches the formula, a few reverse steps run on the GPU path, and the CPU
+//! fallback works. Built with the `webgpu` feature, as the page's WebGPU module is
+//! (`cargo test --profile web-release --target wasm32-unknown-unknown --features webgpu --test web`).
 #![cfg(target_family = "wasm")]
 
 mod common;
@@ -19,13 +21,13 @@ use ddpm_explorer::web::article::{forward_equation, step_equation};
 use ddpm_explorer::web::canvas::read_gray;
 use ddpm_explorer::web::chain_driver::{read_back, read_back_all};
 use ddpm_explorer::web::compare_panel::rms_difference;
-use ddpm_explorer::web::engine::{cpu_fallback, parse_digits};
+use ddpm_explorer::web::engine::{cpu_backend, parse_digits};
 use ddpm_explorer::web::forward_panel::{ForwardPanel, forward_noise};
 use ddpm_explorer::web::guidance_controls::GuidanceControls;
 use ddpm_explorer::web::math_panel::MathPanel;
 use ddpm_explorer::web::reverse_panel::{BATCH, Frame, chain_figure, evenly_spaced, format_duration, time_left};
 use ddpm_explorer::web::state::PageState;
-use ddpm_explorer::web::worker::EpsWorker;
+use ddpm_explorer::web::worker::{EpsWorker, WebGpuModule, WorkerBackend};
 use ddpm_explorer::web::worker_pool::{EpsPool, pool_size, split_batch};
 use leptos::mount::mount_to;
 use leptos::prelude::*;
@@ -267,7 +269,8 @@ async fn the_wgsl_reverse_step_matches_the_host_formula() {
 
 #[wasm_bindgen_test]
 async fn without_an_adapter_the_cpu_backend_runs_and_says_so() {
-    let (device, info) = cpu_fallback("the browser granted no WebGPU adapter".into());
+    let info = cpu_backend("the browser granted no WebGPU adapter".into());
+    let device = Device::flex();
     assert!(!info.webgpu);
     assert!(info.label().starts_with("CPU"), "{}", info.label());
     assert!(info.label().contains("no WebGPU adapter"));
@@ -291,7 +294,9 @@ async fn the_web_worker_predicts_what_the_unet_on_the_page_predicts() {
         class_names: None,
     };
     let weights = unet_to_bytes(unet.clone()).unwrap();
-    let worker = EpsWorker::start(&config.to_json(), &weights).await.unwrap();
+    let worker = EpsWorker::start(&config.to_json(), &weights, &WorkerBackend::Cpu)
+        .await
+        .unwrap();
     let x = NoiseRng::new(8).normal_vec(2 * 784);
     let here = read_back(unet.forward(input(&cpu), &[3, 700])).await.unwrap();
     let there = worker
@@ -302,8 +307,51 @@ async fn the_web_worker_predicts_what_the_unet_on_the_page_predicts() {
     let misfit = worker.predict_eps(&x, [3, 1, 28, 28], &[3, 700, 5], &[None; 3]).await;
     assert!(misfit.unwrap_err().contains("do not fit"));
     // A worker that cannot build its model says why.
-    let broken = EpsWorker::start(&config.to_json(), &weights[..weights.len() / 2]).await;
+    let broken = EpsWorker::start(&config.to_json(), &weights[..weights.len() / 2], &WorkerBackend::Cpu).await;
     assert!(broken.err().unwrap().contains("weights"));
+}
+
+#[wasm_bindgen_test]
+async fn a_webgpu_worker_predicts_what_the_cpu_predicts() {
+    // What the page does where the browser has WebGPU: a worker runs the module built with the
+    // `webgpu` feature (here this test module itself) on the adapter, and answers for ε̂ as a CPU
+    // worker does, to the rounding of another backend.
+    let cpu = Device::flex();
+    let unet = tiny_unet(&cpu);
+    let config = DiffusionConfig {
+        unet: common::tiny_unet_config(),
+        schedule: ScheduleKind::Linear,
+        timesteps: 1000,
+        class_names: None,
+    };
+    let weights = unet_to_bytes(unet.clone()).unwrap();
+    let gpu = EpsWorker::start(
+        &config.to_json(),
+        &weights,
+        &WorkerBackend::WebGpu(WebGpuModule::this_module()),
+    )
+    .await
+    .expect("headless Chromium grants a WebGPU adapter in a worker");
+    let x = NoiseRng::new(8).normal_vec(2 * 784);
+    let want = read_back(unet.forward(
+        Tensor::from_data(TensorData::new(x.clone(), [2, 1, 28, 28]), &cpu),
+        &[3, 700],
+    ))
+    .await
+    .unwrap();
+    let got = gpu
+        .predict_eps(&x, [2, 1, 28, 28], &[3, 700], &[None, None])
+        .await
+        .unwrap();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(
+        worst < 1e-3 * scale.max(1.0),
+        "the WebGPU worker and the CPU differ by {worst}"
+    );
+    // A module without the backend asked for says so, and the page falls back to the CPU.
+    let page = WebGpuModule::of_page();
+    assert!(page.unwrap_err().contains("without its WebGPU module"));
 }
 
 #[wasm_bindgen_test]
@@ -335,8 +383,12 @@ async fn a_pool_of_workers_answers_what_one_worker_answers_bit_for_bit() {
         class_names: None,
     };
     let weights = unet_to_bytes(unet).unwrap();
-    let one = EpsPool::start(&config.to_json(), &weights, 1).await.unwrap();
-    let three = EpsPool::start(&config.to_json(), &weights, 3).await.unwrap();
+    let one = EpsPool::start(&config.to_json(), &weights, 1, WorkerBackend::Cpu)
+        .await
+        .unwrap();
+    let three = EpsPool::start(&config.to_json(), &weights, 3, WorkerBackend::Cpu)
+        .await
+        .unwrap();
     assert_eq!((one.len(), three.len()), (1, 3));
     let x = NoiseRng::new(9).normal_vec(7 * 784);
     let t = [0, 999, 5, 500, 250, 3, 700];
@@ -369,9 +421,13 @@ async fn the_web_worker_asks_a_conditional_model_for_each_images_class() {
         timesteps: 1000,
         class_names: Some(["a", "b", "c", "d"].map(String::from).to_vec()),
     };
-    let worker = EpsWorker::start(&config.to_json(), &unet_to_bytes(unet.clone()).unwrap())
-        .await
-        .unwrap();
+    let worker = EpsWorker::start(
+        &config.to_json(),
+        &unet_to_bytes(unet.clone()).unwrap(),
+        &WorkerBackend::Cpu,
+    )
+    .await
+    .unwrap();
     let x = NoiseRng::new(8).normal_vec(2 * 784);
     let classes = [Some(3), None];
     let here = read_back(unet.forward_classes(input(&cpu), &[3, 700], Some(&classes)))

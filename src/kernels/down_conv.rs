@@ -34,7 +34,7 @@ fn halved(n: usize) -> usize {
 /// Backends that can run the 3×3 stride-2 convolution with zero padding 1 and its gradients as one
 /// operation each. Under autodiff (natively) the forward records a backward step that calls the
 /// two gradient operations below.
-#[backend_extension(Flex, Cube: cfg(any(feature = "native", target_family = "wasm")), Autodiff: cfg(feature = "native"))]
+#[backend_extension(Flex, Cube: cfg(any(feature = "native", feature = "webgpu")), Autodiff: cfg(feature = "native"))]
 pub trait DownConvBackend: Backend {
     /// The convolution of `x` with `weight` plus `bias`.
     ///
@@ -227,7 +227,7 @@ impl DownConvBackend for Flex {
     }
 }
 
-#[cfg(any(feature = "native", target_family = "wasm"))]
+#[cfg(any(feature = "native", feature = "webgpu"))]
 impl DownConvBackend for burn::backend::wgpu::CubeBackend {}
 
 #[cfg(feature = "native")]

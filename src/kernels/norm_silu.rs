@@ -20,7 +20,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use super::cpu_vectors::{X86Vectors, x86_vectors};
 
 /// Backends that can run GroupNorm + SiLU as one operation.
-#[backend_extension(Flex, Cube: cfg(any(feature = "native", target_family = "wasm")), Autodiff: cfg(feature = "native"))]
+#[backend_extension(Flex, Cube: cfg(any(feature = "native", feature = "webgpu")), Autodiff: cfg(feature = "native"))]
 pub trait NormSiluBackend: Backend {
     /// silu(GroupNorm(x)) with `groups` groups, per-channel `gamma` and `beta`, and `epsilon`.
     ///
@@ -507,7 +507,7 @@ impl NormSiluBackend for Flex {
     }
 }
 
-#[cfg(any(feature = "native", target_family = "wasm"))]
+#[cfg(any(feature = "native", feature = "webgpu"))]
 impl NormSiluBackend for burn::backend::wgpu::CubeBackend {}
 
 /// Under autodiff: the forward on the inner backend, recording a backward step that calls its

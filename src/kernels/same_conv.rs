@@ -40,7 +40,7 @@ fn kernel_size<B: Backend>(weight: &FloatTensor<B>) -> usize {
 /// padding k/2, so the output has the input's size — and its gradients as one operation each. Under
 /// autodiff (natively) the forward records a backward step that calls the two gradient operations
 /// below.
-#[backend_extension(Flex, Cube: cfg(any(feature = "native", target_family = "wasm")), Autodiff: cfg(feature = "native"))]
+#[backend_extension(Flex, Cube: cfg(any(feature = "native", feature = "webgpu")), Autodiff: cfg(feature = "native"))]
 pub trait SameConvBackend: Backend {
     /// The convolution of `x` with `weight` plus `bias`, zero padding k/2, stride 1.
     ///
@@ -204,7 +204,7 @@ impl SameConvBackend for Flex {
     }
 }
 
-#[cfg(any(feature = "native", target_family = "wasm"))]
+#[cfg(any(feature = "native", feature = "webgpu"))]
 impl SameConvBackend for burn::backend::wgpu::CubeBackend {}
 
 #[cfg(feature = "native")]

@@ -1,7 +1,9 @@
-//! The browser's model engine: a burn device (WebGPU, or the CPU backend when WebGPU is missing),
-//! the trained U-Net and its configuration, all fetched from the page's own origin.
+//! The browser's model engine: where the U-Net runs (WebGPU in a Web Worker that runs the page's
+//! WebGPU module, or burn's CPU backend in a worker per core when WebGPU is missing), the trained
+//! U-Net and its configuration, all fetched from the page's own origin.
 
 use super::models::{Catalogue, LoadError, ModelEntry, fetch_bytes, fetch_bytes_reporting, fetch_catalogue};
+use super::worker::{WebGpuModule, WorkerBackend};
 use super::worker_pool::{EpsPool, PoolRequest, pool_size};
 use crate::data::{EXAMPLE_IMAGES_FILE, EXAMPLE_LABELS_FILE, ImageDataset, parse_idx_images, parse_idx_labels};
 use crate::diffusion::sampler::guidance::check_guidance;
@@ -18,14 +20,14 @@ use wasm_bindgen_futures::JsFuture;
 /// Which backend runs the model, in words for the badge.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BackendInfo {
-    /// True when a WebGPU adapter runs the model.
+    /// True when a WebGPU adapter runs the model (in a Web Worker).
     pub webgpu: bool,
     /// Adapter description, e.g. "nvidia ampere" or "google swiftshader (CPU emulation)".
     pub adapter: String,
     /// Why the CPU is used, when it is.
     pub fallback_reason: Option<String>,
-    /// On the CPU: `Ok(n)` when the U-Net runs in n Web Workers, else why it runs on the page's
-    /// thread.
+    /// `Ok(n)` when the U-Net runs in n Web Workers (one on WebGPU), else why it runs on the page's
+    /// thread (on the CPU).
     pub worker: Result<usize, String>,
 }
 
@@ -33,7 +35,7 @@ impl BackendInfo {
     /// The badge's text.
     pub fn label(&self) -> String {
         match (&self.fallback_reason, self.webgpu) {
-            (None, true) => format!("WebGPU · {}", self.adapter),
+            (None, true) => format!("WebGPU · {}, in a Web Worker", self.adapter),
             (Some(reason), _) => format!("CPU (burn flex{}) · {reason}", self.cpu_place()),
             (None, false) => format!("CPU (burn flex{})", self.cpu_place()),
         }
@@ -51,7 +53,7 @@ impl BackendInfo {
 
 /// Everything the panels need to run the model.
 pub struct Engine {
-    /// Where tensors live.
+    /// Where the page's tensors live: burn's CPU backend (the chains, their noise and pictures).
     pub device: Device,
     /// What that device is.
     pub backend: BackendInfo,
@@ -67,9 +69,9 @@ pub struct Engine {
     pub model: ModelEntry,
     /// Why this is not the model the link asked for, when it is not.
     pub notice: Option<String>,
-    /// On the CPU backend, the copies of the U-Net that run in Web Workers, one per core but the
-    /// page's (`None`: `unet` runs every step, on the GPU or, when no worker could start, on the
-    /// page's thread).
+    /// The copies of the U-Net that run in Web Workers: one on WebGPU, or one per core but the
+    /// page's on the CPU (`None`: no worker could start, and `unet` runs every step on the page's
+    /// thread).
     pub worker: Option<EpsPool>,
 }
 
@@ -131,55 +133,60 @@ async fn describe_adapter() -> Result<AdapterInfo, String> {
     Ok(AdapterInfo { name, software })
 }
 
-/// Picks the device: WebGPU through burn's wgpu backend when the browser grants a hardware adapter,
-/// else burn's CPU backend with the reason, for the badge. Never fails. The choice is made once
-/// per page (a WebGPU device can be opened only once): a retry of the loading reuses it.
-pub async fn select_device(preference: BackendPreference) -> (Device, BackendInfo) {
-    thread_local!(static CHOSEN: std::cell::RefCell<Option<(Device, BackendInfo)>> = const { std::cell::RefCell::new(None) });
-    if let Some(chosen) = CHOSEN.with_borrow(Clone::clone) {
-        return chosen;
-    }
-    let chosen = choose_device(preference).await;
-    CHOSEN.set(Some(chosen.clone()));
-    chosen
-}
-
-async fn choose_device(preference: BackendPreference) -> (Device, BackendInfo) {
+/// Decides where the U-Net runs: on WebGPU when the browser grants a hardware adapter (any adapter
+/// with `?backend=webgpu`), in a Web Worker that runs the page's WebGPU module; else on burn's CPU
+/// backend, with the reason for the badge. Never fails.
+pub async fn choose_backend(preference: BackendPreference) -> BackendInfo {
     if preference == BackendPreference::Cpu {
-        return cpu_fallback("chosen with ?backend=cpu".into());
+        return cpu_backend("chosen with ?backend=cpu".into());
     }
     match describe_adapter().await {
-        Ok(adapter) if adapter.software && preference == BackendPreference::Auto => cpu_fallback(format!(
+        Ok(adapter) if adapter.software && preference == BackendPreference::Auto => cpu_backend(format!(
             "the only WebGPU adapter is {}, slower than the CPU backend (?backend=webgpu uses it anyway)",
             adapter.name
         )),
-        Ok(adapter) => match Device::wgpu_options().init_async().await {
-            Ok(device) => (
-                device,
-                BackendInfo {
-                    webgpu: true,
-                    adapter: adapter.name,
-                    fallback_reason: None,
-                    worker: Err("WebGPU runs the model".into()),
-                },
-            ),
-            Err(e) => cpu_fallback(format!("WebGPU failed to start ({e})")),
+        Ok(adapter) => BackendInfo {
+            webgpu: true,
+            adapter: adapter.name,
+            fallback_reason: None,
+            worker: Err("no Web Worker started yet".into()),
         },
-        Err(reason) => cpu_fallback(reason),
+        Err(reason) => cpu_backend(reason),
     }
 }
 
 /// burn's CPU backend, with the reason it is used.
-pub fn cpu_fallback(reason: String) -> (Device, BackendInfo) {
-    (
-        Device::flex(),
-        BackendInfo {
-            webgpu: false,
-            adapter: "cpu".into(),
-            fallback_reason: Some(reason),
-            worker: Err("no Web Worker started yet".into()),
-        },
-    )
+pub fn cpu_backend(reason: String) -> BackendInfo {
+    BackendInfo {
+        webgpu: false,
+        adapter: "cpu".into(),
+        fallback_reason: Some(reason),
+        worker: Err("no Web Worker started yet".into()),
+    }
+}
+
+/// Starts the Web Workers `backend` asks for: one that runs the page's WebGPU module (fetched
+/// only now), or a CPU worker per core but the page's. A WebGPU worker that cannot start gives
+/// way to the CPU, with the reason; `None` when no worker starts at all (the U-Net then runs on
+/// the page's thread).
+async fn start_workers(config_json: &str, weights: &[u8], mut backend: BackendInfo) -> (Option<EpsPool>, BackendInfo) {
+    if backend.webgpu {
+        let started = match WebGpuModule::of_page() {
+            Ok(module) => EpsPool::start(config_json, weights, 1, WorkerBackend::WebGpu(module)).await,
+            Err(why) => Err(why),
+        };
+        match started {
+            Ok(pool) => {
+                backend.worker = Ok(pool.len());
+                return (Some(pool), backend);
+            }
+            Err(why) => backend = cpu_backend(format!("WebGPU ({}) did not start: {why}", backend.adapter)),
+        }
+    }
+    let cores = web_sys::window().map_or(1.0, |w| w.navigator().hardware_concurrency());
+    let started = EpsPool::start(config_json, weights, pool_size(cores as usize), WorkerBackend::Cpu).await;
+    backend.worker = started.as_ref().map(EpsPool::len).map_err(String::clone);
+    (started.ok(), backend)
 }
 
 /// Parses the shipped digits.
@@ -227,11 +234,12 @@ impl Engine {
             }
         };
         on_progress(&entry, 0);
-        // The device opens while the four files download, all at once.
+        // The adapter is asked for while the four files download, all at once.
         let urls = [CONFIG_FILE, WEIGHTS_FILE, EXAMPLE_IMAGES_FILE, EXAMPLE_LABELS_FILE].map(|f| entry.url(f));
         let [config_url, weights_url, images_url, labels_url] = &urls;
-        let ((device, backend), files) = futures::future::join(
-            select_device(preference),
+        let device = Device::flex();
+        let (backend, files) = futures::future::join(
+            choose_backend(preference),
             futures::future::try_join4(
                 fetch_bytes(config_url),
                 fetch_bytes_reporting(weights_url, |n| on_progress(&entry, n)),
@@ -258,15 +266,7 @@ impl Engine {
                 digits.channels, digits.rows, digits.cols, image.channels, image.size, image.size
             )));
         }
-        let mut backend = backend;
-        let worker = if backend.webgpu {
-            None
-        } else {
-            let cores = web_sys::window().map_or(1.0, |w| w.navigator().hardware_concurrency());
-            let started = EpsPool::start(&config_json, &weights, pool_size(cores as usize)).await;
-            backend.worker = started.as_ref().map(EpsPool::len).map_err(String::clone);
-            started.ok()
-        };
+        let (worker, backend) = start_workers(&config_json, &weights, backend).await;
         Ok(Engine {
             device,
             backend,

@@ -2,12 +2,15 @@
 //! (several of them share a step's images: [`super::worker_pool`]).
 //!
 //! On the CPU backend one U-Net forward for 16 digits takes about 100 ms; on the page's thread
-//! every reverse step would freeze the sliders, the scrolling and the drawing for that long. The
+//! every reverse step would freeze the sliders, the scrolling and the drawing for that long. A CPU
 //! worker runs this same wasm module: it is handed the glue script's URL and the compiled
-//! `WebAssembly.Module` (nothing is downloaded or compiled twice), builds the U-Net from the bytes
-//! the page already fetched, and answers each request for ε̂(x_t, t) on a port of the request's
-//! own. Only the network moves: the chains, their seeded noise and the pictures stay on the page,
-//! so a chain is the same step for step wherever its ε̂ is computed.
+//! `WebAssembly.Module` (nothing is downloaded or compiled twice). A WebGPU worker runs the page's
+//! second module instead, this crate built with the `webgpu` feature ([`WebGpuModule`]), which
+//! the page fetches only where the browser has WebGPU: its own module carries burn's CPU backend
+//! alone. Either builds the U-Net from the bytes the page already fetched, and answers each
+//! request for ε̂(x_t, t) on a port of the request's own. Only the network moves: the chains, their
+//! seeded noise and the pictures stay on the page, so a chain is the same step for step wherever
+//! its ε̂ is computed.
 
 use crate::model::weights::DiffusionConfig;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -19,16 +22,16 @@ use web_sys::{
     Blob, BlobPropertyBag, MessageChannel, MessageEvent, MessagePort, Url, Worker, WorkerOptions, WorkerType,
 };
 
-/// The worker's script: it waits for the first message (the glue's URL, the module, the model),
-/// starts the wasm module and hands over to [`eps_worker_start`]. It imports nothing statically,
-/// so its `onmessage` is in place before the page's first message can arrive.
+/// The worker's script: it waits for the first message (the glue's URL, the module or its URL, the
+/// model, the backend), starts the wasm module and hands over to [`eps_worker_start`]. It imports
+/// nothing statically, so its `onmessage` is in place before the page's first message can arrive.
 const BOOTSTRAP: &str = r#"
 self.onmessage = async ({ data }) => {
   self.onmessage = null;
   try {
     const glue = await import(data.glue);
     await glue.default({ module_or_path: data.module });
-    glue.eps_worker_start(data.config, data.weights);
+    await glue.eps_worker_start(data.config, data.weights, data.backend);
     self.postMessage({ ready: true });
   } catch (e) {
     self.postMessage({ error: String(e) });
@@ -177,15 +180,76 @@ impl EpsRequest {
     }
 }
 
-/// A Web Worker that runs the U-Net on burn's CPU backend; dropping it ends the worker.
+/// The page's WebGPU module: where its glue script and its wasm are (`www/index.html` builds it,
+/// `scripts/csp.py` names its hashed files in the built page's `<meta name="ddpm-webgpu-module">`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebGpuModule {
+    /// The glue script's URL.
+    pub glue: String,
+    /// The wasm: its URL, or a compiled `WebAssembly.Module`.
+    pub module: JsValue,
+}
+
+/// The `name` of the `<meta>` that names the WebGPU module's files: `content="glue.js module.wasm"`.
+pub const WEBGPU_MODULE_META: &str = "ddpm-webgpu-module";
+
+impl WebGpuModule {
+    /// The module the page names, resolved against the page's URL; why not, when it names none
+    /// (a page built without it, or a test page).
+    pub fn of_page() -> Result<WebGpuModule, String> {
+        let document = web_sys::window().and_then(|w| w.document()).ok_or("no document")?;
+        let missing = || "this page was built without its WebGPU module".to_string();
+        let content = document
+            .query_selector(&format!("meta[name='{WEBGPU_MODULE_META}']"))
+            .ok()
+            .flatten()
+            .and_then(|meta| meta.get_attribute("content"))
+            .ok_or_else(missing)?;
+        let base = document.base_uri().ok().flatten().ok_or("the page has no URL")?;
+        let resolve = |path: &str| {
+            Url::new_with_base(path, &base)
+                .map(|url| url.href())
+                .map_err(|e| describe(&e))
+        };
+        match content.split_whitespace().collect::<Vec<_>>()[..] {
+            [glue, wasm] => Ok(WebGpuModule {
+                glue: resolve(glue)?,
+                module: JsValue::from_str(&resolve(wasm)?),
+            }),
+            _ => Err(missing()),
+        }
+    }
+
+    /// The module this code runs in, when it was built with the `webgpu` feature (the browser
+    /// tests are): a WebGPU worker without a second download.
+    #[cfg(feature = "webgpu")]
+    pub fn this_module() -> WebGpuModule {
+        WebGpuModule {
+            glue: GLUE_URL.with(String::clone),
+            module: wasm_bindgen::module(),
+        }
+    }
+}
+
+/// What a worker runs the U-Net on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WorkerBackend {
+    /// burn's CPU backend, in the page's own module.
+    Cpu,
+    /// burn's wgpu backend on the browser's WebGPU, in the page's WebGPU module.
+    WebGpu(WebGpuModule),
+}
+
+/// A Web Worker that runs the U-Net; dropping it ends the worker.
 pub struct EpsWorker {
     worker: Worker,
 }
 
 impl EpsWorker {
     /// Starts a worker with the model of `config_json` (`config.json`'s text) and `weights` (the
-    /// weights file's bytes); resolves once the worker has built the U-Net.
-    pub async fn start(config_json: &str, weights: &[u8]) -> Result<EpsWorker, String> {
+    /// weights file's bytes) on `backend`; resolves once the worker has built the U-Net (for
+    /// WebGPU, once its module has arrived and the device is open).
+    pub async fn start(config_json: &str, weights: &[u8], backend: &WorkerBackend) -> Result<EpsWorker, String> {
         let parts = Array::of1(&JsValue::from_str(BOOTSTRAP));
         let kind = BlobPropertyBag::new();
         kind.set_type("text/javascript");
@@ -197,11 +261,16 @@ impl EpsWorker {
         let worker = EpsWorker {
             worker: worker.map_err(|e| format!("no Web Worker: {}", describe(&e)))?,
         };
+        let (glue, module, backend) = match backend {
+            WorkerBackend::Cpu => (GLUE_URL.with(String::clone), wasm_bindgen::module(), "cpu"),
+            WorkerBackend::WebGpu(m) => (m.glue.clone(), m.module.clone(), "webgpu"),
+        };
         let start = object(&[
-            ("glue", &JsValue::from_str(&GLUE_URL.with(String::clone))),
-            ("module", &wasm_bindgen::module()),
+            ("glue", &JsValue::from_str(&glue)),
+            ("module", &module),
             ("config", &JsValue::from_str(config_json)),
             ("weights", &Uint8Array::from(weights).into()),
+            ("backend", &JsValue::from_str(backend)),
         ]);
         let ready = match post(worker.worker.clone().into(), &worker.worker, || {
             worker.worker.post_message(&start)
@@ -265,12 +334,13 @@ impl Drop for EpsWorker {
 }
 
 /// The worker's side, called by [`BOOTSTRAP`] once the module runs there: builds the U-Net on
-/// burn's CPU backend and answers every request that follows.
+/// `backend` ("cpu", or "webgpu" in the module built with the `webgpu` feature) and answers every
+/// request that follows.
 #[wasm_bindgen]
-pub fn eps_worker_start(config_json: &str, weights: Vec<u8>) -> Result<(), JsValue> {
+pub async fn eps_worker_start(config_json: String, weights: Vec<u8>, backend: String) -> Result<(), JsValue> {
     let config =
-        DiffusionConfig::from_json(config_json).map_err(|e| JsValue::from_str(&format!("config.json: {e}")))?;
-    let device = Device::flex();
+        DiffusionConfig::from_json(&config_json).map_err(|e| JsValue::from_str(&format!("config.json: {e}")))?;
+    let device = worker_device(&backend).await.map_err(|e| JsValue::from_str(&e))?;
     let unet = config
         .load_unet(weights, &device)
         .map_err(|e| JsValue::from_str(&format!("the weights: {e}")))?;
@@ -300,6 +370,19 @@ pub fn eps_worker_start(config_json: &str, weights: Vec<u8>) -> Result<(), JsVal
     // The handler lives as long as the worker.
     answer.forget();
     Ok(())
+}
+
+/// The device a worker runs the U-Net on.
+async fn worker_device(backend: &str) -> Result<Device, String> {
+    match backend {
+        "cpu" => Ok(Device::flex()),
+        #[cfg(feature = "webgpu")]
+        "webgpu" => Device::wgpu_options()
+            .init_async()
+            .await
+            .map_err(|e| format!("WebGPU failed to start ({e})")),
+        other => Err(format!("this module has no '{other}' backend")),
+    }
 }
 
 /// ε̂ for one request `{x, shape, t, classes}` (classes: −1 is "no class"; absent: none).

@@ -1,7 +1,7 @@
 //! A pool of [`EpsWorker`]s that shares every request for ε̂ out by images, so every core but the
 //! page's works on a step.
 
-use super::worker::{EpsRequest, EpsWorker, FIRST_PATIENCE_MS, WorkerFault};
+use super::worker::{EpsRequest, EpsWorker, FIRST_PATIENCE_MS, WorkerBackend, WorkerFault};
 use std::cell::{Cell, RefCell};
 use wasm_bindgen::JsValue;
 
@@ -50,9 +50,10 @@ const PATIENCE_FLOOR_MS: f64 = 5_000.0;
 /// request, with both reasons: a chain never hangs on a worker.
 pub struct EpsPool {
     workers: RefCell<Vec<EpsWorker>>,
-    /// The model's `config.json` and weights, for the workers that replace lost ones.
+    /// The model's `config.json`, weights and backend, for the workers that replace lost ones.
     config_json: String,
     weights: Vec<u8>,
+    backend: WorkerBackend,
     /// The slowest answer so far, in milliseconds per image (0: none yet).
     slowest_ms_per_image: Cell<f64>,
     /// How many workers have been replaced.
@@ -60,9 +61,15 @@ pub struct EpsPool {
 }
 
 impl EpsPool {
-    /// Starts `size` workers (at least one) with the model, all at once; fails if any fails.
-    pub async fn start(config_json: &str, weights: &[u8], size: usize) -> Result<EpsPool, String> {
-        let starts = (0..size.max(1)).map(|_| EpsWorker::start(config_json, weights));
+    /// Starts `size` workers (at least one) with the model on `backend`, all at once; fails if
+    /// any fails.
+    pub async fn start(
+        config_json: &str,
+        weights: &[u8],
+        size: usize,
+        backend: WorkerBackend,
+    ) -> Result<EpsPool, String> {
+        let starts = (0..size.max(1)).map(|_| EpsWorker::start(config_json, weights, &backend));
         let workers = futures::future::join_all(starts)
             .await
             .into_iter()
@@ -71,9 +78,15 @@ impl EpsPool {
             workers: RefCell::new(workers),
             config_json: config_json.to_owned(),
             weights: weights.to_vec(),
+            backend,
             slowest_ms_per_image: Cell::new(0.0),
             replaced: Cell::new(0),
         })
+    }
+
+    /// What the workers run the U-Net on.
+    pub fn backend(&self) -> &WorkerBackend {
+        &self.backend
     }
 
     /// The number of workers.
@@ -160,7 +173,7 @@ impl EpsPool {
             "worker {} of the model was lost ({lost}); starting another",
             part.worker
         )));
-        let fresh = EpsWorker::start(&self.config_json, &self.weights)
+        let fresh = EpsWorker::start(&self.config_json, &self.weights, &self.backend)
             .await
             .map_err(|e| format!("a worker of the model was lost ({lost}) and none could replace it: {e}"))?;
         let retry = part.ask(&fresh);

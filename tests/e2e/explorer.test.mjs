@@ -7,6 +7,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, readFile } from 'node:fs/promises';
+import { gzipSync } from 'node:zlib';
 import { launchChromium, serveDist } from './browser.mjs';
 
 const SHOTS = 'target/e2e';
@@ -100,6 +101,44 @@ test('load, slide, generate, SDEdit: from its own origin, without errors', async
   await page.screenshot({ path: `${SHOTS}/explorer.png`, fullPage: true });
   assert.deepEqual(problems, []);
   await page.close();
+});
+
+test('the WebGPU module is fetched only where WebGPU runs the U-Net, and runs it in a worker', async () => {
+  /** A page with the paths it requested and its console errors recorded. */
+  async function recorded(query) {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const paths = [];
+    const problems = [];
+    page.on('request', (r) => {
+      const url = new URL(r.url());
+      if (url.protocol === 'http:' && url.origin === server.origin) paths.push(url.pathname);
+    });
+    page.on('console', (m) => m.type() === 'error' && problems.push(`console: ${m.text()}`));
+    page.on('pageerror', (e) => problems.push(`page error: ${e}`));
+    await page.goto(`${server.origin}/?${query}`);
+    await page.waitForSelector('#t-slider', { timeout: 180_000 });
+    return { page, paths, problems };
+  }
+  // On the CPU the page's own module (burn's CPU backend alone) is all the code it fetches, and its
+  // first load, gzipped as a server sends it, stays within 4 MB.
+  const cpu = await recorded('backend=cpu');
+  assert.ok(!cpu.paths.some((p) => p.startsWith('/webgpu/')), cpu.paths.join(' '));
+  const dist = process.env.DIST ?? 'dist';
+  const files = [...new Set(cpu.paths.map((p) => (p.endsWith('/') ? `${p}index.html` : p)))];
+  const gzipped = await Promise.all(files.map(async (p) => gzipSync(await readFile(`${dist}${p}`), { level: 9 }).length));
+  const firstLoad = gzipped.reduce((a, b) => a + b, 0);
+  assert.ok(firstLoad <= 4_000_000, `first load ${firstLoad} bytes gzipped: ${files.join(' ')}`);
+  console.log(`first load on the CPU: ${(firstLoad / 1e6).toFixed(2)} MB gzip in ${files.length} files`);
+  await cpu.page.close();
+  // With WebGPU (SwiftShader here, forced: CPU emulation, seconds a step) the page fetches its WebGPU
+  // module, one worker runs the U-Net on the adapter, and a DDIM step goes through it.
+  const gpu = await recorded('backend=webgpu&sampler=ddim&steps=1&eta=0&seed=0');
+  assert.match(await gpu.page.textContent('.badge'), /^\s*WebGPU · .*\(CPU emulation\), in a Web Worker/);
+  assert.ok(gpu.paths.includes('/webgpu/ddpm-webgpu_bg.wasm'), gpu.paths.join(' '));
+  await gpu.page.click('button.generate');
+  await waitForSteps(gpu.page, 1);
+  assert.deepEqual(gpu.problems, []);
+  await gpu.page.close();
 });
 
 test('on the CPU the U-Net runs in a Web Worker: no step blocks the page for a forward pass', async (t) => {

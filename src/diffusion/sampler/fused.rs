@@ -12,7 +12,7 @@ use burn::backend::{Backend, Flex, Scalar, backend_extension};
 use burn::tensor::Tensor;
 
 /// Backends that can run one reverse step x_t, ε̂, z → (x_{t−1}, x̂_0).
-#[backend_extension(Flex, Cube: cfg(any(feature = "native", target_family = "wasm")))]
+#[backend_extension(Flex, Cube: cfg(any(feature = "native", feature = "webgpu")))]
 pub trait FusedStepBackend: Backend {
     /// One reverse step with host-side coefficients `coefs`; returns `(x_{t−1}, x̂_0)`. By default
     /// composed from tensor ops ([`composed_step`]).
@@ -103,7 +103,7 @@ pub fn reverse_step(
     (Tensor::from_dispatch(prev), Tensor::from_dispatch(pred_x0))
 }
 
-#[cfg(any(feature = "native", target_family = "wasm"))]
+#[cfg(any(feature = "native", feature = "webgpu"))]
 mod cube {
     //! The cubecl (wgpu) implementation: launches `shaders/reverse_step.wgsl`.
 
