@@ -3,7 +3,7 @@
 //! U-Net and its configuration, all fetched from the page's own origin.
 
 use super::models::{Catalogue, LoadError, ModelEntry, fetch_bytes, fetch_bytes_reporting, fetch_catalogue};
-use super::worker::{WebGpuModule, WorkerBackend};
+use super::worker::{EpsWorker, SpawnedWorker, WebGpuModule, WorkerBackend};
 use super::worker_pool::{EpsPool, PoolRequest, pool_size};
 use crate::data::{EXAMPLE_IMAGES_FILE, EXAMPLE_LABELS_FILE, ImageDataset, parse_idx_images, parse_idx_labels};
 use crate::diffusion::sampler::guidance::check_guidance;
@@ -165,14 +165,36 @@ pub fn cpu_backend(reason: String) -> BackendInfo {
     }
 }
 
-/// Starts the Web Workers `backend` asks for: one that runs the page's WebGPU module (fetched
-/// only now), or a CPU worker per core but the page's. A WebGPU worker that cannot start gives
-/// way to the CPU, with the reason; `None` when no worker starts at all (the U-Net then runs on
-/// the page's thread).
-async fn start_workers(config_json: &str, weights: &[u8], mut backend: BackendInfo) -> (Option<EpsPool>, BackendInfo) {
-    if backend.webgpu {
-        let started = match WebGpuModule::of_page() {
-            Ok(module) => EpsPool::start(config_json, weights, 1, WorkerBackend::WebGpu(module)).await,
+/// Where the U-Net is to run, and for WebGPU its worker, started as soon as that is known (its
+/// module downloads while the page fetches the weights).
+async fn choose_and_spawn(preference: BackendPreference) -> (BackendInfo, Option<Result<SpawnedWorker, String>>) {
+    let backend = choose_backend(preference).await;
+    if !backend.webgpu {
+        return (backend, None);
+    }
+    let spawned = match WebGpuModule::of_page() {
+        Ok(module) => EpsWorker::spawn(&WorkerBackend::WebGpu(module)).await,
+        Err(why) => Err(why),
+    };
+    (backend, Some(spawned))
+}
+
+/// Gives the WebGPU worker `spawned` its model, or starts a CPU worker per core but the page's
+/// when WebGPU was not chosen or its worker fails (the badge then says why); `None` when no
+/// worker starts at all (the U-Net then runs on the page's thread).
+async fn start_workers(
+    config_json: &str,
+    weights: &[u8],
+    mut backend: BackendInfo,
+    spawned: Option<Result<SpawnedWorker, String>>,
+) -> (Option<EpsPool>, BackendInfo) {
+    if let Some(spawned) = spawned {
+        let started = match spawned {
+            Ok(spawned) => {
+                let on = spawned.backend().clone();
+                let loaded = spawned.load(config_json, weights).await;
+                loaded.map(|worker| EpsPool::of_workers(vec![worker], config_json, weights, on))
+            }
             Err(why) => Err(why),
         };
         match started {
@@ -234,12 +256,12 @@ impl Engine {
             }
         };
         on_progress(&entry, 0);
-        // The adapter is asked for while the four files download, all at once.
+        // The adapter is asked for (and a WebGPU worker started) while the four files download.
         let urls = [CONFIG_FILE, WEIGHTS_FILE, EXAMPLE_IMAGES_FILE, EXAMPLE_LABELS_FILE].map(|f| entry.url(f));
         let [config_url, weights_url, images_url, labels_url] = &urls;
         let device = Device::flex();
-        let (backend, files) = futures::future::join(
-            choose_backend(preference),
+        let ((backend, spawned), files) = futures::future::join(
+            choose_and_spawn(preference),
             futures::future::try_join4(
                 fetch_bytes(config_url),
                 fetch_bytes_reporting(weights_url, |n| on_progress(&entry, n)),
@@ -266,7 +288,7 @@ impl Engine {
                 digits.channels, digits.rows, digits.cols, image.channels, image.size, image.size
             )));
         }
-        let (worker, backend) = start_workers(&config_json, &weights, backend).await;
+        let (worker, backend) = start_workers(&config_json, &weights, backend, spawned).await;
         Ok(Engine {
             device,
             backend,

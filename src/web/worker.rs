@@ -22,21 +22,26 @@ use web_sys::{
     Blob, BlobPropertyBag, MessageChannel, MessageEvent, MessagePort, Url, Worker, WorkerOptions, WorkerType,
 };
 
-/// The worker's script: it waits for the first message (the glue's URL, the module or its URL, the
-/// model, the backend), starts the wasm module and hands over to [`eps_worker_start`]. It imports
+/// The worker's script, in two stages. The first message (the glue's URL, the module or its URL)
+/// starts the wasm module; the second (the model and the backend) hands over to
+/// [`eps_worker_start`], which then answers every request. So a module that has to be downloaded
+/// (the WebGPU module) arrives while the page still fetches the weights. The script imports
 /// nothing statically, so its `onmessage` is in place before the page's first message can arrive.
 const BOOTSTRAP: &str = r#"
-self.onmessage = async ({ data }) => {
+const reply = (work) => async ({ data }) => {
   self.onmessage = null;
   try {
-    const glue = await import(data.glue);
-    await glue.default({ module_or_path: data.module });
-    await glue.eps_worker_start(data.config, data.weights, data.backend);
+    await work(data);
     self.postMessage({ ready: true });
   } catch (e) {
     self.postMessage({ error: String(e) });
   }
 };
+self.onmessage = reply(async (data) => {
+  const glue = await import(data.glue);
+  await glue.default({ module_or_path: data.module });
+  self.onmessage = reply((model) => glue.eps_worker_start(model.config, model.weights, model.backend));
+});
 "#;
 
 #[wasm_bindgen]
@@ -240,16 +245,51 @@ pub enum WorkerBackend {
     WebGpu(WebGpuModule),
 }
 
+/// A Web Worker whose wasm module runs but that holds no model yet ([`EpsWorker::spawn`]);
+/// dropping it ends the worker.
+pub struct SpawnedWorker {
+    worker: EpsWorker,
+    backend: WorkerBackend,
+}
+
+impl SpawnedWorker {
+    /// What the worker's module runs the U-Net on.
+    pub fn backend(&self) -> &WorkerBackend {
+        &self.backend
+    }
+
+    /// Builds the U-Net of `config_json` (`config.json`'s text) and `weights` (the weights file's
+    /// bytes) in the worker; resolves once it is built (for WebGPU, once the device is open).
+    pub async fn load(self, config_json: &str, weights: &[u8]) -> Result<EpsWorker, String> {
+        let backend = match self.backend {
+            WorkerBackend::Cpu => "cpu",
+            WorkerBackend::WebGpu(_) => "webgpu",
+        };
+        let model = object(&[
+            ("config", &JsValue::from_str(config_json)),
+            ("weights", &Uint8Array::from(weights).into()),
+            ("backend", &JsValue::from_str(backend)),
+        ]);
+        let worker = self.worker;
+        post(worker.worker.clone().into(), &worker.worker, || {
+            worker.worker.post_message(&model)
+        })?
+        .answer(FIRST_PATIENCE_MS)
+        .await
+        .map_err(|fault| fault.to_string())?;
+        Ok(worker)
+    }
+}
+
 /// A Web Worker that runs the U-Net; dropping it ends the worker.
 pub struct EpsWorker {
     worker: Worker,
 }
 
 impl EpsWorker {
-    /// Starts a worker with the model of `config_json` (`config.json`'s text) and `weights` (the
-    /// weights file's bytes) on `backend`; resolves once the worker has built the U-Net (for
-    /// WebGPU, once its module has arrived and the device is open).
-    pub async fn start(config_json: &str, weights: &[u8], backend: &WorkerBackend) -> Result<EpsWorker, String> {
+    /// Starts a worker that runs the wasm module of `backend` (the WebGPU module is downloaded
+    /// now); resolves once the module runs there.
+    pub async fn spawn(backend: &WorkerBackend) -> Result<SpawnedWorker, String> {
         let parts = Array::of1(&JsValue::from_str(BOOTSTRAP));
         let kind = BlobPropertyBag::new();
         kind.set_type("text/javascript");
@@ -261,17 +301,11 @@ impl EpsWorker {
         let worker = EpsWorker {
             worker: worker.map_err(|e| format!("no Web Worker: {}", describe(&e)))?,
         };
-        let (glue, module, backend) = match backend {
-            WorkerBackend::Cpu => (GLUE_URL.with(String::clone), wasm_bindgen::module(), "cpu"),
-            WorkerBackend::WebGpu(m) => (m.glue.clone(), m.module.clone(), "webgpu"),
+        let (glue, module) = match backend {
+            WorkerBackend::Cpu => (GLUE_URL.with(String::clone), wasm_bindgen::module()),
+            WorkerBackend::WebGpu(m) => (m.glue.clone(), m.module.clone()),
         };
-        let start = object(&[
-            ("glue", &JsValue::from_str(&glue)),
-            ("module", &module),
-            ("config", &JsValue::from_str(config_json)),
-            ("weights", &Uint8Array::from(weights).into()),
-            ("backend", &JsValue::from_str(backend)),
-        ]);
+        let start = object(&[("glue", &JsValue::from_str(&glue)), ("module", &module)]);
         let ready = match post(worker.worker.clone().into(), &worker.worker, || {
             worker.worker.post_message(&start)
         }) {
@@ -282,7 +316,16 @@ impl EpsWorker {
             Err(e) => Err(e),
         };
         let _ = Url::revoke_object_url(&url);
-        ready.map(|_| worker)
+        ready.map(|_| SpawnedWorker {
+            worker,
+            backend: backend.clone(),
+        })
+    }
+
+    /// Starts a worker with the model of `config_json` and `weights` on `backend`: [`Self::spawn`],
+    /// then [`SpawnedWorker::load`].
+    pub async fn start(config_json: &str, weights: &[u8], backend: &WorkerBackend) -> Result<EpsWorker, String> {
+        Self::spawn(backend).await?.load(config_json, weights).await
     }
 
     /// Asks for ε̂(x_t, t, c) for a batch `x_t` of `shape` (host floats, image after image), each

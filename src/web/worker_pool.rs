@@ -74,14 +74,21 @@ impl EpsPool {
             .await
             .into_iter()
             .collect::<Result<_, _>>()?;
-        Ok(EpsPool {
+        Ok(Self::of_workers(workers, config_json, weights, backend))
+    }
+
+    /// A pool of `workers` already started with the model of `config_json` and `weights` on
+    /// `backend` (which its replacements use too).
+    pub fn of_workers(workers: Vec<EpsWorker>, config_json: &str, weights: &[u8], backend: WorkerBackend) -> EpsPool {
+        assert!(!workers.is_empty(), "a pool has at least one worker");
+        EpsPool {
             workers: RefCell::new(workers),
             config_json: config_json.to_owned(),
             weights: weights.to_vec(),
             backend,
             slowest_ms_per_image: Cell::new(0.0),
             replaced: Cell::new(0),
-        })
+        }
     }
 
     /// What the workers run the U-Net on.

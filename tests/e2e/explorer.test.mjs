@@ -139,6 +139,13 @@ test('the WebGPU module is fetched only where WebGPU runs the U-Net, and runs it
   await waitForSteps(gpu.page, 1);
   assert.deepEqual(gpu.problems, []);
   await gpu.page.close();
+  // A WebGPU module that does not arrive: the page runs on the CPU and its badge says why.
+  const broken = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await broken.route('**/webgpu/*.wasm', (route) => route.fulfill({ status: 404, body: 'gone' }));
+  await broken.goto(`${server.origin}/?backend=webgpu`);
+  await broken.waitForSelector('#t-slider', { timeout: 180_000 });
+  assert.match(await broken.textContent('.badge'), /^\s*CPU \(burn flex, in (a|\d+) Web Workers?\) · WebGPU \(.*\) did not start/);
+  await broken.close();
 });
 
 test('on the CPU the U-Net runs in a Web Worker: no step blocks the page for a forward pass', async (t) => {
