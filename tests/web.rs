@@ -281,12 +281,9 @@ async fn without_an_adapter_the_cpu_backend_runs_and_says_so() {
     assert!(out.iter().all(|v| v.is_finite()));
 }
 
-#[wasm_bindgen_test]
-async fn the_web_worker_predicts_what_the_unet_on_the_page_predicts() {
-    // The worker runs this same module on the same CPU backend: its ε̂ must be the page's, bit for
-    // bit, for every image at its own t; a request that does not fit is answered with an error.
-    let cpu = Device::flex();
-    let unet = tiny_unet(&cpu);
+/// The tiny U-Net on `device`, its `config.json` and its weights file.
+fn tiny_model(device: &Device) -> (UNet, String, Vec<u8>) {
+    let unet = tiny_unet(device);
     let config = DiffusionConfig {
         unet: common::tiny_unet_config(),
         schedule: ScheduleKind::Linear,
@@ -294,9 +291,16 @@ async fn the_web_worker_predicts_what_the_unet_on_the_page_predicts() {
         class_names: None,
     };
     let weights = unet_to_bytes(unet.clone()).unwrap();
-    let worker = EpsWorker::start(&config.to_json(), &weights, &WorkerBackend::Cpu)
-        .await
-        .unwrap();
+    (unet, config.to_json(), weights)
+}
+
+#[wasm_bindgen_test]
+async fn the_web_worker_predicts_what_the_unet_on_the_page_predicts() {
+    // The worker runs this same module on the same CPU backend: its ε̂ must be the page's, bit for
+    // bit, for every image at its own t; a request that does not fit is answered with an error.
+    let cpu = Device::flex();
+    let (unet, config, weights) = tiny_model(&cpu);
+    let worker = EpsWorker::start(&config, &weights, &WorkerBackend::Cpu).await.unwrap();
     let x = NoiseRng::new(8).normal_vec(2 * 784);
     let here = read_back(unet.forward(input(&cpu), &[3, 700])).await.unwrap();
     let there = worker
@@ -307,7 +311,7 @@ async fn the_web_worker_predicts_what_the_unet_on_the_page_predicts() {
     let misfit = worker.predict_eps(&x, [3, 1, 28, 28], &[3, 700, 5], &[None; 3]).await;
     assert!(misfit.unwrap_err().contains("do not fit"));
     // A worker that cannot build its model says why.
-    let broken = EpsWorker::start(&config.to_json(), &weights[..weights.len() / 2], &WorkerBackend::Cpu).await;
+    let broken = EpsWorker::start(&config, &weights[..weights.len() / 2], &WorkerBackend::Cpu).await;
     assert!(broken.err().unwrap().contains("weights"));
 }
 
@@ -317,21 +321,10 @@ async fn a_webgpu_worker_predicts_what_the_cpu_predicts() {
     // `webgpu` feature (here this test module itself) on the adapter, and answers for ε̂ as a CPU
     // worker does, to the rounding of another backend.
     let cpu = Device::flex();
-    let unet = tiny_unet(&cpu);
-    let config = DiffusionConfig {
-        unet: common::tiny_unet_config(),
-        schedule: ScheduleKind::Linear,
-        timesteps: 1000,
-        class_names: None,
-    };
-    let weights = unet_to_bytes(unet.clone()).unwrap();
-    let gpu = EpsWorker::start(
-        &config.to_json(),
-        &weights,
-        &WorkerBackend::WebGpu(WebGpuModule::this_module()),
-    )
-    .await
-    .expect("headless Chromium grants a WebGPU adapter in a worker");
+    let (unet, config, weights) = tiny_model(&cpu);
+    let gpu = EpsWorker::start(&config, &weights, &WorkerBackend::WebGpu(WebGpuModule::this_module()))
+        .await
+        .expect("headless Chromium grants a WebGPU adapter in a worker");
     let x = NoiseRng::new(8).normal_vec(2 * 784);
     let want = read_back(unet.forward(
         Tensor::from_data(TensorData::new(x.clone(), [2, 1, 28, 28]), &cpu),
