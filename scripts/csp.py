@@ -43,13 +43,24 @@ WEBGPU_DIR = "webgpu"
 
 
 def webgpu_module(folder: str) -> str:
-    """The meta tag naming the WebGPU module's glue script and wasm, relative to the page."""
-    names = sorted(os.listdir(os.path.join(folder, WEBGPU_DIR)))
+    """The meta tag naming the WebGPU module's glue script and wasm, relative to the page. Trunk does
+    not hash a worker's file names, so they get the hash of their contents here, as the page's own
+    files have: a browser never pairs a cached module with a newer page."""
+    directory = os.path.join(folder, WEBGPU_DIR)
+    names = sorted(os.listdir(directory))
     glue = [n for n in names if n.endswith(".js")]
     wasm = [n for n in names if n.endswith("_bg.wasm")]
     if len(glue) != 1 or len(wasm) != 1:
-        sys.exit(f"csp.py: {folder}/{WEBGPU_DIR} should hold one glue script and one wasm, not {names}")
-    return f'<meta name="ddpm-webgpu-module" content="{WEBGPU_DIR}/{glue[0]} {WEBGPU_DIR}/{wasm[0]}" />'
+        sys.exit(f"csp.py: {directory} should hold one glue script and one wasm, not {names}")
+    digest = hashlib.sha256()
+    for name in (glue[0], wasm[0]):
+        with open(os.path.join(directory, name), "rb") as f:
+            digest.update(f.read())
+    stem = glue[0][: -len(".js")] + "-" + digest.hexdigest()[:16]
+    hashed = (f"{stem}.js", f"{stem}_bg.wasm")
+    for old, new in zip((glue[0], wasm[0]), hashed):
+        os.rename(os.path.join(directory, old), os.path.join(directory, new))
+    return f'<meta name="ddpm-webgpu-module" content="{WEBGPU_DIR}/{hashed[0]} {WEBGPU_DIR}/{hashed[1]}" />'
 
 
 def main() -> None:
