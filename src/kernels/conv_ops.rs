@@ -53,7 +53,7 @@ pub(super) unsafe fn add_product(
 ///
 /// # Safety
 /// As for [`add_product`].
-pub(super) unsafe fn write_product(
+pub(crate) unsafe fn write_product(
     dims: (usize, usize, usize),
     dst: (*mut f32, isize, isize),
     lhs: (*const f32, isize, isize),

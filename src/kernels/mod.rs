@@ -7,9 +7,11 @@
 //! - [`down_conv`]: the stride-2 downsampling convolution;
 //! - [`norm_silu`]: GroupNorm followed by SiLU, fused;
 //! - [`dropout`]: dropout with a mask drawn on the host;
-//! - `conv_ops` (what the convolutions share) and `cpu_vectors` (AVX-512 / AVX2 picked at run time).
+//! - `conv_ops` (what the convolutions share: gemm on raw slices, also the evaluation's nearest-image
+//!   search) and `cpu_vectors` (AVX-512 / AVX2 picked at run time).
 
 mod conv_ops;
+pub(crate) use conv_ops::write_product;
 mod cpu_vectors;
 pub mod down_conv;
 pub mod dropout;
