@@ -8,6 +8,9 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+/// SplitMix64's increment: 2⁶⁴ divided by the golden ratio, odd.
+const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
 /// SplitMix64 with a cached second Box–Muller normal.
 #[derive(Clone, Debug)]
 pub struct NoiseRng {
@@ -31,9 +34,16 @@ impl NoiseRng {
         NoiseRng::new(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64()
     }
 
+    /// Moves the stream on by `draws` calls of [`next_u64`](Self::next_u64) at no cost: SplitMix64's
+    /// state advances by a constant each draw, so the position is a product away.
+    pub fn skip(&mut self, draws: u64) {
+        self.state = self.state.wrapping_add(draws.wrapping_mul(GOLDEN_GAMMA));
+        self.spare_normal = None;
+    }
+
     /// The next 64 uniformly distributed bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.state = self.state.wrapping_add(GOLDEN_GAMMA);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -103,6 +113,10 @@ mod tests {
         assert_eq!(rng.next_u64(), 0xE220_A839_7B1D_CDAF);
         assert_eq!(rng.next_u64(), 0x6E78_9E6A_A1B9_65F4);
         assert_eq!(rng.next_u64(), 0x06C4_5D18_8009_454F);
+        // Skipping two draws lands on the third output of the reference stream.
+        let mut skipped = NoiseRng::new(0);
+        skipped.skip(2);
+        assert_eq!(skipped.next_u64(), 0x06C4_5D18_8009_454F);
     }
 
     #[test]

@@ -21,15 +21,15 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Train the U-Net on MNIST (or any 28×28 IDX dataset) with Ho et al.'s simplified loss.
-    Train(train::TrainArgs),
-    /// Generate digits with trained weights (DDPM or DDIM).
+    /// Train the U-Net on MNIST, another IDX set or a folder of images, on one device or several.
+    Train(Box<train::TrainArgs>),
+    /// Generate images with trained weights (DDPM or DDIM, guided by a class).
     Sample(sample::SampleArgs),
     /// Print the noise schedule's numbers (β, ᾱ, posterior coefficients, SNR).
     Schedule(schedule::ScheduleArgs),
     /// Copy a trained model (config.json + model.bpk) to a folder, optionally in half precision.
     Export(export::ExportArgs),
-    /// Train the project's MNIST classifier (the judge of `eval`) and report its test accuracy.
+    /// Train the classifier that judges `eval` (on any labelled set) and report its held-out accuracy.
     Classifier(classifier::ClassifierArgs),
     /// Judge trained weights: sample quality in the classifier's eyes and the likelihood bound.
     Eval(eval::EvalArgs),
@@ -42,7 +42,7 @@ fn main() {
     ddpm_explorer::native::device::quiet_vulkan_device_select();
     let cli = Cli::parse();
     let result = ddpm_explorer::native::threads::on_worker_threads(|| match cli.command {
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Sample(a) => sample::run(a),
         Command::Schedule(a) => schedule::run(a),
         Command::Export(a) => export::run(a),

@@ -6,7 +6,7 @@ use ddpm_explorer::data::TrainingImages;
 use ddpm_explorer::data::folder::{MAX_FOLDER_SIZE, MIN_FOLDER_SIZE};
 use ddpm_explorer::diffusion::schedule::ScheduleKind;
 use ddpm_explorer::model::{Preset, SkipLayout, UNetConfig};
-use ddpm_explorer::native::device::{DeviceChoice, choose_device};
+use ddpm_explorer::native::device::{DeviceChoice, DeviceSpec, choose_device, open_devices};
 use ddpm_explorer::native::train::{
     LossWeighting, LrChange, LrDecay, TrainConfig, TrainError, checkpoint_config, checkpoint_step, train,
 };
@@ -92,6 +92,11 @@ pub(crate) struct TrainArgs {
     /// auto (a GPU if there is one, else CPU), cpu or wgpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
+    /// Data-parallel on several devices, e.g. wgpu:0,wgpu:1 (discrete GPUs 0 and 1; also igpu:N,
+    /// vgpu:N, wgpu-cpu): each step's batch is split across them and their gradients summed on the
+    /// first, which holds the weights (to rounding, the step one device takes with the whole batch).
+    #[arg(long, value_delimiter = ',', conflicts_with = "device")]
+    devices: Vec<DeviceSpec>,
     /// Write a 4×4 sample grid every N steps; 0: never [default: 1000].
     #[arg(long)]
     sample_every: Option<usize>,
@@ -183,7 +188,8 @@ impl TrainArgs {
 }
 
 pub(crate) fn run(a: TrainArgs) -> Result<()> {
-    if a.device == DeviceChoice::Cpu && std::env::var_os("BURN_DEVICE").is_none() {
+    let cpu_only = a.devices == [DeviceSpec::Cpu] || (a.devices.is_empty() && a.device == DeviceChoice::Cpu);
+    if cpu_only && std::env::var_os("BURN_DEVICE").is_none() {
         // burn loads an optimiser's saved state onto its default device (the first GPU backend
         // compiled in) and moves it on the next step; on `--device cpu` that would open a GPU (or
         // its software driver) only to leave it. The default device follows `BURN_DEVICE`.
@@ -273,10 +279,22 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
     }
     let steps = config.steps;
     config.validate()?;
-    let chosen = choose_device(a.device)?;
+    let chosen = match a.devices.as_slice() {
+        [] => vec![choose_device(a.device)?],
+        specs => open_devices(specs)?,
+    };
+    let on = match chosen.as_slice() {
+        [one] => one.to_string(),
+        several => format!(
+            "{} devices ({}), the batch split across them",
+            several.len(),
+            several.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let devices: Vec<_> = chosen.into_iter().map(|d| d.device).collect();
     let [channels, rows, cols] = data.shape();
     eprintln!(
-        "training on {} images ({rows}×{cols}, {}) on {chosen}: {steps} steps of batch {}, {} parameters",
+        "training on {} images ({rows}×{cols}, {}) on {on}: {steps} steps of batch {}, {} parameters",
         data.len(),
         if channels == 1 { "grey" } else { "RGB" },
         config.batch,
@@ -296,7 +314,7 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
     stop_on_signals();
     let log_every = config.log_every;
     let started = std::time::Instant::now();
-    let summary = train(&config, data, &a.out, &chosen.device, a.resume, |p| {
+    let summary = train(&config, data, &a.out, &devices, a.resume, |p| {
         bar.set_position(p.step as u64);
         bar.set_message(format!("{:.4}  {:.1} img/s", p.loss, p.images_per_second));
         if plain && (p.step % log_every == 0 || p.step == p.steps) {

@@ -153,7 +153,8 @@ pub fn sample_grid(
     Picture::grid_channels(pixels, channels, size, columns, 2)
 }
 
-/// Trains on `data` into the run folder `out`. With `resume`, continues from the folder's latest
+/// Trains on `data` into the run folder `out`, on `devices` (the weights on the first; each step's
+/// batch is split across all of them). With `resume`, continues from the folder's latest
 /// checkpoint (its recipe must match `config` except for the total number of steps). After each
 /// step `on_progress` is told where the run is; `ControlFlow::Break` (the CLI's answer to Ctrl-C
 /// or SIGTERM) writes a checkpoint and the export at that step and ends the run there.
@@ -161,11 +162,11 @@ pub fn train(
     config: &TrainConfig,
     data: &dyn ImageSource,
     out: &Path,
-    device: &Device,
+    devices: &[Device],
     resume: bool,
     mut on_progress: impl FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<TrainSummary, TrainError> {
-    let mut run = Run::open(config, data, out, device, resume)?;
+    let mut run = Run::open(config, data, out, devices, resume)?;
     let start_step = run.start_step;
     let started = Instant::now();
     let mut last_loss = f64::NAN;

@@ -1,7 +1,7 @@
 //! A training run in its three parts: the set-up ([`Run::open`]: checks, the folder and its lock,
 //! the starting or resumed weights, `train.json`, `loss.csv`), one optimisation step
-//! ([`Run::step`], Algorithm 1, checked before the weights move) and what it writes
-//! ([`Run::checkpoint`], [`Run::write_sample_grid`], [`Run::log_loss`]).
+//! ([`Run::step`], Algorithm 1, checked before the weights move, its batch split across the run's
+//! devices) and what it writes ([`Run::checkpoint`], [`Run::write_sample_grid`], [`Run::log_loss`]).
 
 use super::checkpoint::{CheckpointState, loss_csv_up_to, read_checkpoint_state, save_checkpoint};
 use super::conditioning::{LABEL_DROPOUT_STREAM, initial_weights};
@@ -12,17 +12,22 @@ use super::{
 use crate::data::{BatchSampler, ImageSource};
 use crate::diffusion::forward::q_sample;
 use crate::diffusion::schedule::NoiseSchedule;
+use crate::kernels::dropout::{BatchShard, with_batch_shard};
 use crate::model::UNet;
 use crate::model::weights::unet_to_bytes;
 use crate::native::io::{write_atomic, write_png};
 use crate::rng::NoiseRng;
 use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::module::{Module, ParamGroup};
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::Device;
+use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor, TensorData};
 use std::fs::File;
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+
+/// The stream of a step's seed that seeds its network dropout (beside the label dropout's).
+const NETWORK_DROPOUT_STREAM: u64 = 0xd50f;
 
 /// A run between steps: its recipe, weights, their EMA, the optimiser and the folder it writes.
 pub(super) struct Run<'c> {
@@ -31,7 +36,11 @@ pub(super) struct Run<'c> {
     dir: RunDir,
     /// Held while the run lives: a second run cannot write the same folder.
     _lock: RunLock,
-    train_device: Device,
+    /// The devices a step's batch is split across, recording gradients. The first holds the
+    /// weights, the optimiser and the EMA; each other one computes its shard's gradient on a copy
+    /// of the weights and sends it there (burn's multi-device strategy with the optimiser on the
+    /// main device: `GradientsParams::to_device` and `GradientsAccumulator`).
+    train_devices: Vec<Device>,
     plain_device: Device,
     model: UNet,
     ema: UNet,
@@ -48,16 +57,27 @@ pub(super) struct Run<'c> {
 
 impl<'c> Run<'c> {
     /// Checks `config` against `data`, takes the folder `out`, and starts from the seeded
-    /// initialisation, `config.init_from`, or (with `resume`) the folder's latest checkpoint.
+    /// initialisation, `config.init_from`, or (with `resume`) the folder's latest checkpoint. The
+    /// weights live on `devices[0]`; each step's batch is split across all of `devices`.
     pub fn open(
         config: &'c TrainConfig,
         data: &dyn ImageSource,
         out: &Path,
-        device: &Device,
+        devices: &[Device],
         resume: bool,
     ) -> Result<Self, TrainError> {
         config.validate()?;
         check_data(config, data)?;
+        let Some(device) = devices.first() else {
+            return Err(TrainError::Settings("training needs a device".into()));
+        };
+        if devices.len() > config.batch {
+            return Err(TrainError::Settings(format!(
+                "a batch of {} images cannot be split across {} devices",
+                config.batch,
+                devices.len()
+            )));
+        }
         let schedule =
             NoiseSchedule::new(config.schedule, config.timesteps).map_err(|e| TrainError::Settings(e.to_string()))?;
         let dir = RunDir::new(out);
@@ -66,8 +86,8 @@ impl<'c> Run<'c> {
         let train_device = device.clone().autodiff();
         let plain_device = device.clone();
 
-        // Seeded initialisation, and a seed per step for dropout: a run is reproducible, and a
-        // resumed run takes the same steps as an uninterrupted one.
+        // Seeded initialisation, and every later draw seeded by the step: a run is reproducible,
+        // and a resumed run takes the same steps as an uninterrupted one.
         train_device.seed(config.seed);
         let mut model = config.unet.init(&train_device);
         let mut optim = AdamConfig::new().init();
@@ -98,7 +118,7 @@ impl<'c> Run<'c> {
             schedule,
             dir,
             _lock: lock,
-            train_device,
+            train_devices: devices.iter().map(|d| d.clone().autodiff()).collect(),
             plain_device,
             model,
             ema,
@@ -115,28 +135,61 @@ impl<'c> Run<'c> {
     /// ∇ w_t ‖ε − ε_θ(x_t, t)‖², then the EMA. Every step's loss and gradient norm are read back and
     /// checked before the weights move, so a bad step never reaches the weights, a checkpoint or an
     /// export. Returns the step's loss.
+    ///
+    /// The draws are made on the host for the whole batch, then the batch is cut into one shard per
+    /// device; each device computes its shard's share of the loss (its mean scaled by its share of
+    /// the images) and the gradient of it, and the main device sums them: the gradient of the
+    /// whole batch's loss, to rounding, on any number of devices.
     pub fn step(&mut self, step: usize, data: &dyn ImageSource) -> Result<f64, TrainError> {
         let config = self.config;
-        let size = config.unet.image_size;
         let indices = self.batches.batch_at(step, config.batch);
         let step_seed = NoiseRng::stream_seed(config.seed, step as u64);
-        self.train_device.seed(step_seed);
         let mut rng = NoiseRng::new(step_seed);
         let t: Vec<usize> = (0..config.batch).map(|_| rng.below(config.timesteps)).collect();
-        let channels = config.unet.image_channels;
-        let x0 = data.batch(&indices, &self.train_device)?; // [b, c, s, s]
-        let noise = rng.normal_tensor([config.batch, channels, size, size], &self.train_device); // [b, c, s, s]
-        let x_t = q_sample(&self.schedule, x0, &t, noise.clone()); // [b, c, s, s]
+        let x0 = data.read(&indices)?;
+        let noise = rng.normal_vec(x0.len());
         let classes = config.p_uncond.map(|p| {
             // Its own stream, so the draws of t and ε are those of an unconditional run.
             let mut rng = NoiseRng::new(NoiseRng::stream_seed(step_seed, LABEL_DROPOUT_STREAM));
             drop_labels(indices.iter().map(|&i| data.labels()[i]), p, &mut rng)
         });
-        let eps = self.model.forward_classes(x_t, &t, classes.as_deref()); // [b, c, s, s]
-        let loss = training_loss(eps, noise, &t, config.loss_weighting, &self.schedule); // [1]
-        let step_loss = loss.clone().into_scalar::<f32>() as f64;
+        let batch = StepBatch {
+            image: [config.unet.image_channels, config.unet.image_size],
+            x0,
+            noise,
+            t,
+            classes,
+            dropout_seed: NoiseRng::stream_seed(step_seed, NETWORK_DROPOUT_STREAM),
+        };
+        let main = &self.train_devices[0];
+        let shard_step = |model: UNet, device: &Device, shard: Range<usize>| {
+            shard_gradients(model, device, main, shard, &batch, config, &self.schedule)
+        };
+        let results: Vec<(f64, GradientsParams)> = match self.train_devices.as_slice() {
+            [device] => vec![shard_step(self.model.clone(), device, 0..config.batch)],
+            devices => std::thread::scope(|scope| {
+                let running: Vec<_> = devices
+                    .iter()
+                    .zip(shard_ranges(config.batch, devices.len()))
+                    .map(|(device, shard)| {
+                        let model = self.model.clone();
+                        scope.spawn(move || shard_step(model, device, shard))
+                    })
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|shard| shard.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                    .collect()
+            }),
+        };
+        let mut accumulator = GradientsAccumulator::new();
+        let mut step_loss = 0.0;
+        for (loss, grads) in results {
+            step_loss += loss;
+            accumulator.accumulate(&self.model, grads);
+        }
         self.watch.check_loss(step + 1, step_loss)?;
-        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        let grads = accumulator.grads();
         // Without clipping the norm is still taken (a scale of exactly 1 changes no gradient).
         let (grads, norm) = clip_grad_global_norm(grads, &self.model, config.grad_clip.unwrap_or(f64::INFINITY));
         if let Some(norm) = norm {
@@ -194,6 +247,70 @@ impl<'c> Run<'c> {
     pub fn export_dir(&self) -> PathBuf {
         self.dir.export()
     }
+}
+
+/// A step's draws for the whole batch, on the host.
+struct StepBatch {
+    /// `[channels, size]` of each image.
+    image: [usize; 2],
+    /// x_0, image after image.
+    x0: Vec<f32>,
+    /// ε, image after image.
+    noise: Vec<f32>,
+    /// t per image.
+    t: Vec<usize>,
+    /// The label per image (`None`: "no class") in a conditional run.
+    classes: Option<Vec<Option<usize>>>,
+    /// The seed of the network's dropout masks.
+    dropout_seed: u64,
+}
+
+/// `batch` images cut into `parts` contiguous shards whose sizes differ by at most one.
+fn shard_ranges(batch: usize, parts: usize) -> Vec<Range<usize>> {
+    let (size, larger) = (batch / parts, batch % parts);
+    let mut start = 0;
+    (0..parts)
+        .map(|i| {
+            let end = start + size + usize::from(i < larger);
+            let shard = start..end;
+            start = end;
+            shard
+        })
+        .collect()
+}
+
+/// The images `shard` of `batch` on `device`: their share of the step's loss (their mean loss ×
+/// their share of the batch), read back, and its gradient for `model`'s parameters, on `main`.
+fn shard_gradients(
+    model: UNet,
+    device: &Device,
+    main: &Device,
+    shard: Range<usize>,
+    batch: &StepBatch,
+    config: &TrainConfig,
+    schedule: &NoiseSchedule,
+) -> (f64, GradientsParams) {
+    let model = if device == main { model } else { model.fork(device) };
+    let [channels, size] = batch.image;
+    let per_image = channels * size * size;
+    let images = |values: &[f32]| {
+        let values = values[shard.start * per_image..shard.end * per_image].to_vec();
+        Tensor::<4>::from_data(TensorData::new(values, [shard.len(), channels, size, size]), device)
+    };
+    let (x0, noise) = (images(&batch.x0), images(&batch.noise)); // [n, c, s, s] each
+    let t = &batch.t[shard.clone()];
+    let classes = batch.classes.as_ref().map(|c| &c[shard.clone()]);
+    let x_t = q_sample(schedule, x0, t, noise.clone()); // [n, c, s, s]
+    let dropout = BatchShard {
+        seed: batch.dropout_seed,
+        first_image: shard.start,
+    };
+    let eps = with_batch_shard(dropout, || model.forward_classes(x_t, t, classes)); // [n, c, s, s]
+    let share = shard.len() as f64 / batch.t.len() as f64;
+    let loss = training_loss(eps, noise, t, config.loss_weighting, schedule).mul_scalar(share); // [1]
+    let value = loss.clone().into_scalar::<f32>() as f64;
+    let grads = GradientsParams::from_grads(loss.backward(), &model).to_device(main, &model);
+    (value, grads)
 }
 
 /// The data must be the model's size, and a conditional run needs a label in range per image.
