@@ -44,6 +44,24 @@ impl ImageShape {
     }
 }
 
+/// `batch` images cut into at most `parts` contiguous runs as even as can be, the larger runs
+/// first (no run is empty: fewer images than parts gives a run per image): the page's workers'
+/// share of a request, the trainer's devices' share of a step.
+pub fn split_batch(batch: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
+    let parts = parts.clamp(1, batch.max(1));
+    let (size, larger) = (batch / parts, batch % parts);
+    let mut start = 0;
+    (0..parts)
+        .map(|i| {
+            let end = start + size + usize::from(i < larger);
+            let run = start..end;
+            start = end;
+            run
+        })
+        .filter(|run| !run.is_empty())
+        .collect()
+}
+
 /// Maps a model value in [−1, 1] to a byte, clamping outside values: round((x + 1) · 127.5).
 pub fn unit_to_byte(x: f32) -> u8 {
     ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8

@@ -95,6 +95,11 @@ const TINY_MODEL: &[&str] = &[
 
 /// `ddpm train` of the tiny model on `data` into `out`, with `flags` added.
 fn train_with(data: &Path, out: &Path, flags: &[&str]) -> Output {
+    train_on(data, out, &[flags, TINY_MODEL].concat())
+}
+
+/// `ddpm train` on `data` into `out` with `flags` (which name the network and the device).
+fn train_on(data: &Path, out: &Path, flags: &[&str]) -> Output {
     let mut args = vec![
         "train",
         "--data",
@@ -103,7 +108,6 @@ fn train_with(data: &Path, out: &Path, flags: &[&str]) -> Output {
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(flags);
-    args.extend_from_slice(TINY_MODEL);
     ddpm(&args)
 }
 
@@ -266,27 +270,16 @@ fn two_devices_train_as_one_device_with_the_whole_batch() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     write_tiny_dataset(&data);
+    let tiny_net = &TINY_MODEL[..TINY_MODEL.len() - 2]; // without its --device cpu
     let run = |out: &str, devices: &str, steps: &str, resume: bool| {
         let out = tmp.path().join(out);
-        let (out_s, data_s) = (out.to_str().unwrap(), data.to_str().unwrap());
-        let mut args = vec![
-            "train",
-            "--data",
-            data_s,
-            "--out",
-            out_s,
-            "--devices",
-            devices,
-            "--steps",
-            steps,
-        ];
-        args.extend_from_slice(&["--batch", "5", "--lr", "1e-2", "--warmup", "1", "--log-every", "1"]);
-        args.extend_from_slice(&["--checkpoint-every", "2", "--sample-every", "0", "--conditional"]);
-        args.extend_from_slice(&TINY_MODEL[..TINY_MODEL.len() - 2]);
+        let mut flags = vec!["--devices", devices, "--steps", steps, "--batch", "5", "--lr", "1e-2"];
+        flags.extend_from_slice(&["--warmup", "1", "--log-every", "1", "--checkpoint-every", "2"]);
+        flags.extend_from_slice(&["--sample-every", "0", "--conditional"]);
         if resume {
-            args.push("--resume");
+            flags.push("--resume");
         }
-        let o = ddpm(&args);
+        let o = train_on(&data, &out, &[&flags, tiny_net].concat());
         assert!(o.status.success(), "{}", stderr(&o));
         let several = devices.contains(',');
         assert_eq!(stderr(&o).contains("on 2 devices (wgpu"), several, "{}", stderr(&o));
@@ -323,21 +316,11 @@ fn two_devices_train_as_one_device_with_the_whole_batch() {
     assert!(parameters(&two, "checkpoint/model.bpk") == parameters(&split, "checkpoint/model.bpk"));
     // A device named twice, the CPU beside another, more devices than images: one clear line each.
     let bad = |devices: &str, batch: &str| {
-        let out = tmp.path().join("bad");
-        let (out_s, data_s) = (out.to_str().unwrap(), data.to_str().unwrap());
-        ddpm(&[
-            "train",
-            "--data",
-            data_s,
-            "--out",
-            out_s,
-            "--devices",
-            devices,
-            "--batch",
-            batch,
-            "--steps",
-            "1",
-        ])
+        train_on(
+            &data,
+            &tmp.path().join("bad"),
+            &["--devices", devices, "--batch", batch, "--steps", "1"],
+        )
     };
     assert_fails_with(&bad("wgpu-cpu,wgpu-cpu", "4"), "named twice");
     assert_fails_with(&bad("cpu,wgpu", "4"), "one device");

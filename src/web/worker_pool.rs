@@ -2,6 +2,7 @@
 //! page's works on a step.
 
 use super::worker::{EpsRequest, EpsWorker, FIRST_PATIENCE_MS, WorkerBackend, WorkerFault};
+use crate::image::split_batch;
 use std::cell::{Cell, RefCell};
 use wasm_bindgen::JsValue;
 
@@ -14,23 +15,6 @@ pub const MAX_WORKERS: usize = 8;
 /// [`MAX_WORKERS`].
 pub fn pool_size(cores: usize) -> usize {
     cores.saturating_sub(1).clamp(1, MAX_WORKERS)
-}
-
-/// `batch` images cut into at most `parts` contiguous runs as even as can be, the larger runs
-/// first (no run is empty: fewer images than parts gives a run per image).
-pub fn split_batch(batch: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
-    let parts = parts.clamp(1, batch.max(1));
-    let (size, larger) = (batch / parts, batch % parts);
-    let mut start = 0;
-    (0..parts)
-        .map(|i| {
-            let end = start + size + usize::from(i < larger);
-            let run = start..end;
-            start = end;
-            run
-        })
-        .filter(|run| !run.is_empty())
-        .collect()
 }
 
 /// Above the slowest answer seen so far (per image, times the images asked for), how long a

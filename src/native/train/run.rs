@@ -12,6 +12,7 @@ use super::{
 use crate::data::{BatchSampler, ImageSource};
 use crate::diffusion::forward::q_sample;
 use crate::diffusion::schedule::NoiseSchedule;
+use crate::image::{ImageShape, split_batch};
 use crate::kernels::dropout::{BatchShard, with_batch_shard};
 use crate::model::UNet;
 use crate::model::weights::unet_to_bytes;
@@ -154,7 +155,10 @@ impl<'c> Run<'c> {
             drop_labels(indices.iter().map(|&i| data.labels()[i]), p, &mut rng)
         });
         let batch = StepBatch {
-            image: [config.unet.image_channels, config.unet.image_size],
+            image: ImageShape {
+                channels: config.unet.image_channels,
+                size: config.unet.image_size,
+            },
             x0,
             noise,
             t,
@@ -170,7 +174,7 @@ impl<'c> Run<'c> {
             devices => std::thread::scope(|scope| {
                 let running: Vec<_> = devices
                     .iter()
-                    .zip(shard_ranges(config.batch, devices.len()))
+                    .zip(split_batch(config.batch, devices.len()))
                     .map(|(device, shard)| {
                         let model = self.model.clone();
                         scope.spawn(move || shard_step(model, device, shard))
@@ -251,8 +255,8 @@ impl<'c> Run<'c> {
 
 /// A step's draws for the whole batch, on the host.
 struct StepBatch {
-    /// `[channels, size]` of each image.
-    image: [usize; 2],
+    /// The shape of each image.
+    image: ImageShape,
     /// x_0, image after image.
     x0: Vec<f32>,
     /// ε, image after image.
@@ -263,20 +267,6 @@ struct StepBatch {
     classes: Option<Vec<Option<usize>>>,
     /// The seed of the network's dropout masks.
     dropout_seed: u64,
-}
-
-/// `batch` images cut into `parts` contiguous shards whose sizes differ by at most one.
-fn shard_ranges(batch: usize, parts: usize) -> Vec<Range<usize>> {
-    let (size, larger) = (batch / parts, batch % parts);
-    let mut start = 0;
-    (0..parts)
-        .map(|i| {
-            let end = start + size + usize::from(i < larger);
-            let shard = start..end;
-            start = end;
-            shard
-        })
-        .collect()
 }
 
 /// The images `shard` of `batch` on `device`: their share of the step's loss (their mean loss ×
@@ -291,11 +281,10 @@ fn shard_gradients(
     schedule: &NoiseSchedule,
 ) -> (f64, GradientsParams) {
     let model = if device == main { model } else { model.fork(device) };
-    let [channels, size] = batch.image;
-    let per_image = channels * size * size;
+    let per_image = batch.image.values();
     let images = |values: &[f32]| {
         let values = values[shard.start * per_image..shard.end * per_image].to_vec();
-        Tensor::<4>::from_data(TensorData::new(values, [shard.len(), channels, size, size]), device)
+        Tensor::<4>::from_data(TensorData::new(values, batch.image.batch(shard.len())), device)
     };
     let (x0, noise) = (images(&batch.x0), images(&batch.noise)); // [n, c, s, s] each
     let t = &batch.t[shard.clone()];
