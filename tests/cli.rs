@@ -1509,6 +1509,35 @@ fn the_classifier_and_eval_judge_a_colour_model_between_two_image_folders() {
     assert!((0.0..=1.0).contains(&share));
     assert_eq!(json["memorisation"].as_array().unwrap().len(), 2);
     assert_eq!(json["nll"].as_array().unwrap().len(), 2);
+    // `--guidance none`: the samples without a class alone.
+    let ddim3_unguided = [
+        "--held-out",
+        held_s,
+        "--n",
+        "4",
+        "--runs",
+        "1",
+        "--samplers",
+        "ddim3",
+        "--bpd-images",
+        "0",
+    ];
+    let o = eval(
+        judge_s,
+        &[
+            &ddim3_unguided[..],
+            &["--guidance", "none", "--json", report.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["sets"].as_array().unwrap().len(), 2, "the yardstick and DDIM-3");
+    assert_eq!(json["guided"].as_array().map_or(0, Vec::len), 0, "no guided set");
+    assert_fails_with(
+        &eval(judge_s, &[&ddim3_unguided[..], &["--guidance", "0,strong"]].concat()),
+        "`strong` is not a guidance scale",
+    );
 
     // The MNIST classifier does not judge colour; a folder needs a held-out folder; classes differ.
     let mnist_judge = Path::new(env!("CARGO_MANIFEST_DIR")).join("training/classifier");

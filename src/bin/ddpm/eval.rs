@@ -64,15 +64,38 @@ pub(crate) struct EvalArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Class-conditional models: the guidance scales w at which samples of every class (asked for
-    /// equally often) are judged, with the first sample set's sampler.
-    #[arg(long, value_delimiter = ',', default_value = "0,1,3")]
-    guidance: Vec<f64>,
+    /// equally often) are judged, with the first sample set's sampler; `none` judges the samples
+    /// without a class (∅) alone.
+    #[arg(long, default_value = "0,1,3", value_name = "W,W,…|none")]
+    guidance: GuidanceScales,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
     /// How the JSON names the weights, e.g. "step 112,000 (EMA, f16)" [default: the --weights path].
     #[arg(long, requires = "json")]
     label: Option<String>,
+}
+
+/// `--guidance`: the scales w to judge a conditional model's classes at, or none of them.
+#[derive(Clone, Debug, PartialEq)]
+struct GuidanceScales(Vec<f64>);
+
+impl std::str::FromStr for GuidanceScales {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "none" {
+            return Ok(Self(Vec::new()));
+        }
+        s.split(',')
+            .map(|w| {
+                w.trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("`{w}` is not a guidance scale (e.g. 0,1,3, or none)"))
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
 }
 
 /// What every sample set is judged against, and how it is drawn.
@@ -262,7 +285,7 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
     let mut guided = Vec::new();
     if let (Some(classes), Some((label, sampler_config))) = (unet.num_classes(), sets.first()) {
         let requested: Vec<usize> = (0..a.n).map(|i| i % classes).collect();
-        for &w in &a.guidance {
+        for &w in &a.guidance.0 {
             let name = format!("{label}, each class, w = {w}");
             let started = std::time::Instant::now();
             let model_for = |range: std::ops::Range<usize>| {
