@@ -1473,26 +1473,16 @@ fn the_classifier_and_eval_judge_a_colour_model_between_two_image_folders() {
         args.extend_from_slice(extra);
         ddpm(&args)
     };
+    // Four DDIM-3 samples per set, judged against the held-out folder.
+    let tiny_sets = ["--held-out", held_s, "--n", "4", "--runs", "1", "--samplers", "ddim3"];
     let o = eval(
         judge_s,
         &[
-            "--held-out",
-            held_s,
-            "--n",
-            "4",
-            "--runs",
-            "1",
-            "--samplers",
-            "ddim3",
-            "--guidance",
-            "0",
-            "--bpd-images",
-            "2",
-            "--bpd-stride",
-            "400",
-            "--json",
-            report.to_str().unwrap(),
-        ],
+            &tiny_sets[..],
+            &["--guidance", "0", "--bpd-images", "2", "--bpd-stride", "400"],
+            &["--json", report.to_str().unwrap()],
+        ]
+        .concat(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
@@ -1510,18 +1500,7 @@ fn the_classifier_and_eval_judge_a_colour_model_between_two_image_folders() {
     assert_eq!(json["memorisation"].as_array().unwrap().len(), 2);
     assert_eq!(json["nll"].as_array().unwrap().len(), 2);
     // `--guidance none`: the samples without a class alone.
-    let ddim3_unguided = [
-        "--held-out",
-        held_s,
-        "--n",
-        "4",
-        "--runs",
-        "1",
-        "--samplers",
-        "ddim3",
-        "--bpd-images",
-        "0",
-    ];
+    let ddim3_unguided = [&tiny_sets[..], &["--bpd-images", "0"]].concat();
     let o = eval(
         judge_s,
         &[
