@@ -923,7 +923,7 @@ fn a_conditional_run_learns_its_classes_and_samples_them_guided() {
     let o = ddpm(&[
         "sample",
         "--weights",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/assets"),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/assets/digits-unconditional"),
         "--class",
         "3",
         "--out",
