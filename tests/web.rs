@@ -640,7 +640,7 @@ fn time_left_and_differences_read_as_expected() {
 #[wasm_bindgen_test]
 fn the_list_of_models_is_read_and_bad_lists_are_refused() {
     use ddpm_explorer::web::models::{Catalogue, progress_text};
-    let json = r#"{"models": [{"id": "digits", "name": "Digits"}, {"id": "fashion", "name": "Fashion-MNIST", "dir": "fashion", "weights_bytes": 2400000, "noun": {"one": "garment", "many": "garments"}}]}"#;
+    let json = r#"{"models": [{"id": "digits", "name": "Digits", "formerly": ["digits-by-class"]}, {"id": "fashion", "name": "Fashion-MNIST", "dir": "fashion", "weights_bytes": 2400000, "noun": {"one": "garment", "many": "garments"}}]}"#;
     let catalogue = Catalogue::from_json(json).unwrap();
     let first = catalogue.pick(None).unwrap();
     // A model that names no noun is a model of "images".
@@ -654,9 +654,13 @@ fn the_list_of_models_is_read_and_bad_lists_are_refused() {
     assert_eq!(fashion.noun.many, "garments");
     assert!(catalogue.is_default(first) && !catalogue.is_default(fashion));
     assert_eq!(catalogue.pick(Some("cifar")), None);
+    // A link saved under a model's former id opens that model.
+    assert_eq!(catalogue.pick(Some("digits-by-class")), Some(first));
     for bad in [
         r#"{"models": []}"#,
         r#"{"models": [{"id": "a", "name": "A"}, {"id": "a", "name": "B"}]}"#,
+        r#"{"models": [{"id": "a", "name": "A"}, {"id": "b", "name": "B", "formerly": ["a"]}]}"#,
+        r#"{"models": [{"id": "a", "name": "A", "formerly": ["old one"]}]}"#,
         r#"{"models": [{"id": "a b", "name": "A"}]}"#,
         r#"{"models": [{"id": "a", "name": "A", "dir": "../secret"}]}"#,
         r#"{"models": [{"id": "a", "name": "A", "dir": "/etc"}]}"#,

@@ -32,6 +32,9 @@ pub struct ModelEntry {
     /// What one of its images is called in the page's sentences ("digit", "item").
     #[serde(default)]
     pub noun: ImageNoun,
+    /// The ids it had before (`digits-by-class`), so that links saved then still open it.
+    #[serde(default)]
+    pub formerly: Vec<String>,
 }
 
 /// What a model's images are, in the singular and the plural, for the page's sentences.
@@ -54,6 +57,11 @@ impl Default for ImageNoun {
 }
 
 impl ModelEntry {
+    /// Its id, then its former ids.
+    fn ids(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.id.as_str()).chain(self.formerly.iter().map(String::as_str))
+    }
+
     /// The URL of one of its files.
     pub fn url(&self, file: &str) -> String {
         match self.dir.as_str() {
@@ -80,26 +88,27 @@ impl Default for Catalogue {
                 dir: String::new(),
                 weights_bytes: None,
                 noun: ImageNoun::default(),
+                formerly: Vec::new(),
             }],
         }
     }
 }
 
 impl Catalogue {
-    /// Reads `models.json`: at least one model, ids that links can carry and that differ, folders
-    /// that stay inside `assets/`.
+    /// Reads `models.json`: at least one model, ids (former ids included) that links can carry and
+    /// that differ, folders that stay inside `assets/`.
     pub fn from_json(json: &str) -> Result<Self, String> {
         let catalogue: Catalogue = serde_json::from_str(json).map_err(|e| format!("{CATALOGUE_FILE}: {e}"))?;
         if catalogue.models.is_empty() {
             return Err(format!("{CATALOGUE_FILE} lists no model"));
         }
-        for (i, m) in catalogue.models.iter().enumerate() {
-            if !is_model_id(&m.id) || catalogue.models[..i].iter().any(|o| o.id == m.id) {
-                return Err(format!(
-                    "{CATALOGUE_FILE}: '{}' is not a usable, distinct model id",
-                    m.id
-                ));
+        let ids: Vec<&str> = catalogue.models.iter().flat_map(ModelEntry::ids).collect();
+        for (i, id) in ids.iter().enumerate() {
+            if !is_model_id(id) || ids[..i].contains(id) {
+                return Err(format!("{CATALOGUE_FILE}: '{id}' is not a usable, distinct model id"));
             }
+        }
+        for m in &catalogue.models {
             let inside = m.dir.is_empty() || m.dir.split('/').all(is_model_id);
             if !inside {
                 return Err(format!(
@@ -111,11 +120,12 @@ impl Catalogue {
         Ok(catalogue)
     }
 
-    /// The model `id` names, the first when `id` is `None`; `None` when no model has that id.
+    /// The model `id` names (its id now or a former one), the first when `id` is `None`; `None`
+    /// when no model has that id.
     pub fn pick(&self, id: Option<&str>) -> Option<&ModelEntry> {
         match id {
             None => self.models.first(),
-            Some(id) => self.models.iter().find(|m| m.id == id),
+            Some(id) => self.models.iter().find(|m| m.ids().any(|own| own == id)),
         }
     }
 
