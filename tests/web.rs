@@ -178,6 +178,117 @@ fn input(device: &Device) -> Tensor<4> {
     )
 }
 
+/// A k×k convolution (stride `stride`, zero padding k/2) written out as its definition, in f64:
+/// out[b, o, y, x] = bias[o] + Σ_{i, dy, dx} w[o, i, dy, dx] · in[b, i, s·y + dy − k/2, s·x + dx − k/2].
+fn convolution_by_definition(
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    [b, ci, h, wd]: [usize; 4],
+    (co, k, stride): (usize, usize, usize),
+) -> Vec<f64> {
+    let pad = (k / 2) as isize;
+    let (ho, wo) = ((h - 1) / stride + 1, (wd - 1) / stride + 1);
+    let pixel = |n: usize, i: usize, y: isize, xs: isize| {
+        let inside = (0..h as isize).contains(&y) && (0..wd as isize).contains(&xs);
+        if inside {
+            x[((n * ci + i) * h + y as usize) * wd + xs as usize] as f64
+        } else {
+            0.0
+        }
+    };
+    let mut out = Vec::with_capacity(b * co * ho * wo);
+    for n in 0..b {
+        for o in 0..co {
+            for y in 0..ho {
+                for xx in 0..wo {
+                    let mut sum = bias[o] as f64;
+                    for i in 0..ci {
+                        for dy in 0..k {
+                            for dx in 0..k {
+                                let (yy, xs) = ((stride * y + dy) as isize - pad, (stride * xx + dx) as isize - pad);
+                                sum += w[((o * ci + i) * k + dy) * k + dx] as f64 * pixel(n, i, yy, xs);
+                            }
+                        }
+                    }
+                    out.push(sum);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// In the browser the CPU backend's convolutions multiply their matrices with this crate's
+/// simd128 kernel (`kernels/simd128_product.rs`), not gemm: the 3×3 (Winograd) and 1×1
+/// convolutions and the stride-2 downsampling against their definition, at the U-Net's sizes and
+/// at channel counts and sizes that leave every kind of row and column remainder.
+#[wasm_bindgen_test]
+async fn the_convolutions_in_the_browser_equal_their_definition() {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::{Conv2d, Conv2dConfig};
+    use ddpm_explorer::kernels::down_conv::down_conv_forward;
+    use ddpm_explorer::kernels::same_conv::conv_forward;
+
+    let device = Device::flex();
+    let mut rng = NoiseRng::new(31);
+    // (batch, c_in, c_out, height, width, kernel, stride)
+    let cases = [
+        (2usize, 32usize, 32usize, 28usize, 28usize, 3usize, 1usize),
+        (1, 64, 64, 14, 14, 3, 1),
+        (2, 128, 64, 7, 7, 3, 1),
+        (1, 3, 5, 9, 11, 3, 1),
+        (2, 96, 32, 28, 28, 1, 1),
+        (1, 7, 6, 7, 7, 1, 1),
+        (2, 32, 64, 28, 28, 3, 2),
+        (1, 64, 64, 14, 14, 3, 2),
+        (1, 5, 3, 7, 9, 3, 2),
+    ];
+    for (batch, ci, co, h, w, k, stride) in cases {
+        let pad = k / 2;
+        let conv: Conv2d = Conv2dConfig::new([ci, co], [k, k])
+            .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .init(&device);
+        let x: Tensor<4> = Tensor::from_data(
+            TensorData::new(rng.normal_vec(batch * ci * h * w), [batch, ci, h, w]),
+            &device,
+        );
+        let weights = read_back(conv.weight.val()).await.unwrap();
+        let bias = read_back(conv.bias.as_ref().unwrap().val().reshape([1, 1, 1, co]))
+            .await
+            .unwrap();
+        let want = convolution_by_definition(
+            &read_back(x.clone()).await.unwrap(),
+            &weights,
+            &bias,
+            [batch, ci, h, w],
+            (co, k, stride),
+        );
+        let y = if stride == 1 {
+            conv_forward(&conv, x)
+        } else {
+            down_conv_forward(&conv, x)
+        };
+        let got = read_back(y).await.unwrap();
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{ci}→{co} channels, {h}×{w}, {k}×{k} stride {stride}: wrong size"
+        );
+        // Each value within 1e-5 of the definition, relative to 1 + its size (as natively).
+        let worst = want
+            .iter()
+            .zip(&got)
+            .map(|(e, &o)| (o as f64 - e).abs() / (1.0 + e.abs()))
+            .fold(0.0, f64::max);
+        assert!(
+            worst <= 1e-5,
+            "{ci}→{co} channels, {h}×{w}, {k}×{k} stride {stride}: off the definition by {worst:e}"
+        );
+    }
+}
+
 #[wasm_bindgen_test]
 async fn the_unet_on_webgpu_matches_the_cpu_backend() {
     let gpu = webgpu().await;

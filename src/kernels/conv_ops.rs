@@ -63,7 +63,9 @@ pub(crate) unsafe fn write_product(
     unsafe { product(false, dims, dst, lhs, rhs) }
 }
 
-/// gemm's dst = (dst if `accumulate`) + lhs · rhs, on this thread.
+/// dst = (dst if `accumulate`) + lhs · rhs, on this thread: with gemm, or in the browser, where
+/// dst's and rhs's rows are contiguous (every product of the forward pass), with
+/// [`super::simd128_product`].
 ///
 /// # Safety
 /// As for [`add_product`].
@@ -74,6 +76,19 @@ unsafe fn product(
     (lhs, lhs_rs, lhs_cs): (*const f32, isize, isize),
     (rhs, rhs_rs, rhs_cs): (*const f32, isize, isize),
 ) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if dst_cs == 1 && rhs_cs == 1 {
+        // SAFETY: passed on from the caller.
+        return unsafe {
+            super::simd128_product::product(
+                accumulate,
+                (m, n, k),
+                (dst, dst_rs),
+                (lhs, lhs_rs, lhs_cs),
+                (rhs, rhs_rs),
+            )
+        };
+    }
     // SAFETY: the caller keeps every access in bounds.
     unsafe {
         gemm::gemm(

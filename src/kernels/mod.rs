@@ -8,7 +8,8 @@
 //! - [`norm_silu`]: GroupNorm followed by SiLU, fused;
 //! - [`dropout`]: dropout with a mask drawn on the host;
 //! - `conv_ops` (what the convolutions share: gemm on raw slices, also the evaluation's nearest-image
-//!   search) and `cpu_vectors` (AVX-512 / AVX2 picked at run time).
+//!   search; in the browser `simd128_product` instead, where it is faster) and `cpu_vectors`
+//!   (AVX-512 / AVX2 picked at run time).
 
 mod conv_ops;
 pub(crate) use conv_ops::write_product;
@@ -17,4 +18,6 @@ pub mod down_conv;
 pub mod dropout;
 pub mod norm_silu;
 pub mod same_conv;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128_product;
 mod winograd;

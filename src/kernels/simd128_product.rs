@@ -1,0 +1,186 @@
+//! The convolutions' matrix product in the browser, with WebAssembly's 128-bit vectors:
+//! dst (m × n) = (dst +) lhs (m × k) · rhs (k × n), where dst's and rhs's rows are contiguous.
+//!
+//! gemm's simd128 micro-kernel (12 × 4 values of dst at once) keeps more vectors live than the
+//! engines' x86-64 code generators have registers for; in V8 it ran the products of the U-Net's
+//! convolutions at 3.3–5 GFLOP/s. This kernel computes 4 rows × 8 columns of dst per block
+//! (eight accumulators, two vectors of rhs and one broadcast value of lhs live) and ran the same
+//! products at 14–30 GFLOP/s in the same engine (docs/performance.md). Natively gemm keeps its
+//! AVX-512 / AVX2 kernels.
+//!
+//! Each value of dst is the same sum in the same order on every path (vector, four columns,
+//! single column): Σ_p lhs[i, p] · rhs[p, j] from p = 0 up, each product rounded and then added
+//! (WebAssembly's `f32x4.mul` and `f32x4.add`, no fused multiply-add), then added to dst when
+//! accumulating. So a value does not depend on where its column falls in a block, and an image's
+//! result does not depend on the rest of the batch.
+
+use core::arch::wasm32::{f32x4_add, f32x4_mul, f32x4_splat, v128, v128_load, v128_load32_splat, v128_store};
+
+/// Rows of dst that one block computes.
+const ROWS: usize = 4;
+
+/// A matrix whose rows are contiguous (dst, rhs): its first value and its row stride.
+#[derive(Clone, Copy)]
+struct Rows<P> {
+    first: P,
+    row_stride: isize,
+}
+
+/// lhs: its first value and its row and column strides.
+#[derive(Clone, Copy)]
+struct Lhs {
+    first: *const f32,
+    row_stride: isize,
+    column_stride: isize,
+}
+
+/// dst = (dst if `accumulate`) + lhs · rhs, for (m, n, k) = `dims`, each operand its first value
+/// and its (row, column) strides, dst's and rhs's column strides 1.
+///
+/// # Safety
+/// Every element the strides reach must lie inside its operand's allocation.
+pub(super) unsafe fn product(
+    accumulate: bool,
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs): (*mut f32, isize),
+    (lhs, lhs_rs, lhs_cs): (*const f32, isize, isize),
+    (rhs, rhs_rs): (*const f32, isize),
+) {
+    let lhs = Lhs {
+        first: lhs,
+        row_stride: lhs_rs,
+        column_stride: lhs_cs,
+    };
+    let mut row = 0;
+    // SAFETY (all blocks): rows row..row + R of dst and lhs and columns 0..n of dst and rhs lie
+    // inside the operands, as the caller promises for all m rows and n columns.
+    while row + ROWS <= m {
+        unsafe { row_block::<ROWS>(accumulate, (n, k), row, (dst, dst_rs), lhs, (rhs, rhs_rs)) };
+        row += ROWS;
+    }
+    while row < m {
+        unsafe { row_block::<1>(accumulate, (n, k), row, (dst, dst_rs), lhs, (rhs, rhs_rs)) };
+        row += 1;
+    }
+}
+
+/// Rows `row`..`row + R` of dst: eight columns at a time, then four, then one.
+///
+/// # Safety
+/// As for [`product`], for these rows.
+#[inline(always)]
+unsafe fn row_block<const R: usize>(
+    accumulate: bool,
+    (n, k): (usize, usize),
+    row: usize,
+    (dst, dst_rs): (*mut f32, isize),
+    lhs: Lhs,
+    (rhs, rhs_rs): (*const f32, isize),
+) {
+    // SAFETY: the caller keeps rows row..row + R in bounds; each block below reads and writes
+    // only columns column..column + its width, which are below n.
+    unsafe {
+        let dst = Rows {
+            first: dst.offset(row as isize * dst_rs),
+            row_stride: dst_rs,
+        };
+        let lhs = Lhs {
+            first: lhs.first.offset(row as isize * lhs.row_stride),
+            ..lhs
+        };
+        let rhs = Rows {
+            first: rhs,
+            row_stride: rhs_rs,
+        };
+        let mut column = 0;
+        while column + 8 <= n {
+            vector_block::<R, 2>(accumulate, k, column, dst, lhs, rhs);
+            column += 8;
+        }
+        if column + 4 <= n {
+            vector_block::<R, 1>(accumulate, k, column, dst, lhs, rhs);
+            column += 4;
+        }
+        while column < n {
+            single_column::<R>(accumulate, k, column, dst, lhs, rhs);
+            column += 1;
+        }
+    }
+}
+
+/// R rows × 4·V columns of dst from `column` on, in R·V vector accumulators.
+///
+/// # Safety
+/// As for [`row_block`], for these columns.
+#[inline(always)]
+unsafe fn vector_block<const R: usize, const V: usize>(
+    accumulate: bool,
+    k: usize,
+    column: usize,
+    dst: Rows<*mut f32>,
+    lhs: Lhs,
+    rhs: Rows<*const f32>,
+) {
+    let mut sums = [[f32x4_splat(0.0); V]; R];
+    // SAFETY: rows 0..R of lhs, rows 0..k of rhs and the columns column..column + 4·V are in
+    // bounds (the caller's promise); WebAssembly's vector loads and stores need no alignment.
+    unsafe {
+        for p in 0..k {
+            let rhs_row = rhs.first.offset(p as isize * rhs.row_stride).add(column);
+            let b: [v128; V] = core::array::from_fn(|v| v128_load(rhs_row.add(4 * v).cast()));
+            for (r, sums) in sums.iter_mut().enumerate() {
+                let a = lhs
+                    .first
+                    .offset(r as isize * lhs.row_stride + p as isize * lhs.column_stride);
+                let a = v128_load32_splat(a.cast());
+                for (sum, &b) in sums.iter_mut().zip(&b) {
+                    *sum = f32x4_add(*sum, f32x4_mul(a, b));
+                }
+            }
+        }
+        for (r, sums) in sums.iter().enumerate() {
+            let dst_row = dst.first.offset(r as isize * dst.row_stride).add(column);
+            for (v, &sum) in sums.iter().enumerate() {
+                let out = dst_row.add(4 * v).cast::<v128>();
+                let value = if accumulate {
+                    f32x4_add(v128_load(out), sum)
+                } else {
+                    sum
+                };
+                v128_store(out, value);
+            }
+        }
+    }
+}
+
+/// R rows of dst's column `column`, one value at a time, in the vectors' order of operations.
+///
+/// # Safety
+/// As for [`row_block`], for this column.
+#[inline(always)]
+unsafe fn single_column<const R: usize>(
+    accumulate: bool,
+    k: usize,
+    column: usize,
+    dst: Rows<*mut f32>,
+    lhs: Lhs,
+    rhs: Rows<*const f32>,
+) {
+    let mut sums = [0.0f32; R];
+    // SAFETY: as for `vector_block`, one column wide.
+    unsafe {
+        for p in 0..k {
+            let b = *rhs.first.offset(p as isize * rhs.row_stride).add(column);
+            for (r, sum) in sums.iter_mut().enumerate() {
+                let a = *lhs
+                    .first
+                    .offset(r as isize * lhs.row_stride + p as isize * lhs.column_stride);
+                *sum += a * b;
+            }
+        }
+        for (r, &sum) in sums.iter().enumerate() {
+            let out = dst.first.offset(r as isize * dst.row_stride).add(column);
+            *out = if accumulate { *out + sum } else { sum };
+        }
+    }
+}
