@@ -100,6 +100,17 @@ struct Tiles {
     pitch: usize,
 }
 
+/// The multiple of tiles the products are rounded up to. Natively 16, the f32 lanes of gemm's
+/// widest vector (AVX-512; AVX2 has 8): gemm copies (packs) the tile-side operand of a product
+/// whose length is not such a multiple before it multiplies. In the browser 8, the columns of a
+/// block of the simd128 kernel (`simd128_product`), which multiplies any length in place:
+/// 16 would add 60 % to the products at 7 × 7 (20 tiles) and 14 % at 14 × 14 (56).
+const PRODUCT_COLUMNS: usize = if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
+    8
+} else {
+    16
+};
+
 impl Tiles {
     fn new(height: usize, width: usize) -> Self {
         let (rows, columns) = (height.div_ceil(2), width.div_ceil(2));
@@ -115,12 +126,10 @@ impl Tiles {
         self.rows * self.pitch
     }
 
-    /// Tiles in the products: [`Self::len`] rounded up to a multiple of 16, the f32 lanes of
-    /// gemm's widest vector (AVX-512; AVX2 and wasm's simd128 have 8 and 4). gemm copies (packs)
-    /// the tile-side operand of a product whose length is not such a multiple before it
-    /// multiplies; the extra tiles' values are whatever the scratch held, and never used.
+    /// Tiles in the products: [`Self::len`] rounded up to a multiple of [`PRODUCT_COLUMNS`]; the
+    /// extra tiles' values are whatever the scratch held, and never used.
     fn product_len(self) -> usize {
-        self.len().next_multiple_of(16)
+        self.len().next_multiple_of(PRODUCT_COLUMNS)
     }
 
     /// Values in one of the input transform's planes: `rows + 1` rows of `pitch` values for each
