@@ -1,15 +1,14 @@
 //! The convolutions' matrix product in the browser, with WebAssembly's 128-bit vectors:
 //! dst (m × n) = (dst +) lhs (m × k) · rhs (k × n), where dst's and rhs's rows are contiguous.
 //!
-//! gemm's simd128 micro-kernel (12 × 4 values of dst at once) keeps more vectors live than the
-//! engines' x86-64 code generators have registers for; in V8 it ran the products of the U-Net's
-//! convolutions at 3.3–5 GFLOP/s. This kernel computes 4 rows × 8 columns of dst per block
-//! (eight accumulators, two vectors of rhs and one broadcast value of lhs live) and ran the same
-//! products at 14–30 GFLOP/s in the same engine (docs/performance.md). Natively gemm keeps its
-//! AVX-512 / AVX2 kernels.
+//! gemm's simd128 micro-kernel computes 12 × 4 values of dst at once, more vectors than V8's
+//! x86-64 code keeps in registers; in a profile of the page it took 65 % of a reverse step. This
+//! kernel computes 4 rows × 8 columns of dst per block (eight accumulators, two vectors of rhs and
+//! one broadcast value of lhs live), which took the products' share of a step of 16 digits from
+//! 277 to 200 ms (docs/performance.md). Natively gemm keeps its AVX-512 / AVX2 kernels.
 //!
-//! Each value of dst is the same sum in the same order on every path (vector, four columns,
-//! single column): Σ_p lhs[i, p] · rhs[p, j] from p = 0 up, each product rounded and then added
+//! Each value of dst is the same sum in the same order on every path (two vectors, one vector,
+//! one column): Σ_p lhs[i, p] · rhs[p, j] from p = 0 up, each product rounded and then added
 //! (WebAssembly's `f32x4.mul` and `f32x4.add`, no fused multiply-add), then added to dst when
 //! accumulating. So a value does not depend on where its column falls in a block, and an image's
 //! result does not depend on the rest of the batch.
@@ -94,26 +93,113 @@ unsafe fn row_block<const R: usize>(
         };
         let mut column = 0;
         while column + 8 <= n {
-            vector_block::<R, 2>(accumulate, k, column, dst, lhs, rhs);
+            block::<v128, R, 2>(accumulate, k, column, dst, lhs, rhs);
             column += 8;
         }
         if column + 4 <= n {
-            vector_block::<R, 1>(accumulate, k, column, dst, lhs, rhs);
+            block::<v128, R, 1>(accumulate, k, column, dst, lhs, rhs);
             column += 4;
         }
         while column < n {
-            single_column::<R>(accumulate, k, column, dst, lhs, rhs);
+            block::<f32, R, 1>(accumulate, k, column, dst, lhs, rhs);
             column += 1;
         }
     }
 }
 
-/// R rows × 4·V columns of dst from `column` on, in R·V vector accumulators.
+/// What a block keeps its sums in: a vector of four values, or one value for the last columns.
+/// Both multiply, then add, each rounded, so a column's sums are the same in either.
+trait Lanes: Copy {
+    /// Columns of dst in one.
+    const WIDTH: usize;
+    fn zero() -> Self;
+    /// `WIDTH` values from `from` on.
+    ///
+    /// # Safety
+    /// They must lie inside an allocation.
+    unsafe fn load(from: *const f32) -> Self;
+    /// The value at `from`, in every lane.
+    ///
+    /// # Safety
+    /// It must lie inside an allocation.
+    unsafe fn broadcast(from: *const f32) -> Self;
+    /// `WIDTH` values to `to` on.
+    ///
+    /// # Safety
+    /// They must lie inside an allocation.
+    unsafe fn store(self, to: *mut f32);
+    fn add(self, other: Self) -> Self;
+    fn mul(self, other: Self) -> Self;
+}
+
+impl Lanes for v128 {
+    const WIDTH: usize = 4;
+    #[inline(always)]
+    fn zero() -> Self {
+        f32x4_splat(0.0)
+    }
+    #[inline(always)]
+    unsafe fn load(from: *const f32) -> Self {
+        // SAFETY: the caller's promise; WebAssembly's vector loads need no alignment.
+        unsafe { v128_load(from.cast()) }
+    }
+    #[inline(always)]
+    unsafe fn broadcast(from: *const f32) -> Self {
+        // SAFETY: the caller's promise.
+        unsafe { v128_load32_splat(from.cast()) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, to: *mut f32) {
+        // SAFETY: the caller's promise; WebAssembly's vector stores need no alignment.
+        unsafe { v128_store(to.cast(), self) }
+    }
+    #[inline(always)]
+    fn add(self, other: Self) -> Self {
+        f32x4_add(self, other)
+    }
+    #[inline(always)]
+    fn mul(self, other: Self) -> Self {
+        f32x4_mul(self, other)
+    }
+}
+
+impl Lanes for f32 {
+    const WIDTH: usize = 1;
+    #[inline(always)]
+    fn zero() -> Self {
+        0.0
+    }
+    #[inline(always)]
+    unsafe fn load(from: *const f32) -> Self {
+        // SAFETY: the caller's promise.
+        unsafe { *from }
+    }
+    #[inline(always)]
+    unsafe fn broadcast(from: *const f32) -> Self {
+        // SAFETY: the caller's promise.
+        unsafe { *from }
+    }
+    #[inline(always)]
+    unsafe fn store(self, to: *mut f32) {
+        // SAFETY: the caller's promise.
+        unsafe { *to = self }
+    }
+    #[inline(always)]
+    fn add(self, other: Self) -> Self {
+        self + other
+    }
+    #[inline(always)]
+    fn mul(self, other: Self) -> Self {
+        self * other
+    }
+}
+
+/// R rows × V·`L::WIDTH` columns of dst from `column` on, in R·V accumulators.
 ///
 /// # Safety
 /// As for [`row_block`], for these columns.
 #[inline(always)]
-unsafe fn vector_block<const R: usize, const V: usize>(
+unsafe fn block<L: Lanes, const R: usize, const V: usize>(
     accumulate: bool,
     k: usize,
     column: usize,
@@ -121,66 +207,30 @@ unsafe fn vector_block<const R: usize, const V: usize>(
     lhs: Lhs,
     rhs: Rows<*const f32>,
 ) {
-    let mut sums = [[f32x4_splat(0.0); V]; R];
-    // SAFETY: rows 0..R of lhs, rows 0..k of rhs and the columns column..column + 4·V are in
-    // bounds (the caller's promise); WebAssembly's vector loads and stores need no alignment.
+    let mut sums = [[L::zero(); V]; R];
+    // SAFETY: rows 0..R of lhs and dst, rows 0..k of rhs and the columns column..column +
+    // V·L::WIDTH are in bounds (the caller's promise).
     unsafe {
         for p in 0..k {
             let rhs_row = rhs.first.offset(p as isize * rhs.row_stride).add(column);
-            let b: [v128; V] = core::array::from_fn(|v| v128_load(rhs_row.add(4 * v).cast()));
+            let b: [L; V] = core::array::from_fn(|v| L::load(rhs_row.add(v * L::WIDTH)));
             for (r, sums) in sums.iter_mut().enumerate() {
                 let a = lhs
                     .first
                     .offset(r as isize * lhs.row_stride + p as isize * lhs.column_stride);
-                let a = v128_load32_splat(a.cast());
+                let a = L::broadcast(a);
                 for (sum, &b) in sums.iter_mut().zip(&b) {
-                    *sum = f32x4_add(*sum, f32x4_mul(a, b));
+                    *sum = sum.add(a.mul(b));
                 }
             }
         }
         for (r, sums) in sums.iter().enumerate() {
             let dst_row = dst.first.offset(r as isize * dst.row_stride).add(column);
             for (v, &sum) in sums.iter().enumerate() {
-                let out = dst_row.add(4 * v).cast::<v128>();
-                let value = if accumulate {
-                    f32x4_add(v128_load(out), sum)
-                } else {
-                    sum
-                };
-                v128_store(out, value);
+                let out = dst_row.add(v * L::WIDTH);
+                let value = if accumulate { L::load(out).add(sum) } else { sum };
+                value.store(out);
             }
-        }
-    }
-}
-
-/// R rows of dst's column `column`, one value at a time, in the vectors' order of operations.
-///
-/// # Safety
-/// As for [`row_block`], for this column.
-#[inline(always)]
-unsafe fn single_column<const R: usize>(
-    accumulate: bool,
-    k: usize,
-    column: usize,
-    dst: Rows<*mut f32>,
-    lhs: Lhs,
-    rhs: Rows<*const f32>,
-) {
-    let mut sums = [0.0f32; R];
-    // SAFETY: as for `vector_block`, one column wide.
-    unsafe {
-        for p in 0..k {
-            let b = *rhs.first.offset(p as isize * rhs.row_stride).add(column);
-            for (r, sum) in sums.iter_mut().enumerate() {
-                let a = *lhs
-                    .first
-                    .offset(r as isize * lhs.row_stride + p as isize * lhs.column_stride);
-                *sum += a * b;
-            }
-        }
-        for (r, &sum) in sums.iter().enumerate() {
-            let out = dst.first.offset(r as isize * dst.row_stride).add(column);
-            *out = if accumulate { *out + sum } else { sum };
         }
     }
 }
