@@ -33,8 +33,9 @@ struct Lhs {
     column_stride: isize,
 }
 
-/// dst = (dst if `accumulate`) + lhs · rhs, for (m, n, k) = `dims`, each operand its first value
-/// and its (row, column) strides, dst's and rhs's column strides 1.
+/// dst = (dst if `accumulate`) + lhs · rhs for an m × k lhs and a k × n rhs: dst and rhs given by
+/// their first value and row stride (their columns contiguous), lhs by its first value and its
+/// row and column strides.
 ///
 /// # Safety
 /// Every element the strides reach must lie inside its operand's allocation.
@@ -45,20 +46,28 @@ pub(super) unsafe fn product(
     (lhs, lhs_rs, lhs_cs): (*const f32, isize, isize),
     (rhs, rhs_rs): (*const f32, isize),
 ) {
+    let dst = Rows {
+        first: dst,
+        row_stride: dst_rs,
+    };
     let lhs = Lhs {
         first: lhs,
         row_stride: lhs_rs,
         column_stride: lhs_cs,
     };
+    let rhs = Rows {
+        first: rhs,
+        row_stride: rhs_rs,
+    };
     let mut row = 0;
-    // SAFETY (all blocks): rows row..row + R of dst and lhs and columns 0..n of dst and rhs lie
-    // inside the operands, as the caller promises for all m rows and n columns.
+    // SAFETY (both loops): rows row..row + R of dst and lhs lie inside them, as the caller
+    // promises for all m rows.
     while row + ROWS <= m {
-        unsafe { row_block::<ROWS>(accumulate, (n, k), row, (dst, dst_rs), lhs, (rhs, rhs_rs)) };
+        unsafe { row_block::<ROWS>(accumulate, (n, k), row, dst, lhs, rhs) };
         row += ROWS;
     }
     while row < m {
-        unsafe { row_block::<1>(accumulate, (n, k), row, (dst, dst_rs), lhs, (rhs, rhs_rs)) };
+        unsafe { row_block::<1>(accumulate, (n, k), row, dst, lhs, rhs) };
         row += 1;
     }
 }
@@ -72,24 +81,20 @@ unsafe fn row_block<const R: usize>(
     accumulate: bool,
     (n, k): (usize, usize),
     row: usize,
-    (dst, dst_rs): (*mut f32, isize),
+    dst: Rows<*mut f32>,
     lhs: Lhs,
-    (rhs, rhs_rs): (*const f32, isize),
+    rhs: Rows<*const f32>,
 ) {
     // SAFETY: the caller keeps rows row..row + R in bounds; each block below reads and writes
     // only columns column..column + its width, which are below n.
     unsafe {
         let dst = Rows {
-            first: dst.offset(row as isize * dst_rs),
-            row_stride: dst_rs,
+            first: dst.first.offset(row as isize * dst.row_stride),
+            ..dst
         };
         let lhs = Lhs {
             first: lhs.first.offset(row as isize * lhs.row_stride),
             ..lhs
-        };
-        let rhs = Rows {
-            first: rhs,
-            row_stride: rhs_rs,
         };
         let mut column = 0;
         while column + 8 <= n {
