@@ -7,8 +7,10 @@
 //
 // `--workers 1,2,4` times the CPU backend with each number of Web Workers (the page starts one per
 // logical processor but its own; the bench tells it it has n + 1), for the scaling curve.
+// `--wasm simd128,relaxed-simd` times the CPU backend on each of the page's two builds (the page
+// picks the second where the browser has relaxed SIMD: scripts/post_build.py), alternated.
 //
-//   node benches/page_timing.mjs [--backends cpu,webgpu] [--steps 10] [--workers 1,2,4] [--dist dist]
+//   node benches/page_timing.mjs [--backends cpu,webgpu] [--steps 10] [--workers 1,2,4] [--wasm simd128,relaxed-simd] [--dist dist]
 import { launchChromium, serveDist } from '../tests/e2e/browser.mjs';
 
 const args = Object.fromEntries(
@@ -19,21 +21,26 @@ const steps = Number(args.steps ?? 10);
 const dist = args.dist ?? 'dist';
 // Each run: a backend, and for the CPU a number of workers (undefined: the machine's own).
 const workers = args.workers ? args.workers.split(',').map(Number) : [undefined];
-const runs = backends.flatMap((backend) => (backend === 'cpu' ? workers.map((n) => ({ backend, n })) : [{ backend }]));
+// ... and one of the page's two builds (undefined: the one the page picks).
+const modules = args.wasm ? args.wasm.split(',') : [undefined];
+const runs = backends.flatMap((backend) =>
+  backend === 'cpu' ? workers.flatMap((n) => modules.map((wasm) => ({ backend, n, wasm }))) : [{ backend }],
+);
 
 const { origin, close } = await serveDist(dist);
 const browser = await launchChromium();
 try {
-  for (const { backend, n } of runs) {
+  for (const { backend, n, wasm } of runs) {
     const page = await browser.newPage();
     if (n) await page.addInitScript((cores) => Object.defineProperty(navigator, 'hardwareConcurrency', { get: () => cores }), n + 1);
     const errors = [];
     page.on('pageerror', (e) => errors.push(String(e)));
     const loadStart = Date.now();
-    await page.goto(`${origin}/?backend=${backend}&sampler=ddim&steps=${steps}&eta=0&seed=0`);
+    await page.goto(`${origin}/?backend=${backend}&sampler=ddim&steps=${steps}&eta=0&seed=0${wasm ? `&wasm=${wasm}` : ''}`);
     await page.waitForSelector('button.generate', { timeout: 120_000 });
     const ready = (Date.now() - loadStart) / 1000;
     const badge = (await page.textContent('.badge'))?.trim();
+    const module = await page.evaluate(() => window.wasmModuleName);
     // When each step's frame reaches the page: the status line changes to "step k of n" as the
     // step's pictures are set, and a MutationObserver notes the time.
     await page.evaluate(() => {
@@ -54,7 +61,7 @@ try {
     const gaps = times.slice(2).map((t, i) => t - times[i + 1]).sort((a, b) => a - b);
     const median = gaps.length ? gaps[Math.floor(gaps.length / 2)].toFixed(0) : '?';
     const emulated = /swiftshader|llvmpipe|lavapipe|warp|cpu/i.test(badge ?? '') ? ' (CPU: not a GPU figure)' : '';
-    console.log(`${backend}${n ? ` (${n} worker${n > 1 ? 's' : ''})` : ''}: ready in ${ready.toFixed(1)} s; reverse step of 16 digits: ${median} ms frame to frame (median from step 2), ${perStep.toFixed(0)} ms on average over ${steps} DDIM steps from the click (last step's readout ${readout} ms); badge: "${badge}"${emulated}`);
+    console.log(`${backend}${n ? ` (${n} worker${n > 1 ? 's' : ''})` : ''} [${module}]: ready in ${ready.toFixed(1)} s; reverse step of 16 digits: ${median} ms frame to frame (median from step 2), ${perStep.toFixed(0)} ms on average over ${steps} DDIM steps from the click (last step's readout ${readout} ms); badge: "${badge}"${emulated}`);
     if (errors.length) console.log(`  page errors: ${errors.join('; ')}`);
     await page.close();
   }

@@ -34,10 +34,12 @@ trap 'pkill -P $native 2>/dev/null; kill $native 2>/dev/null || true' EXIT
 echo "== set-up for the browser: the wasm target, trunk, wasm-bindgen, wasm-opt, Chromium"
 bash scripts/setup.sh test
 touch target/.browser-setup-done
-echo "== the page's build (trunk build --release: its module, burn's CPU backend alone, and its WebGPU module)"
+echo "== the page's build (trunk build --release: its module, burn's CPU backend alone, the same with relaxed SIMD, and its WebGPU module)"
 trunk build --release
 echo "== browser tests (headless Chromium, WebGPU on SwiftShader; the WebGPU module's features and profile)"
 cargo test --profile web-release --target wasm32-unknown-unknown --features webgpu --test web
+echo "== browser tests again with relaxed SIMD's multiply-add in the CPU kernels (the page's second CPU module)"
+cargo test --profile web-release --target wasm32-unknown-unknown --features webgpu,relaxed-simd --test web
 
 echo "== native tests (release): waiting for them"
 status=0

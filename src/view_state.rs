@@ -1,5 +1,6 @@
 //! What the explorer is showing, as a URL query string (`?schedule=cosine&t=250&sampler=ddim&steps=50&eta=0&seed=7`),
-//! so a view can be shared and replayed exactly, and which backend the page runs on (`&backend=cpu`).
+//! so a view can be shared and replayed exactly, and which backend and build the page runs on
+//! (`&backend=cpu`, `&wasm=simd128`).
 //! Pure string handling: no DOM here, so it is tested natively.
 
 use crate::diffusion::sampler::{SamplerConfig, SamplerSetting};
@@ -18,6 +19,19 @@ pub enum BackendPreference {
     Cpu,
 }
 
+/// Which of the page's two builds its loader starts (`?wasm=`; read by the loader that
+/// scripts/post_build.py writes, before this module runs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WasmPreference {
+    /// The build with relaxed SIMD's multiply-add where the browser has relaxed SIMD, else the
+    /// page's own.
+    #[default]
+    Auto,
+    /// The page's own build, WebAssembly SIMD alone (`?wasm=simd128`): what a browser without
+    /// relaxed SIMD runs, to compare the two.
+    Simd128,
+}
+
 /// The shareable state of the explorer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ViewState {
@@ -33,6 +47,8 @@ pub struct ViewState {
     pub sampler: SamplerConfig,
     /// The backend asked for (read once, when the page opens; kept in the URL as it was).
     pub backend: BackendPreference,
+    /// The build asked for (read by the page's loader; kept in the URL as it was).
+    pub wasm: WasmPreference,
     /// The reverse chain's step on screen (`&replay=k`): a link with it regenerates the chain from
     /// x_T (same seed and sampler) and shows step k.
     pub replay: Option<usize>,
@@ -56,6 +72,7 @@ impl Default for ViewState {
             seed: 1,
             sampler: SamplerConfig::default(),
             backend: BackendPreference::Auto,
+            wasm: WasmPreference::Auto,
             replay: None,
             class: None,
             guidance: 0.0,
@@ -182,6 +199,11 @@ impl ViewState {
                         }
                     }
                 }
+                "wasm" => match v {
+                    "simd128" => s.wasm = WasmPreference::Simd128,
+                    "auto" => s.wasm = WasmPreference::Auto,
+                    _ => unreadable("simd128 or auto", "auto".into()),
+                },
                 _ => unreadable_key(&mut notices, k),
             }
         }
@@ -197,6 +219,10 @@ impl ViewState {
             BackendPreference::WebGpu => "&backend=webgpu",
             BackendPreference::Cpu => "&backend=cpu",
         };
+        let wasm = match self.wasm {
+            WasmPreference::Auto => "",
+            WasmPreference::Simd128 => "&wasm=simd128",
+        };
         let replay = self.replay.map(|k| format!("&replay={k}")).unwrap_or_default();
         let class = self
             .class
@@ -204,7 +230,7 @@ impl ViewState {
             .unwrap_or_default();
         let model = self.model.as_ref().map(|m| format!("model={m}&")).unwrap_or_default();
         format!(
-            "?{model}schedule={}&t={}&digit={}&seed={}&{sampler}{class}{replay}{backend}",
+            "?{model}schedule={}&t={}&digit={}&seed={}&{sampler}{class}{replay}{backend}{wasm}",
             self.schedule, self.t, self.digit, self.seed
         )
     }
@@ -274,6 +300,7 @@ mod tests {
                 clip_x0: true,
             },
             backend: BackendPreference::Cpu,
+            wasm: WasmPreference::Simd128,
             replay: Some(17),
             class: Some(7),
             guidance: 2.5,
@@ -281,7 +308,7 @@ mod tests {
         };
         assert_eq!(
             s.to_query(),
-            "?model=fashion&schedule=cosine&t=999&digit=3&seed=42&sampler=ddpm-beta&class=7&w=2.5&replay=17&backend=cpu"
+            "?model=fashion&schedule=cosine&t=999&digit=3&seed=42&sampler=ddpm-beta&class=7&w=2.5&replay=17&backend=cpu&wasm=simd128"
         );
         assert_eq!(ViewState::from_query(&s.to_query(), 1000), s);
         let d = ViewState::from_query("?t=5000&eta=7&steps=0&bogus=1&seed=x", 1000);
@@ -342,10 +369,14 @@ mod tests {
     }
 
     #[test]
-    fn the_backend_is_read_from_the_url_before_the_model_is_known() {
+    fn the_backend_and_the_build_are_read_from_the_url_before_the_model_is_known() {
         assert_eq!(ViewState::parse("?t=3&backend=cpu").backend, BackendPreference::Cpu);
         assert_eq!(ViewState::parse("?backend=webgpu").backend, BackendPreference::WebGpu);
         assert_eq!(ViewState::parse("?backend=tpu").backend, BackendPreference::Auto);
+        assert_eq!(ViewState::parse("?wasm=simd128").wasm, WasmPreference::Simd128);
+        let (view, notices) = ViewState::parse_noting("?wasm=sse2");
+        assert_eq!(view.wasm, WasmPreference::Auto);
+        assert_eq!(notices, ["wasm=sse2 is not simd128 or auto: ignored (using auto)"]);
         // Without a model, t and the steps are not clamped yet.
         assert_eq!(ViewState::parse("?t=5000").t, 5000);
         assert_eq!(ViewState::from_query("?t=5000", 1000).t, 999);

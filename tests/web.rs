@@ -597,7 +597,7 @@ async fn the_class_picker_and_guidance_slider_drive_the_guidance_equation() {
     // The chains will ask for that: 16 sevens at w = 2.5.
     let g = state.guidance_for(16).unwrap();
     assert_eq!((g.classes, g.scale), (vec![Some(7); 16], 2.5));
-    assert!(state.view(Default::default()).to_query().contains("&class=7&w=2.5"));
+    assert!(state.view(&Default::default()).to_query().contains("&class=7&w=2.5"));
 }
 
 #[wasm_bindgen_test]

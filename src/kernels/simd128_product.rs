@@ -8,12 +8,23 @@
 //! 277 to 200 ms (docs/performance.md). Natively gemm keeps its AVX-512 / AVX2 kernels.
 //!
 //! Each value of dst is the same sum in the same order on every path (two vectors, one vector,
-//! one column): Σ_p lhs[i, p] · rhs[p, j] from p = 0 up, each product rounded and then added
-//! (WebAssembly's `f32x4.mul` and `f32x4.add`, no fused multiply-add), then added to dst when
-//! accumulating. So a value does not depend on where its column falls in a block, and an image's
-//! result does not depend on the rest of the batch.
+//! one column): Σ_p lhs[i, p] · rhs[p, j] from p = 0 up, then added to dst when accumulating. So a
+//! value does not depend on where its column falls in a block, and an image's result does not
+//! depend on the rest of the batch.
+//!
+//! Each step of the sum is a multiply-add, in one of two page modules:
+//! - the page's own module (WebAssembly SIMD, every current browser): `f32x4.mul` then
+//!   `f32x4.add`, each rounded;
+//! - built with the `relaxed-simd` feature (the page's second CPU module, which its loader picks
+//!   where the browser validates relaxed SIMD: `scripts/post_build.py`): `f32x4.relaxed_madd`, one
+//!   instruction, fused on a CPU with FMA (the browser decides, the same way for every call), so
+//!   each step is rounded once or twice but the same on every path: 1.2–1.4× the products' speed
+//!   in Chromium on AVX2, a step of the page 1.1–1.15× (docs/performance.md).
+//!
+//! The functions down to the blocks carry the `relaxed-simd` target feature in that build, so that
+//! the instruction is inlined into the loops; the page's own module never contains it.
 
-use core::arch::wasm32::{f32x4_add, f32x4_mul, f32x4_splat, v128, v128_load, v128_load32_splat, v128_store};
+use core::arch::wasm32::{f32x4_add, f32x4_extract_lane, f32x4_splat, v128, v128_load, v128_load32_splat, v128_store};
 
 /// Rows of dst that one block computes.
 const ROWS: usize = 4;
@@ -39,6 +50,7 @@ struct Lhs {
 ///
 /// # Safety
 /// Every element the strides reach must lie inside its operand's allocation.
+#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "relaxed-simd"))]
 pub(super) unsafe fn product(
     accumulate: bool,
     (m, n, k): (usize, usize, usize),
@@ -76,7 +88,8 @@ pub(super) unsafe fn product(
 ///
 /// # Safety
 /// As for [`product`], for these rows.
-#[inline(always)]
+#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "relaxed-simd"), inline)]
+#[cfg_attr(not(feature = "relaxed-simd"), inline(always))]
 unsafe fn row_block<const R: usize>(
     accumulate: bool,
     (n, k): (usize, usize),
@@ -113,7 +126,7 @@ unsafe fn row_block<const R: usize>(
 }
 
 /// What a block keeps its sums in: a vector of four values, or one value for the last columns.
-/// Both multiply, then add, each rounded, so a column's sums are the same in either.
+/// One value takes the vector's multiply-add in one lane, so a column's sums are the same in either.
 trait Lanes: Copy {
     /// Columns of dst in one.
     const WIDTH: usize;
@@ -134,7 +147,8 @@ trait Lanes: Copy {
     /// They must lie inside an allocation.
     unsafe fn store(self, to: *mut f32);
     fn add(self, other: Self) -> Self;
-    fn mul(self, other: Self) -> Self;
+    /// self + a · b: the step of a sum (see the module's doc for how it is rounded).
+    fn mul_add(self, a: Self, b: Self) -> Self;
 }
 
 impl Lanes for v128 {
@@ -163,8 +177,11 @@ impl Lanes for v128 {
         f32x4_add(self, other)
     }
     #[inline(always)]
-    fn mul(self, other: Self) -> Self {
-        f32x4_mul(self, other)
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        #[cfg(feature = "relaxed-simd")]
+        return core::arch::wasm32::f32x4_relaxed_madd(a, b, self);
+        #[cfg(not(feature = "relaxed-simd"))]
+        f32x4_add(self, core::arch::wasm32::f32x4_mul(a, b))
     }
 }
 
@@ -194,8 +211,8 @@ impl Lanes for f32 {
         self + other
     }
     #[inline(always)]
-    fn mul(self, other: Self) -> Self {
-        self * other
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f32x4_extract_lane::<0>(f32x4_splat(self).mul_add(f32x4_splat(a), f32x4_splat(b)))
     }
 }
 
@@ -203,7 +220,8 @@ impl Lanes for f32 {
 ///
 /// # Safety
 /// As for [`row_block`], for these columns.
-#[inline(always)]
+#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "relaxed-simd"), inline)]
+#[cfg_attr(not(feature = "relaxed-simd"), inline(always))]
 unsafe fn block<L: Lanes, const R: usize, const V: usize>(
     accumulate: bool,
     k: usize,
@@ -225,7 +243,7 @@ unsafe fn block<L: Lanes, const R: usize, const V: usize>(
                     .offset(r as isize * lhs.row_stride + p as isize * lhs.column_stride);
                 let a = L::broadcast(a);
                 for (sum, &b) in sums.iter_mut().zip(&b) {
-                    *sum = sum.add(a.mul(b));
+                    *sum = sum.mul_add(a, b);
                 }
             }
         }

@@ -118,7 +118,7 @@ pub fn Explorer(
     Effect::new(move |_| {
         let view = ViewState {
             model: shown_model.clone(),
-            ..state.view(initial.backend)
+            ..state.view(&initial)
         };
         set_page_query(&view.to_query())
     });

@@ -17,6 +17,14 @@ use js_sys::Reflect;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
+/// The page's CPU kernels, for the badge: which of the page's two builds runs (its loader starts
+/// the one with relaxed SIMD's multiply-add where the browser has it: scripts/post_build.py).
+pub const CPU_SIMD: &str = if cfg!(feature = "relaxed-simd") {
+    "relaxed SIMD"
+} else {
+    "SIMD"
+};
+
 /// Which backend runs the model, in words for the badge.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BackendInfo {
@@ -36,8 +44,8 @@ impl BackendInfo {
     pub fn label(&self) -> String {
         match (&self.fallback_reason, self.webgpu) {
             (None, true) => format!("WebGPU · {}, in a Web Worker", self.adapter),
-            (Some(reason), _) => format!("CPU (burn flex{}) · {reason}", self.cpu_place()),
-            (None, false) => format!("CPU (burn flex{})", self.cpu_place()),
+            (Some(reason), _) => format!("CPU (burn flex, {CPU_SIMD}{}) · {reason}", self.cpu_place()),
+            (None, false) => format!("CPU (burn flex, {CPU_SIMD}{})", self.cpu_place()),
         }
     }
 

@@ -74,15 +74,17 @@ impl PageState {
         })
     }
 
-    /// The view as a URL would say it (`backend` is kept as the page was opened with).
-    pub fn view(&self, backend: crate::view_state::BackendPreference) -> ViewState {
+    /// The view as a URL would say it (the backend and the build kept as the page was `opened`
+    /// with).
+    pub fn view(&self, opened: &ViewState) -> ViewState {
         ViewState {
             schedule: self.schedule_kind.get(),
             t: self.t.get(),
             digit: self.digit.get(),
             seed: self.seed.get(),
             sampler: self.sampler.get(),
-            backend,
+            backend: opened.backend,
+            wasm: opened.wasm,
             replay: self.replay.get(),
             class: self.class.get(),
             guidance: self.guidance.get(),

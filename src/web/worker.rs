@@ -186,7 +186,7 @@ impl EpsRequest {
 }
 
 /// The page's WebGPU module: where its glue script and its wasm are (`www/index.html` builds it,
-/// `scripts/csp.py` names its hashed files in the built page's `<meta name="ddpm-webgpu-module">`).
+/// `scripts/post_build.py` names its hashed files in the built page's `<meta name="ddpm-webgpu-module">`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct WebGpuModule {
     /// The glue script's URL.

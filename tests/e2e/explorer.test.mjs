@@ -103,7 +103,7 @@ test('load, slide, generate, SDEdit: from its own origin, without errors', async
   await page.close();
 });
 
-test('the WebGPU module is fetched only where WebGPU runs the U-Net, and runs it in a worker', async () => {
+test('one CPU module is fetched (relaxed SIMD where the browser has it), the WebGPU module only where WebGPU runs the U-Net', async () => {
   /** A page with the paths it requested and its console errors recorded. */
   async function recorded(query) {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
@@ -119,10 +119,13 @@ test('the WebGPU module is fetched only where WebGPU runs the U-Net, and runs it
     await page.waitForSelector('#t-slider', { timeout: 180_000 });
     return { page, paths, problems };
   }
-  // On the CPU the page's own module (burn's CPU backend alone) is all the code it fetches, and its
-  // first load, gzipped as a server sends it, stays within 4 MB.
+  // On the CPU the page's build with relaxed SIMD (Chromium has it; burn's CPU backend alone) is
+  // all the code it fetches, not the page's own module as well, and its first load, gzipped as a
+  // server sends it, stays within 4 MB.
   const cpu = await recorded('backend=cpu');
-  assert.ok(!cpu.paths.some((p) => p.startsWith('/webgpu/')), cpu.paths.join(' '));
+  const wasm = (paths) => paths.filter((p) => p.endsWith('.wasm'));
+  assert.deepEqual(wasm(cpu.paths).map((p) => p.replace(/[0-9a-f]{16}/, 'HASH')), ['/relaxed-simd/ddpm-relaxed-simd-HASH_bg.wasm']);
+  assert.match(await cpu.page.textContent('.badge'), /^\s*CPU \(burn flex, relaxed SIMD, in /);
   const dist = process.env.DIST ?? 'dist';
   const files = [...new Set(cpu.paths.map((p) => (p.endsWith('/') ? `${p}index.html` : p)))];
   const gzipped = await Promise.all(files.map(async (p) => gzipSync(await readFile(`${dist}${p}`), { level: 9 }).length));
@@ -130,6 +133,15 @@ test('the WebGPU module is fetched only where WebGPU runs the U-Net, and runs it
   assert.ok(firstLoad <= 4_000_000, `first load ${firstLoad} bytes gzipped: ${files.join(' ')}`);
   console.log(`first load on the CPU: ${(firstLoad / 1e6).toFixed(2)} MB gzip in ${files.length} files`);
   await cpu.page.close();
+  // `?wasm=simd128` keeps the page's own module (what a browser without relaxed SIMD runs): it
+  // alone is fetched, and a DDIM step runs on it.
+  const simd = await recorded('backend=cpu&wasm=simd128&sampler=ddim&steps=1&eta=0&seed=0');
+  assert.deepEqual(wasm(simd.paths).map((p) => p.replace(/[0-9a-f]{16}/, 'HASH')), ['/ddpm-explorer-HASH_bg.wasm']);
+  assert.match(await simd.page.textContent('.badge'), /^\s*CPU \(burn flex, SIMD, in /);
+  await simd.page.click('button.generate');
+  await waitForSteps(simd.page, 1);
+  assert.deepEqual(simd.problems, []);
+  await simd.page.close();
   // With WebGPU (SwiftShader here, forced: CPU emulation, seconds a step) the page fetches its WebGPU
   // module, one worker runs the U-Net on the adapter, and a DDIM step goes through it.
   const gpu = await recorded('backend=webgpu&sampler=ddim&steps=1&eta=0&seed=0');
@@ -144,7 +156,7 @@ test('the WebGPU module is fetched only where WebGPU runs the U-Net, and runs it
   await broken.route('**/webgpu/*.wasm', (route) => route.fulfill({ status: 404, body: 'gone' }));
   await broken.goto(`${server.origin}/?backend=webgpu`);
   await broken.waitForSelector('#t-slider', { timeout: 180_000 });
-  assert.match(await broken.textContent('.badge'), /^\s*CPU \(burn flex, in (a|\d+) Web Workers?\) · WebGPU \(.*\) did not start/);
+  assert.match(await broken.textContent('.badge'), /^\s*CPU \(burn flex, relaxed SIMD, in (a|\d+) Web Workers?\) · WebGPU \(.*\) did not start/);
   await broken.close();
 });
 
@@ -157,7 +169,7 @@ test('on the CPU the U-Net runs in a Web Worker: no step blocks the page for a f
   // 50 ms: a long task's duration is wall time, and on a busy 2-core machine the page's thread
   // is sometimes descheduled for tens of ms in the middle of a few ms of drawing.
   const { page, problems } = await open({ width: 1280, height: 900 }, 'sampler=ddim&steps=8&eta=0&seed=0');
-  assert.match(await page.textContent('.badge'), /CPU \(burn flex, in a Web Worker\)/);
+  assert.match(await page.textContent('.badge'), /CPU \(burn flex, relaxed SIMD, in a Web Worker\)/);
   await page.evaluate(() => {
     window.longTasks = [];
     new PerformanceObserver((list) => window.longTasks.push(...list.getEntries().map((e) => Math.round(e.duration)))).observe({
