@@ -62,6 +62,28 @@ pub fn quiet_vulkan_device_select() {
     }
 }
 
+/// Ends the process with `code` once stdout and stderr are flushed, without the C library's exit
+/// handlers.
+///
+/// Mesa's Vulkan drivers register static destructors that run at `exit`; with two lavapipe
+/// devices open they can race the drivers' own queue threads, and a run that had written all its
+/// files once died after them with glibc's "double free or corruption" (the two-device test, on a
+/// loaded 2-core machine). Every command has written and closed its files by the time it returns
+/// (what was written to a closed file is the kernel's, which `_exit` does not discard), so the
+/// handlers have nothing left to do for it. Call last thing in `main`.
+pub fn exit_without_handlers(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    #[cfg(unix)]
+    // SAFETY: `_exit` ends the process at once; nothing runs after it and nothing is left half-written.
+    unsafe {
+        libc::_exit(code)
+    }
+    #[cfg(not(unix))]
+    std::process::exit(code)
+}
+
 /// Opens wgpu's adapter of `kind`, named, and labelled as CPU emulation when it is a software one.
 fn open_wgpu(kind: DeviceKind) -> Result<ChosenDevice, String> {
     let device = std::panic::catch_unwind(|| Device::wgpu_options().device_kind(kind.clone()).init())

@@ -50,9 +50,13 @@ fn main() {
         Command::Eval(a) => eval::run(a),
         Command::PlotLoss(a) => plot_loss::run(a),
     });
-    if let Err(e) = result {
-        // One line: the error and its context chain.
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+    let code = match result {
+        Ok(()) => 0,
+        Err(e) => {
+            // One line: the error and its context chain.
+            eprintln!("error: {e:#}");
+            1
+        }
+    };
+    ddpm_explorer::native::device::exit_without_handlers(code);
 }
