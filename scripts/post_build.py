@@ -97,8 +97,8 @@ def integrity(folder: str, url: str, public: str) -> str:
 
 def loader(html: str, folder: str) -> str:
     """`html` with trunk's loader replaced by one that picks the relaxed-SIMD build where it
-    validates, and without trunk's preloads of the page's own module (a browser would download
-    both)."""
+    validates (and puts a message where the progress line was if it cannot start), and without
+    trunk's preloads of the page's own module (a browser would download both)."""
     found = TRUNK_LOADER.search(html)
     if found is None:
         sys.exit("post_build.py: trunk's loader script is not in index.html as expected (trunk 0.21's)")
@@ -116,12 +116,23 @@ const probe = new Uint8Array({json.dumps(RELAXED_SIMD_PROBE)});
 const wanted = new URLSearchParams(location.search).get('wasm');
 const name = wanted !== 'simd128' && WebAssembly.validate(probe) ? 'relaxed-simd' : 'simd128';
 const chosen = modules[name];
-const response = fetch(chosen.wasm, {{ integrity: chosen.integrity }});
-const bindings = await import(chosen.glue);
-const wasm = await bindings.default({{ module_or_path: response }});
-window.wasmBindings = bindings;
-window.wasmModuleName = name;
-dispatchEvent(new CustomEvent("TrunkApplicationStarted", {{ detail: {{ wasm }} }}));
+try {{
+  const response = fetch(chosen.wasm, {{ integrity: chosen.integrity }});
+  const bindings = await import(chosen.glue);
+  const wasm = await bindings.default({{ module_or_path: response }});
+  window.wasmBindings = bindings;
+  window.wasmModuleName = name;
+  dispatchEvent(new CustomEvent("TrunkApplicationStarted", {{ detail: {{ wasm }} }}));
+}} catch (error) {{
+  // The app's own code did not arrive or did not start: say so where the progress line was.
+  const line = document.querySelector('#ddpm-app .loading');
+  if (line) {{
+    line.className = 'error';
+    line.setAttribute('role', 'alert');
+    line.textContent = `The app could not be loaded (${{error.message ?? error}}). Reload the page to try again.`;
+  }}
+  throw error;
+}}
 </script>"""
     html = html[: found.start()] + script + html[found.end() :]
     for path in own:

@@ -423,6 +423,13 @@ test('every loading failure is a message in the page, with a retry where one can
     assert.equal(await page.$('button.retry'), null);
     await page.close();
   }
+  // The app's own wasm missing: the progress line becomes a message instead of spinning on.
+  const noApp = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await noApp.route('**/*_bg.wasm', (route) => route.fulfill({ status: 404, body: 'gone' }));
+  await noApp.goto(`${server.origin}/`);
+  await noApp.waitForSelector('#ddpm-app .error', { timeout: 60_000 });
+  assert.match(await noApp.textContent('#ddpm-app .error'), /The app could not be loaded \(.+\)\. Reload the page to try again\./);
+  await noApp.close();
 });
 
 test('a link with settings it cannot take says which and why', async () => {
