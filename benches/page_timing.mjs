@@ -21,7 +21,8 @@ const steps = Number(args.steps ?? 10);
 const dist = args.dist ?? 'dist';
 // Each run: a backend, and for the CPU a number of workers (undefined: the machine's own).
 const workers = args.workers ? args.workers.split(',').map(Number) : [undefined];
-// ... and one of the page's two builds (undefined: the one the page picks).
+// ... and one of the page's two builds (undefined or relaxed-simd: the one the page picks, which is
+// the relaxed-SIMD build in Chromium; only `?wasm=simd128` is a choice the page's URL takes).
 const modules = args.wasm ? args.wasm.split(',') : [undefined];
 const runs = backends.flatMap((backend) =>
   backend === 'cpu' ? workers.flatMap((n) => modules.map((wasm) => ({ backend, n, wasm }))) : [{ backend }],
@@ -36,7 +37,7 @@ try {
     const errors = [];
     page.on('pageerror', (e) => errors.push(String(e)));
     const loadStart = Date.now();
-    await page.goto(`${origin}/?backend=${backend}&sampler=ddim&steps=${steps}&eta=0&seed=0${wasm ? `&wasm=${wasm}` : ''}`);
+    await page.goto(`${origin}/?backend=${backend}&sampler=ddim&steps=${steps}&eta=0&seed=0${wasm === 'simd128' ? '&wasm=simd128' : ''}`);
     await page.waitForSelector('button.generate', { timeout: 120_000 });
     const ready = (Date.now() - loadStart) / 1000;
     const badge = (await page.textContent('.badge'))?.trim();

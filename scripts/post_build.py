@@ -5,7 +5,7 @@
    SIMD, every current browser) and the same app with the `relaxed-simd` feature, whose CPU kernels
    multiply and add in one instruction (src/kernels/simd128_product.rs). Trunk's loader script
    starts the first; it is replaced here by one that starts the second where the browser validates
-   relaxed SIMD (a six-instruction probe module), so a browser downloads one of the two, and the
+   relaxed SIMD (a 37-byte probe module), so a browser downloads one of the two, and the
    page's CPU workers run whichever the page runs. `?wasm=simd128` in the page's URL keeps the
    page's own module (to compare the two, benches/page_timing.mjs).
 2. The WebGPU module's hashed files, named in `<meta name="ddpm-webgpu-module">` (read by
