@@ -235,6 +235,7 @@ async fn the_convolutions_in_the_browser_equal_their_definition() {
     // (batch, c_in, c_out, height, width, kernel, stride)
     let cases = [
         (2usize, 32usize, 32usize, 28usize, 28usize, 3usize, 1usize),
+        (1, 96, 32, 28, 28, 3, 1),
         (1, 64, 64, 14, 14, 3, 1),
         (2, 128, 64, 7, 7, 3, 1),
         (1, 3, 5, 9, 11, 3, 1),
@@ -276,14 +277,16 @@ async fn the_convolutions_in_the_browser_equal_their_definition() {
             want.len(),
             "{ci}→{co} channels, {h}×{w}, {k}×{k} stride {stride}: wrong size"
         );
-        // Each value within 1e-5 of the definition, relative to 1 + its size (as natively).
+        // Each value within 1e-5 of the definition, relative to 1 + its size (as natively); the 3×3
+        // convolution, by F(4×4, 3×3) in the browser, within 3e-5 (its rounding: `winograd_f4`).
+        let tolerance = if k == 3 && stride == 1 { 3e-5 } else { 1e-5 };
         let worst = want
             .iter()
             .zip(&got)
             .map(|(e, &o)| (o as f64 - e).abs() / (1.0 + e.abs()))
             .fold(0.0, f64::max);
         assert!(
-            worst <= 1e-5,
+            worst <= tolerance,
             "{ci}→{co} channels, {h}×{w}, {k}×{k} stride {stride}: off the definition by {worst:e}"
         );
     }

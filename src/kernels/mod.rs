@@ -3,7 +3,8 @@
 //! operations on the GPU backends. The network in [`crate::model`] calls them; nothing here knows
 //! the network.
 //!
-//! - [`same_conv`]: the 3×3 and 1×1 "same" convolutions (3×3 by Winograd F(2×2, 3×3) in `winograd`);
+//! - [`same_conv`]: the 3×3 and 1×1 "same" convolutions (3×3 by Winograd F(2×2, 3×3) in `winograd`,
+//!   in the browser F(4×4, 3×3) in `winograd_f4`);
 //! - [`down_conv`]: the stride-2 downsampling convolution;
 //! - [`norm_silu`]: GroupNorm followed by SiLU, fused;
 //! - [`dropout`]: dropout with a mask drawn on the host;
@@ -21,3 +22,4 @@ pub mod same_conv;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128_product;
 mod winograd;
+mod winograd_f4;

@@ -132,7 +132,9 @@ fn exp_nonpositive(x: f32) -> f32 {
     // Rounds to the nearest integer by adding and removing 1.5 · 2^23 (exact for |v| < 2^22);
     // `f32::round` is a library call that would stop the loop from vectorising.
     const ROUND: f32 = 12_582_912.0;
-    let x = x.max(-87.0);
+    // A comparison, not `f32::max`: in wasm `max` is a call to `fmaxf` per lane, which keeps the loop
+    // scalar (a NaN gives NaN here where `max` gives −87; silu(NaN) is NaN either way).
+    let x = if x < -87.0 { -87.0 } else { x };
     let shifted = x * std::f32::consts::LOG2_E + ROUND;
     let n = shifted - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;

@@ -105,7 +105,7 @@ struct Tiles {
 /// whose length is not such a multiple before it multiplies. In the browser 8, the columns of a
 /// block of the simd128 kernel (`simd128_product`), which multiplies any length in place:
 /// 16 would add 60 % to the products at 7 × 7 (20 tiles) and 14 % at 14 × 14 (56).
-const PRODUCT_COLUMNS: usize = if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
+pub(super) const PRODUCT_COLUMNS: usize = if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
     8
 } else {
     16
@@ -142,6 +142,12 @@ impl Tiles {
     fn work_len(self) -> usize {
         6 * self.plane_len()
     }
+}
+
+/// The columns of the 16 products at this size, summed (what [`super::winograd_f4::is_faster`]
+/// weighs against).
+pub(super) fn product_columns(height: usize, width: usize) -> usize {
+    16 * Tiles::new(height, width).product_len()
 }
 
 /// The scratch [`conv_image`] needs: V `[16, c_in, tiles]`, M `[16, c_out, tiles]` and one
