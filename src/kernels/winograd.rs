@@ -89,32 +89,36 @@ pub(super) fn transformed_weights(weight: &[f32], c_in: usize, c_out: usize) -> 
     u
 }
 
-/// How one image's tiles are laid out: `rows` × `columns` tiles of 2×2 output pixels, each row of
-/// tiles `pitch` = `columns` + 1 long. The spare tile at the end of every row is where the
-/// transforms' shifted reads (column tx + 1) land, so each transform is one loop over all
-/// `rows · pitch` tiles, long enough to vectorise; the spare tiles' values are never used.
+/// How one image's tiles of `SIDE` × `SIDE` output pixels are laid out (2 here, 4 in
+/// [`super::winograd_f4`]): `rows` × `columns` tiles, each row of tiles `pitch` = `columns` + 1
+/// long. The spare tile at the end of every row is where the transforms' shifted reads (column
+/// tx + 1) land, so each transform is one loop over all `rows · pitch` tiles, long enough to
+/// vectorise; the spare tiles' values are never used.
 #[derive(Clone, Copy)]
-struct Tiles {
-    rows: usize,
-    columns: usize,
-    pitch: usize,
+pub(super) struct TileGrid<const SIDE: usize> {
+    pub(super) rows: usize,
+    pub(super) columns: usize,
+    pub(super) pitch: usize,
 }
+
+/// F(2×2, 3×3)'s tiles.
+type Tiles = TileGrid<2>;
 
 /// The multiple of tiles the products are rounded up to. Natively 16, the f32 lanes of gemm's
 /// widest vector (AVX-512; AVX2 has 8): gemm copies (packs) the tile-side operand of a product
 /// whose length is not such a multiple before it multiplies. In the browser 8, the columns of a
 /// block of the simd128 kernel (`simd128_product`), which multiplies any length in place:
 /// 16 would add 60 % to the products at 7 × 7 (20 tiles) and 14 % at 14 × 14 (56).
-pub(super) const PRODUCT_COLUMNS: usize = if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
+const PRODUCT_COLUMNS: usize = if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
     8
 } else {
     16
 };
 
-impl Tiles {
-    fn new(height: usize, width: usize) -> Self {
-        let (rows, columns) = (height.div_ceil(2), width.div_ceil(2));
-        Tiles {
+impl<const SIDE: usize> TileGrid<SIDE> {
+    pub(super) fn new(height: usize, width: usize) -> Self {
+        let (rows, columns) = (height.div_ceil(SIDE), width.div_ceil(SIDE));
+        TileGrid {
             rows,
             columns,
             pitch: columns + 1,
@@ -122,32 +126,34 @@ impl Tiles {
     }
 
     /// Tiles that the transforms write and read, spare ones included.
-    fn len(self) -> usize {
+    pub(super) fn len(self) -> usize {
         self.rows * self.pitch
     }
 
     /// Tiles in the products: [`Self::len`] rounded up to a multiple of [`PRODUCT_COLUMNS`]; the
     /// extra tiles' values are whatever the scratch held, and never used.
-    fn product_len(self) -> usize {
+    pub(super) fn product_len(self) -> usize {
         self.len().next_multiple_of(PRODUCT_COLUMNS)
     }
 
-    /// Values in one of the input transform's planes: `rows + 1` rows of `pitch` values for each
-    /// parity of the padded input's rows, and one more for the last shifted read.
-    fn plane_len(self) -> usize {
-        2 * (self.rows + 1) * self.pitch + 1
+    /// Values in one row phase of an input transform's plane (the padded input's rows y with the
+    /// same y mod `SIDE`): `rows + 1` rows of `pitch`.
+    pub(super) fn phase_len(self) -> usize {
+        (self.rows + 1) * self.pitch
     }
 
+    /// Values in one of the input transform's planes: a row phase for each padded row modulo
+    /// `SIDE`, and one more for the last shifted read.
+    pub(super) fn plane_len(self) -> usize {
+        SIDE * self.phase_len() + 1
+    }
+}
+
+impl Tiles {
     /// The work space of one channel's transforms.
     fn work_len(self) -> usize {
         6 * self.plane_len()
     }
-}
-
-/// The columns of the 16 products at this size, summed (what [`super::winograd_f4::is_faster`]
-/// weighs against).
-pub(super) fn product_columns(height: usize, width: usize) -> usize {
-    16 * Tiles::new(height, width).product_len()
 }
 
 /// The scratch [`conv_image`] needs: V `[16, c_in, tiles]`, M `[16, c_out, tiles]` and one
@@ -179,7 +185,7 @@ fn transform_channel(channel: &[f32], (height, width): (usize, usize), v: &mut [
         // Padded row y + 1, padded column x + 1.
         let padded_row = y + 1;
         let (p, j) = (padded_row % 2, padded_row / 2);
-        let first = (p * (tiles.rows + 1) + j) * pitch;
+        let first = p * tiles.phase_len() + j * pitch;
         let (even_row, odd_row) = (&mut even[first..first + pitch], &mut odd[first..first + pitch]);
         // Pixel pairs (2·i, 2·i + 1) go to odd[i] and even[i + 1] (loads that vectorise).
         let (pairs, last) = row.as_chunks::<2>();
@@ -197,7 +203,7 @@ fn transform_channel(channel: &[f32], (height, width): (usize, usize), v: &mut [
     }
     // Along y: tile row ty reads padded rows 2·ty, 2·ty + 1 (j = ty) and 2·ty + 2, 2·ty + 3
     // (j = ty + 1), even parity first.
-    let odd_rows = (tiles.rows + 1) * pitch;
+    let odd_rows = tiles.phase_len();
     for (b, r) in [&*r0, &*r1, &*r2, &*r3].into_iter().enumerate() {
         let (d0, d1) = (&r[..n], &r[odd_rows..odd_rows + n]);
         let (d2, d3) = (&r[pitch..pitch + n], &r[odd_rows + pitch..odd_rows + pitch + n]);
@@ -444,6 +450,26 @@ fn transformed_input<'a>(
     (v, rest)
 }
 
+/// M_ξ `[c_out, tiles]` = U_ξ `[c_out, c_in]` · V_ξ `[c_in, tiles]` for every position ξ of the
+/// transformed patch (16 here, 36 in [`super::winograd_f4`]): `u`, `v` and `m` hold one such block
+/// per position, one after another.
+pub(super) fn transformed_products((c_out, c_in, tiles): (usize, usize, usize), u: &[f32], v: &[f32], m: &mut [f32]) {
+    let positions = u.len() / (c_out * c_in);
+    assert!(v.len() >= positions * c_in * tiles && m.len() >= positions * c_out * tiles);
+    for xi in 0..positions {
+        // SAFETY: U_ξ is c_out·c_in values at ξ·c_out·c_in, V_ξ c_in·tiles at ξ·c_in·tiles and
+        // M_ξ c_out·tiles at ξ·c_out·tiles, each inside its buffer (asserted above).
+        unsafe {
+            write_product(
+                (c_out, tiles, c_in),
+                (m.as_mut_ptr().add(xi * c_out * tiles), tiles as isize, 1),
+                (u.as_ptr().add(xi * c_out * c_in), c_in as isize, 1),
+                (v.as_ptr().add(xi * c_in * tiles), tiles as isize, 1),
+            )
+        }
+    }
+}
+
 /// (c_in, c_out, height, width) of a convolution.
 type Dims = (usize, usize, usize, usize);
 
@@ -460,19 +486,7 @@ fn conv_image_any(
     let (tiles, pixels) = (Tiles::new(height, width).product_len(), height * width);
     let (v, rest) = transformed_input(input, (c_in, height, width), tiles, scratch);
     let (m, work) = rest.split_at_mut(16 * c_out * tiles);
-    for xi in 0..16 {
-        // M_ξ [c_out, tiles] = U_ξ [c_out, c_in] · V_ξ [c_in, tiles]
-        // SAFETY: U_ξ is c_out·c_in values at ξ·c_out·c_in, V_ξ c_in·tiles at ξ·c_in·tiles and
-        // M_ξ c_out·tiles at ξ·c_out·tiles, each inside its buffer of 16 such blocks.
-        unsafe {
-            write_product(
-                (c_out, tiles, c_in),
-                (m.as_mut_ptr().add(xi * c_out * tiles), tiles as isize, 1),
-                (u.as_ptr().add(xi * c_out * c_in), c_in as isize, 1),
-                (v.as_ptr().add(xi * c_in * tiles), tiles as isize, 1),
-            )
-        }
-    }
+    transformed_products((c_out, c_in, tiles), u, v, m);
     for (co, channel) in output.chunks_exact_mut(pixels).enumerate() {
         add_output_channel(&m[co * tiles..], c_out * tiles, (height, width), channel, work);
     }

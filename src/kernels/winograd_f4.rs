@@ -35,8 +35,8 @@
 //! within 3e-5 of the definition (relative to 1 + its size) at the U-Net's sizes, where they are
 //! held to 1e-5 (tested here, and in the browser by `tests/web.rs`).
 
-use super::conv_ops::{with_scratch, write_product};
-use super::winograd::PRODUCT_COLUMNS;
+use super::conv_ops::with_scratch;
+use super::winograd::{TileGrid, transformed_products};
 
 /// The 1-D input transform Bᵀ d of six values.
 #[inline(always)]
@@ -106,49 +106,10 @@ pub(super) fn transformed_weights(weight: &[f32], c_in: usize, c_out: usize) -> 
     u
 }
 
-/// How one image's tiles are laid out: `rows` × `columns` tiles of 4×4 output pixels, each row of
-/// tiles `pitch` = `columns` + 1 long; the spare tile at the end of every row is where the input
-/// transform's shifted reads (column tx + 1) land, so each transform is one loop over all
-/// `rows · pitch` tiles; the spare tiles' values are never used.
-#[derive(Clone, Copy)]
-struct Tiles {
-    rows: usize,
-    columns: usize,
-    pitch: usize,
-}
+/// F(4×4, 3×3)'s tiles ([`TileGrid`]).
+type Tiles = TileGrid<4>;
 
 impl Tiles {
-    fn new(height: usize, width: usize) -> Self {
-        let (rows, columns) = (height.div_ceil(4), width.div_ceil(4));
-        Tiles {
-            rows,
-            columns,
-            pitch: columns + 1,
-        }
-    }
-
-    /// Tiles that the transforms write and read, spare ones included.
-    fn len(self) -> usize {
-        self.rows * self.pitch
-    }
-
-    /// Tiles in the products: [`Self::len`] rounded up to a multiple of [`PRODUCT_COLUMNS`]; the
-    /// extra tiles' values are whatever the scratch held, and never used.
-    fn product_len(self) -> usize {
-        self.len().next_multiple_of(PRODUCT_COLUMNS)
-    }
-
-    /// Values in one row phase of a plane: `rows + 1` rows of `pitch`.
-    fn phase_len(self) -> usize {
-        (self.rows + 1) * self.pitch
-    }
-
-    /// Values in one of the input transform's planes: a row phase for each padded row modulo 4,
-    /// and one more for the last shifted read.
-    fn plane_len(self) -> usize {
-        4 * self.phase_len() + 1
-    }
-
     /// The work space of one channel's transforms: the input's four column phases and the six
     /// planes of its transform along x, or the output transform's 24 + 4 planes of tiles.
     fn work_len(self) -> usize {
@@ -164,12 +125,11 @@ fn scratch_len(c_in: usize, c_out: usize, height: usize, width: usize) -> usize 
 }
 
 /// Whether F(4×4, 3×3) is the faster of the two at this size: where its 36 products have at most
-/// two thirds of the columns of F(2×2, 3×3)'s 16 ([`super::winograd::product_columns`]), as its
-/// transforms cost about twice theirs per image. So 28 × 28 (58 %) but not 14 × 14 (96 %: each row
-/// of 4 tiles has a spare one) or 7 × 7 (75 %); measured in Chromium on the U-Net's convolutions
-/// (docs/performance.md).
+/// two thirds of the columns of F(2×2, 3×3)'s 16, as its transforms cost about twice theirs per
+/// image. So 28 × 28 (58 %) but not 14 × 14 (96 %: each row of 4 tiles has a spare one) or 7 × 7
+/// (75 %); measured in Chromium on the U-Net's convolutions (docs/performance.md).
 pub(super) fn is_faster(height: usize, width: usize) -> bool {
-    3 * 36 * Tiles::new(height, width).product_len() <= 2 * super::winograd::product_columns(height, width)
+    3 * 36 * Tiles::new(height, width).product_len() <= 2 * 16 * TileGrid::<2>::new(height, width).product_len()
 }
 
 /// `N` equal-length slices of `out`, at `first + k·step` for k = 0, 1, …, N − 1.
@@ -302,19 +262,7 @@ pub(super) fn conv_image(
         for (ci, channel) in input.chunks_exact(pixels).enumerate() {
             transform_channel(channel, (height, width), &mut v[ci * n..], c_in * n, work);
         }
-        for xi in 0..36 {
-            // M_ξ [c_out, tiles] = U_ξ [c_out, c_in] · V_ξ [c_in, tiles]
-            // SAFETY: U_ξ is c_out·c_in values at ξ·c_out·c_in, V_ξ c_in·tiles at ξ·c_in·tiles and
-            // M_ξ c_out·tiles at ξ·c_out·tiles, each inside its buffer of 36 such blocks.
-            unsafe {
-                write_product(
-                    (c_out, n, c_in),
-                    (m.as_mut_ptr().add(xi * c_out * n), n as isize, 1),
-                    (u.as_ptr().add(xi * c_out * c_in), c_in as isize, 1),
-                    (v.as_ptr().add(xi * c_in * n), n as isize, 1),
-                )
-            }
-        }
+        transformed_products((c_out, c_in, n), u, v, m);
         for (co, channel) in output.chunks_exact_mut(pixels).enumerate() {
             add_output_channel(&m[co * n..], c_out * n, (height, width), channel, work);
         }
