@@ -5,6 +5,8 @@
 // SwiftShader (headless Chromium's WebGPU without a GPU) is CPU emulation, and the output says so
 // from the adapter the page reports.
 //
+// It also reports how long the page's own thread is busy a step (Chromium's TaskDuration).
+//
 // `--workers 1,2,4` times the CPU backend with each number of Web Workers (the page starts one per
 // logical processor but its own; the bench tells it it has n + 1), for the scaling curve.
 // `--wasm simd128,relaxed-simd` times the CPU backend on each of the page's two builds (the page
@@ -52,17 +54,24 @@ try {
         if (k !== undefined && !window.stepTimes.has(k)) window.stepTimes.set(k, performance.now());
       }).observe(panel, { childList: true, subtree: true, characterData: true });
     });
+    // The page's own thread: its busy time over the chain (Chromium's TaskDuration, through the
+    // DevTools protocol), which the workers share the cores with.
+    const devtools = await page.context().newCDPSession(page);
+    await devtools.send('Performance.enable');
+    const busy = async () => (await devtools.send('Performance.getMetrics')).metrics.find((m) => m.name === 'TaskDuration').value;
+    const busyBefore = await busy();
     const started = Date.now();
     await page.click('button.generate');
     await page.waitForFunction((n) => document.querySelector('.reverse .status')?.textContent.includes(`step ${n} of ${n}`), steps, { timeout: 1_800_000, polling: 200 });
     const perStep = (Date.now() - started) / steps;
+    const pageThread = (((await busy()) - busyBefore) * 1000) / steps;
     const readout = (await page.textContent('.reverse .status')).match(/([\d.]+) ms\/step/)?.[1];
     // Frame to frame, from step 2 on (the first step also reads back x_T and warms the JIT up).
     const times = await page.evaluate(() => [...window.stepTimes.entries()].sort((a, b) => a[0] - b[0]).map(([, t]) => t));
     const gaps = times.slice(2).map((t, i) => t - times[i + 1]).sort((a, b) => a - b);
     const median = gaps.length ? gaps[Math.floor(gaps.length / 2)].toFixed(0) : '?';
     const emulated = /swiftshader|llvmpipe|lavapipe|warp|cpu/i.test(badge ?? '') ? ' (CPU: not a GPU figure)' : '';
-    console.log(`${backend}${n ? ` (${n} worker${n > 1 ? 's' : ''})` : ''} [${module}]: ready in ${ready.toFixed(1)} s; reverse step of 16 digits: ${median} ms frame to frame (median from step 2), ${perStep.toFixed(0)} ms on average over ${steps} DDIM steps from the click (last step's readout ${readout} ms); badge: "${badge}"${emulated}`);
+    console.log(`${backend}${n ? ` (${n} worker${n > 1 ? 's' : ''})` : ''} [${module}]: ready in ${ready.toFixed(1)} s; reverse step of 16 digits: ${median} ms frame to frame (median from step 2), ${perStep.toFixed(0)} ms on average over ${steps} DDIM steps from the click (last step's readout ${readout} ms; the page's thread busy ${pageThread.toFixed(0)} ms a step); badge: "${badge}"${emulated}`);
     if (errors.length) console.log(`  page errors: ${errors.join('; ')}`);
     await page.close();
   }

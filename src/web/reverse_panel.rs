@@ -110,7 +110,12 @@ pub fn ReversePanel(
     if let Some(k) = replay.get_untracked() {
         run(Start::Noise, Some(k));
     }
+    // The link follows the step on screen once the chain has stopped: a new URL at every step of a
+    // running chain cost the page's thread ~7 ms a step (`history.replaceState`), beside the workers.
     Effect::new(move |_| {
+        if running.get() {
+            return;
+        }
         let has_frames = frames.with(|f| !f.is_empty());
         replay.set(has_frames.then(|| shown.get()));
     });
