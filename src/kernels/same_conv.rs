@@ -6,8 +6,8 @@
 //! input's size for 3×3) before one matrix product, and transposes around it. [`SameConvBackend`]
 //! on flex runs a 3×3 kernel by Winograd's F(2×2, 3×3) ([`super::winograd`]: 16 matrix products
 //! over 2×2 output blocks, 16 multiplications per block and channel pair where the definition
-//! takes 36; in the browser F(4×4, 3×3), [`super::winograd_f4`]), and a 1×1 kernel as one product `[out, in] × [in, H·W]` per image, on the image as it
-//! is. The gradients: ∂L/∂x is this convolution of the output gradient with the kernel flipped and
+//! takes 36; in the browser at 28 × 28, F(4×4, 3×3), [`super::winograd_f4`]), and a 1×1 kernel
+//! as one product `[out, in] × [in, H·W]` per image, on the image as it is. The gradients: ∂L/∂x is this convolution of the output gradient with the kernel flipped and
 //! its channels swapped; ∂L/∂w is, for 3×3, the adjoint of the Winograd products (16 products of
 //! the transformed output gradient with the transformed input, transformed back to the kernel),
 //! for 1×1 the output gradient times the input read transposed in place. Under autodiff (natively)
