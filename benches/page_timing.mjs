@@ -1,7 +1,8 @@
 // The browser explorer's reverse step, timed as a person meets it: serve dist/ (build it first with
 // `trunk build --release`), open the page in Debian's headless Chromium, generate a DDIM chain of
-// 16 digits and report the milliseconds per step (U-Net, update, read-back and drawing) for each
-// backend asked for: frame to frame as the pictures arrive, and on average from the click.
+// 16 digits twice and report the milliseconds per step (U-Net, update, read-back and drawing) for
+// each backend asked for: frame to frame as the pictures arrive, and on average from the click, for
+// the chain after the first (the steady state, as criterion's native figures are) and the first.
 // SwiftShader (headless Chromium's WebGPU without a GPU) is CPU emulation, and the output says so
 // from the adapter the page reports.
 //
@@ -9,15 +10,47 @@
 //
 // `--workers 1,2,4` times the CPU backend with each number of Web Workers (the page starts one per
 // logical processor but its own; the bench tells it it has n + 1), for the scaling curve.
+// `--threads` adds, for the steady chain, the CPU time a step of each of Chromium's threads (the
+// workers, the page's thread, the compositor…: where the cores go; Linux only, from /proc).
 // `--wasm simd128,relaxed-simd` times the CPU backend on each of the page's two builds (the page
 // picks the second where the browser has relaxed SIMD: scripts/post_build.py), alternated.
 //
-//   node benches/page_timing.mjs [--backends cpu,webgpu] [--steps 10] [--workers 1,2,4] [--wasm simd128,relaxed-simd] [--dist dist]
+//   node benches/page_timing.mjs [--backends cpu,webgpu] [--steps 10] [--workers 1,2,4] [--wasm simd128,relaxed-simd] [--threads] [--dist dist]
+import { readdirSync, readFileSync } from 'node:fs';
 import { launchChromium, serveDist } from '../tests/e2e/browser.mjs';
 
 const args = Object.fromEntries(
-  process.argv.slice(2).reduce((pairs, a, i, all) => (a.startsWith('--') ? [...pairs, [a.slice(2), all[i + 1]]] : pairs), []),
+  process.argv.slice(2).reduce((pairs, a, i, all) => (a.startsWith('--') ? [...pairs, [a.slice(2), all[i + 1]?.startsWith('--') ? '' : all[i + 1]]] : pairs), []),
 );
+
+/** CPU ticks (1/100 s) so far of every thread of Chromium's processes, by "process type/thread name". */
+function chromiumThreadTicks() {
+  const ticks = new Map();
+  // A process or thread may end between the listing and the read.
+  const attempt = (f, otherwise) => {
+    try {
+      return f();
+    } catch {
+      return otherwise;
+    }
+  };
+  const read = (path) => attempt(() => readFileSync(path, 'utf8'), undefined);
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    const command = read(`/proc/${pid}/cmdline`);
+    if (!command?.includes('chromium')) continue;
+    const type = command.match(/--type=([\w-]+)/)?.[1] ?? 'browser';
+    for (const tid of attempt(() => readdirSync(`/proc/${pid}/task`), [])) {
+      const stat = read(`/proc/${pid}/task/${tid}/stat`);
+      if (!stat) continue;
+      const close = stat.lastIndexOf(')');
+      const name = stat.slice(stat.indexOf('(') + 1, close).replace(/\d+$/, '');
+      const [utime, stime] = stat.slice(close + 2).split(' ').slice(11, 13).map(Number);
+      const key = `${type}/${name}`;
+      ticks.set(key, (ticks.get(key) ?? 0) + utime + stime);
+    }
+  }
+  return ticks;
+}
 const backends = (args.backends ?? 'cpu').split(',');
 const steps = Number(args.steps ?? 10);
 const dist = args.dist ?? 'dist';
@@ -59,19 +92,38 @@ try {
     const devtools = await page.context().newCDPSession(page);
     await devtools.send('Performance.enable');
     const busy = async () => (await devtools.send('Performance.getMetrics')).metrics.find((m) => m.name === 'TaskDuration').value;
-    const busyBefore = await busy();
-    const started = Date.now();
-    await page.click('button.generate');
-    await page.waitForFunction((n) => document.querySelector('.reverse .status')?.textContent.includes(`step ${n} of ${n}`), steps, { timeout: 1_800_000, polling: 200 });
-    const perStep = (Date.now() - started) / steps;
-    const pageThread = (((await busy()) - busyBefore) * 1000) / steps;
-    const readout = (await page.textContent('.reverse .status')).match(/([\d.]+) ms\/step/)?.[1];
-    // Frame to frame, from step 2 on (the first step also reads back x_T and warms the JIT up).
-    const times = await page.evaluate(() => [...window.stepTimes.entries()].sort((a, b) => a[0] - b[0]).map(([, t]) => t));
-    const gaps = times.slice(2).map((t, i) => t - times[i + 1]).sort((a, b) => a - b);
-    const median = gaps.length ? gaps[Math.floor(gaps.length / 2)].toFixed(0) : '?';
+    const chain = async () => {
+      await page.evaluate(() => window.stepTimes.clear());
+      const busyBefore = await busy();
+      const started = Date.now();
+      await page.click('button.generate');
+      await page.waitForFunction((n) => window.stepTimes.has(String(n)), steps, { timeout: 1_800_000, polling: 200 });
+      const perStep = (Date.now() - started) / steps;
+      const pageThread = (((await busy()) - busyBefore) * 1000) / steps;
+      // Frame to frame, from step 2 on (the first step also reads back x_T).
+      const times = await page.evaluate(() => [...window.stepTimes.entries()].sort((a, b) => a[0] - b[0]).map(([, t]) => t));
+      const gaps = times.slice(2).map((t, i) => t - times[i + 1]).sort((a, b) => a - b);
+      const median = gaps.length ? gaps[Math.floor(gaps.length / 2)].toFixed(0) : '?';
+      return `${median} ms frame to frame (median from step 2), ${perStep.toFixed(0)} ms on average from the click, the page's thread busy ${pageThread.toFixed(0)} ms a step`;
+    };
+    // The first chain after the page loads runs partly on V8's baseline code while its optimising
+    // compiler works through the kernels in the background; the second runs as a page that has
+    // been used does (as criterion's native figure is taken after its warm-up).
+    const first = await chain();
+    const before = 'threads' in args ? chromiumThreadTicks() : undefined;
+    const second = await chain();
+    const threads = before
+      ? [...chromiumThreadTicks()]
+          .map(([key, t]) => [key, ((t - (before.get(key) ?? 0)) * 10) / steps])
+          .filter(([, ms]) => ms >= 1)
+          .sort((a, b) => b[1] - a[1])
+      : [];
     const emulated = /swiftshader|llvmpipe|lavapipe|warp|cpu/i.test(badge ?? '') ? ' (CPU: not a GPU figure)' : '';
-    console.log(`${backend}${n ? ` (${n} worker${n > 1 ? 's' : ''})` : ''} [${module}]: ready in ${ready.toFixed(1)} s; reverse step of 16 digits: ${median} ms frame to frame (median from step 2), ${perStep.toFixed(0)} ms on average over ${steps} DDIM steps from the click (last step's readout ${readout} ms; the page's thread busy ${pageThread.toFixed(0)} ms a step); badge: "${badge}"${emulated}`);
+    console.log(`${backend}${n ? ` (${n} worker${n > 1 ? 's' : ''})` : ''} [${module}]: ready in ${ready.toFixed(1)} s; reverse step of 16 digits over ${steps} DDIM steps — the next chain: ${second}; the first chain: ${first}; badge: "${badge}"${emulated}`);
+    if (threads.length) {
+      const total = threads.reduce((sum, [, ms]) => sum + ms, 0);
+      console.log(`  CPU a step of the next chain, ${total.toFixed(0)} ms in all: ${threads.map(([key, ms]) => `${key} ${ms.toFixed(0)}`).join(', ')}`);
+    }
     if (errors.length) console.log(`  page errors: ${errors.join('; ')}`);
     await page.close();
   }

@@ -80,7 +80,7 @@ pub(super) fn transformed_weights(weight: &[f32], c_in: usize, c_out: usize) -> 
         }
         // (G g) Gᵀ: each row a transformed along x.
         for (a, row) in rows.iter().enumerate() {
-            let [u0, u1, u2, u3] = four_mut(&mut u, 4 * a * pairs + first, pairs, len);
+            let [u0, u1, u2, u3] = strided_mut::<4>(&mut u, 4 * a * pairs + first, pairs, len);
             for p in 0..len {
                 [u0[p], u1[p], u2[p], u3[p]] = kernel_1d([row[0][p], row[1][p], row[2][p]]);
             }
@@ -197,7 +197,7 @@ fn transform_channel(channel: &[f32], (height, width): (usize, usize), v: &mut [
         }
     }
     // Along x: r_b at every position of both parities' planes.
-    let [r0, r1, r2, r3] = four_mut(rest, 0, plane, plane - 1);
+    let [r0, r1, r2, r3] = strided_mut::<4>(rest, 0, plane, plane - 1);
     for q in 0..plane - 1 {
         [r0[q], r1[q], r2[q], r3[q]] = input_1d([even[q], odd[q], even[q + 1], odd[q + 1]]);
     }
@@ -207,7 +207,7 @@ fn transform_channel(channel: &[f32], (height, width): (usize, usize), v: &mut [
     for (b, r) in [&*r0, &*r1, &*r2, &*r3].into_iter().enumerate() {
         let (d0, d1) = (&r[..n], &r[odd_rows..odd_rows + n]);
         let (d2, d3) = (&r[pitch..pitch + n], &r[odd_rows + pitch..odd_rows + pitch + n]);
-        let [v0, v1, v2, v3] = four_mut(v, b * stride, 4 * stride, n);
+        let [v0, v1, v2, v3] = strided_mut::<4>(v, b * stride, 4 * stride, n);
         for t in 0..n {
             [v0[t], v1[t], v2[t], v3[t]] = input_1d([d0[t], d1[t], d2[t], d3[t]]);
         }
@@ -267,14 +267,16 @@ fn add_output_channel(
     }
 }
 
-/// Four equal-length output slices from `out` at offsets `first + k·step`.
+/// `N` equal-length slices of `out`, at `first + k·step` for k = 0, 1, …, N − 1.
 #[inline(always)]
-fn four_mut(out: &mut [f32], first: usize, step: usize, len: usize) -> [&mut [f32]; 4] {
-    let (_, rest) = out.split_at_mut(first);
-    let (s0, rest) = rest.split_at_mut(step);
-    let (s1, rest) = rest.split_at_mut(step);
-    let (s2, rest) = rest.split_at_mut(step);
-    [&mut s0[..len], &mut s1[..len], &mut s2[..len], &mut rest[..len]]
+pub(super) fn strided_mut<const N: usize>(out: &mut [f32], first: usize, step: usize, len: usize) -> [&mut [f32]; N] {
+    let mut rest = &mut out[first..];
+    std::array::from_fn(|_| {
+        let taken = std::mem::take(&mut rest);
+        let (head, tail) = taken.split_at_mut(step.min(taken.len()));
+        rest = tail;
+        &mut head[..len]
+    })
 }
 
 /// Calls `$any($args)` compiled for the widest vectors the processor has: on x86-64 through a
@@ -378,7 +380,7 @@ fn gradient_transform_channel(
     let tiles = Tiles::new(height, width);
     let (n, pitch) = (tiles.len(), tiles.pitch);
     // left[i][t], right[i][t]: the block's pixel (2·ty + i, 2·tx) and (2·ty + i, 2·tx + 1).
-    let [left0, right0, left1, right1] = four_mut(work, 0, n, n);
+    let [left0, right0, left1, right1] = strided_mut::<4>(work, 0, n, n);
     for plane in [&mut *left0, &mut *right0, &mut *left1, &mut *right1] {
         plane.fill(0.0);
     }
@@ -402,7 +404,7 @@ fn gradient_transform_channel(
         }
     }
     for b in 0..4 {
-        let [d0, d1, d2, d3] = four_mut(dm, b * stride, 4 * stride, n);
+        let [d0, d1, d2, d3] = strided_mut::<4>(dm, b * stride, 4 * stride, n);
         for t in 0..n {
             // Along x, column b of A (∂Y)ᵀ for both rows; then along y, the four rows a.
             let [c0, c1] = [(left0[t], right0[t]), (left1[t], right1[t])].map(|(l, r)| output_adjoint([l, r])[b]);

@@ -36,7 +36,7 @@
 //! held to 1e-5 (tested here, and in the browser by `tests/web.rs`).
 
 use super::conv_ops::with_scratch;
-use super::winograd::{TileGrid, transformed_products};
+use super::winograd::{TileGrid, strided_mut, transformed_products};
 
 /// The 1-D input transform Bᵀ d of six values.
 #[inline(always)]
@@ -130,18 +130,6 @@ fn scratch_len(c_in: usize, c_out: usize, height: usize, width: usize) -> usize 
 /// (75 %); measured in Chromium on the U-Net's convolutions (docs/performance.md).
 pub(super) fn is_faster(height: usize, width: usize) -> bool {
     3 * 36 * Tiles::new(height, width).product_len() <= 2 * 16 * TileGrid::<2>::new(height, width).product_len()
-}
-
-/// `N` equal-length slices of `out`, at `first + k·step` for k = 0, 1, …, N − 1.
-#[inline(always)]
-fn strided_mut<const N: usize>(out: &mut [f32], first: usize, step: usize, len: usize) -> [&mut [f32]; N] {
-    let mut rest = &mut out[first..];
-    std::array::from_fn(|_| {
-        let taken = std::mem::take(&mut rest);
-        let (head, tail) = taken.split_at_mut(step.min(taken.len()));
-        rest = tail;
-        &mut head[..len]
-    })
 }
 
 /// One channel's input transform: `v` (`[36, stride]`, this channel's column block) at tile
