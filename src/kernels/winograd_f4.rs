@@ -38,18 +38,47 @@
 use super::conv_ops::with_scratch;
 use super::winograd::{TileGrid, strided_mut, transformed_products};
 
+/// The transforms' multipliers, which their loops receive as values: as literals they stay inside
+/// the loops in the browser, where V8 rebuilds each vector constant at every iteration (see
+/// `norm_silu`'s `Exp`).
+#[derive(Clone, Copy)]
+struct Multipliers {
+    eighth: f32,
+    quarter: f32,
+    half: f32,
+    two: f32,
+    four: f32,
+    four_and_a_quarter: f32,
+    eight: f32,
+}
+
+impl Multipliers {
+    #[inline(always)]
+    fn new() -> Self {
+        std::hint::black_box(Self {
+            eighth: 0.125,
+            quarter: 0.25,
+            half: 0.5,
+            two: 2.0,
+            four: 4.0,
+            four_and_a_quarter: 4.25,
+            eight: 8.0,
+        })
+    }
+}
+
 /// The 1-D input transform Bᵀ d of six values.
 #[inline(always)]
-fn input_1d([d0, d1, d2, d3, d4, d5]: [f32; 6]) -> [f32; 6] {
-    let (even_half, odd_half) = (d4 - 4.0 * d2, 2.0 * d1 - 0.5 * d3);
-    let (even_two, odd_two) = (d4 - 0.25 * d2, 2.0 * d3 - 0.5 * d1);
+fn input_1d([d0, d1, d2, d3, d4, d5]: [f32; 6], k: Multipliers) -> [f32; 6] {
+    let (even_half, odd_half) = (d4 - k.four * d2, k.two * d1 - k.half * d3);
+    let (even_two, odd_two) = (d4 - k.quarter * d2, k.two * d3 - k.half * d1);
     [
-        d0 - 4.25 * d2 + d4,
+        d0 - k.four_and_a_quarter * d2 + d4,
         even_half - odd_half,
         even_half + odd_half,
         even_two + odd_two,
         even_two - odd_two,
-        d1 - 4.25 * d3 + d5,
+        d1 - k.four_and_a_quarter * d3 + d5,
     ]
 }
 
@@ -67,14 +96,14 @@ fn kernel_1d([g0, g1, g2]: [f64; 3]) -> [f64; 6] {
 
 /// The 1-D output transform Aᵀ m of six values.
 #[inline(always)]
-fn output_1d([m0, m1, m2, m3, m4, m5]: [f32; 6]) -> [f32; 4] {
+fn output_1d([m0, m1, m2, m3, m4, m5]: [f32; 6], k: Multipliers) -> [f32; 4] {
     let (sum_half, difference_half) = (m1 + m2, m1 - m2);
     let (sum_two, difference_two) = (m3 + m4, m3 - m4);
     [
         m0 + sum_half + sum_two,
-        0.5 * difference_half + 2.0 * difference_two,
-        0.25 * sum_half + 4.0 * sum_two,
-        0.125 * difference_half + 8.0 * difference_two + m5,
+        k.half * difference_half + k.two * difference_two,
+        k.quarter * sum_half + k.four * sum_two,
+        k.eighth * difference_half + k.eight * difference_two + m5,
     ]
 }
 
@@ -143,6 +172,7 @@ pub(super) fn is_faster(height: usize, width: usize) -> bool {
 /// 0–3 at j = ty and phases 0, 1 at j = ty + 1, so the transform along y is one loop over all tiles.
 #[inline(always)]
 fn transform_channel(channel: &[f32], (height, width): (usize, usize), v: &mut [f32], stride: usize, work: &mut [f32]) {
+    let k = Multipliers::new();
     let tiles = Tiles::new(height, width);
     let (plane, phase, pitch, n) = (tiles.plane_len(), tiles.phase_len(), tiles.pitch, tiles.len());
     let (columns, along_x) = work.split_at_mut(4 * plane);
@@ -172,7 +202,7 @@ fn transform_channel(channel: &[f32], (height, width): (usize, usize), v: &mut [
     let len = plane - 1;
     let [x0, x1, x2, x3, x4, x5] = strided_mut::<6>(along_x, 0, plane, len);
     for q in 0..len {
-        [x0[q], x1[q], x2[q], x3[q], x4[q], x5[q]] = input_1d([c0[q], c1[q], c2[q], c3[q], c0[q + 1], c1[q + 1]]);
+        [x0[q], x1[q], x2[q], x3[q], x4[q], x5[q]] = input_1d([c0[q], c1[q], c2[q], c3[q], c0[q + 1], c1[q + 1]], k);
     }
     // Along y: tile row ty reads padded rows 4·ty … 4·ty + 3 (row phases 0–3 at j = ty) and
     // 4·ty + 4, 4·ty + 5 (phases 0, 1 at j = ty + 1).
@@ -181,7 +211,7 @@ fn transform_channel(channel: &[f32], (height, width): (usize, usize), v: &mut [
         let [d0, d1, d2, d3, d4, d5] = rows_of.map(|first| &x[first..first + n]);
         let [v0, v1, v2, v3, v4, v5] = strided_mut::<6>(v, b * stride, 6 * stride, n);
         for t in 0..n {
-            [v0[t], v1[t], v2[t], v3[t], v4[t], v5[t]] = input_1d([d0[t], d1[t], d2[t], d3[t], d4[t], d5[t]]);
+            [v0[t], v1[t], v2[t], v3[t], v4[t], v5[t]] = input_1d([d0[t], d1[t], d2[t], d3[t], d4[t], d5[t]], k);
         }
     }
 }
@@ -197,6 +227,7 @@ fn add_output_channel(
     channel: &mut [f32],
     work: &mut [f32],
 ) {
+    let k = Multipliers::new();
     let tiles = Tiles::new(height, width);
     let n = tiles.len();
     let at = |xi: usize| &m[xi * stride..xi * stride + n];
@@ -206,7 +237,7 @@ fn add_output_channel(
         let [m0, m1, m2, m3, m4, m5] = [0, 6, 12, 18, 24, 30].map(|a| at(a + b));
         let [s0, s1, s2, s3] = strided_mut::<4>(reduced, b * n, 6 * n, n);
         for t in 0..n {
-            [s0[t], s1[t], s2[t], s3[t]] = output_1d([m0[t], m1[t], m2[t], m3[t], m4[t], m5[t]]);
+            [s0[t], s1[t], s2[t], s3[t]] = output_1d([m0[t], m1[t], m2[t], m3[t], m4[t], m5[t]], k);
         }
     }
     let [p0, p1, p2, p3] = strided_mut::<4>(blocks, 0, n, n);
@@ -214,7 +245,7 @@ fn add_output_channel(
         // (Aᵀ M) A: row i of every block, as its four pixels.
         let [s0, s1, s2, s3, s4, s5] = [0, 1, 2, 3, 4, 5].map(|b| &reduced[(i * 6 + b) * n..(i * 6 + b + 1) * n]);
         for t in 0..n {
-            [p0[t], p1[t], p2[t], p3[t]] = output_1d([s0[t], s1[t], s2[t], s3[t], s4[t], s5[t]]);
+            [p0[t], p1[t], p2[t], p3[t]] = output_1d([s0[t], s1[t], s2[t], s3[t], s4[t], s5[t]], k);
         }
         for (y, row) in channel.chunks_exact_mut(width).enumerate().skip(i).step_by(4) {
             let first = y / 4 * tiles.pitch;
