@@ -9,7 +9,8 @@
 // It also reports how long the page's own thread is busy a step (Chromium's TaskDuration).
 //
 // `--workers 1,2,4` times the CPU backend with each number of Web Workers (the page starts one per
-// logical processor but its own; the bench tells it it has n + 1), for the scaling curve.
+// logical processor but its own, two on two; the bench tells it it has n + 1, or 1 for one worker),
+// for the scaling curve.
 // `--threads` adds, for the steady chain, the CPU time a step of each of Chromium's threads (the
 // workers, the page's thread, the compositor…: where the cores go; Linux only, from /proc).
 // `--wasm simd128,relaxed-simd` times the CPU backend on each of the page's two builds (the page
@@ -68,7 +69,7 @@ const browser = await launchChromium();
 try {
   for (const { backend, n, wasm } of runs) {
     const page = await browser.newPage();
-    if (n) await page.addInitScript((cores) => Object.defineProperty(navigator, 'hardwareConcurrency', { get: () => cores }), n + 1);
+    if (n) await page.addInitScript((cores) => Object.defineProperty(navigator, 'hardwareConcurrency', { get: () => cores }), n === 1 ? 1 : n + 1);
     const errors = [];
     page.on('pageerror', (e) => errors.push(String(e)));
     const loadStart = Date.now();

@@ -472,8 +472,8 @@ fn a_batch_is_shared_out_in_even_runs_and_the_pool_fits_the_cores() {
         vec![4; 8]
     );
     assert!(split_batch(0, 3).is_empty());
-    // One core but the page's, at least one worker, at most eight.
-    assert_eq!([1, 2, 4, 8, 64].map(pool_size), [1, 1, 3, 7, 8]);
+    // One core but the page's, at most eight; two on two cores, one on one.
+    assert_eq!([0, 1, 2, 3, 4, 8, 64].map(pool_size), [1, 1, 2, 2, 3, 7, 8]);
 }
 
 #[wasm_bindgen_test]

@@ -77,8 +77,8 @@ pub struct Engine {
     pub model: ModelEntry,
     /// Why this is not the model the link asked for, when it is not.
     pub notice: Option<String>,
-    /// The copies of the U-Net that run in Web Workers: one on WebGPU, or one per core but the
-    /// page's on the CPU (`None`: no worker could start, and `unet` runs every step on the page's
+    /// The copies of the U-Net that run in Web Workers: one on WebGPU, or [`pool_size`] on the CPU
+    /// (`None`: no worker could start, and `unet` runs every step on the page's
     /// thread).
     pub worker: Option<EpsPool>,
 }
@@ -187,8 +187,8 @@ async fn choose_and_spawn(preference: BackendPreference) -> (BackendInfo, Option
     (backend, Some(spawned))
 }
 
-/// Gives the WebGPU worker `spawned` its model, or starts a CPU worker per core but the page's
-/// when WebGPU was not chosen or its worker fails (the badge then says why); `None` when no
+/// Gives the WebGPU worker `spawned` its model, or starts CPU workers ([`pool_size`]) when WebGPU
+/// was not chosen or its worker fails (the badge then says why); `None` when no
 /// worker starts at all (the U-Net then runs on the page's thread).
 async fn start_workers(
     config_json: &str,

@@ -11,10 +11,15 @@ use wasm_bindgen::JsValue;
 pub const MAX_WORKERS: usize = 8;
 
 /// How many workers to start on a machine with `cores` logical processors
-/// (`navigator.hardwareConcurrency`): one per core but the page's own, at least one, at most
-/// [`MAX_WORKERS`].
+/// (`navigator.hardwareConcurrency`): one per core but the page's own, at most [`MAX_WORKERS`];
+/// but two on two cores and one on one.
+///
+/// The page's thread needs only 15–30 ms of a step (reading back, drawing), so on two cores a
+/// second worker beside it pays: on a 2-core VM a step of 16 digits took 128–177 ms with two
+/// workers against 237–259 ms with one, with no long task on the page's thread either way
+/// (docs/performance.md).
 pub fn pool_size(cores: usize) -> usize {
-    cores.saturating_sub(1).clamp(1, MAX_WORKERS)
+    cores.saturating_sub(1).max(cores.min(2)).clamp(1, MAX_WORKERS)
 }
 
 /// Above the slowest answer seen so far (per image, times the images asked for), how long a

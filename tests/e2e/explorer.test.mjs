@@ -177,8 +177,9 @@ test('on the CPU the U-Net runs in a Web Worker: no step blocks the page for a f
   // step, the mean step timed here from the click to the last step. The bound is relative, not
   // 50 ms: a long task's duration is wall time, and on a busy 2-core machine the page's thread
   // is sometimes descheduled for tens of ms in the middle of a few ms of drawing.
+  // On a 2-core machine the page starts two workers, which keep both cores busy beside it.
   const { page, problems } = await open({ width: 1280, height: 900 }, 'sampler=ddim&steps=8&eta=0&seed=0');
-  assert.match(await page.textContent('.badge'), /CPU \(burn flex, relaxed SIMD, in a Web Worker\)/);
+  assert.match(await page.textContent('.badge'), /CPU \(burn flex, relaxed SIMD, in (a|\d+) Web Workers?\)/);
   await page.evaluate(() => {
     window.longTasks = [];
     new PerformanceObserver((list) => window.longTasks.push(...list.getEntries().map((e) => Math.round(e.duration)))).observe({
@@ -205,8 +206,8 @@ test('on the CPU the U-Net runs in a Web Worker: no step blocks the page for a f
 });
 
 test('with more cores the page shares each step among workers, and the chain is the same to the bit', async () => {
-  // A machine with 3 logical processors gets 2 workers (one per core but the page's); the same
-  // link draws the same pictures as with one worker, pixel for pixel.
+  // A machine with 3 logical processors gets 2 workers (one per core but the page's), one with a
+  // single logical processor one; the same link draws the same pictures, pixel for pixel.
   const pictures = async (cores) => {
     const { page, problems } = await open({ width: 1280, height: 900 }, 'sampler=ddim&steps=3&eta=0&seed=5', async (p) => {
       if (cores) await p.addInitScript((n) => Object.defineProperty(navigator, 'hardwareConcurrency', { get: () => n }), cores);
@@ -219,7 +220,7 @@ test('with more cores the page shares each step among workers, and the chain is 
     await page.close();
     return { badge, pixels };
   };
-  const one = await pictures(2);
+  const one = await pictures(1);
   const two = await pictures(3);
   assert.match(one.badge, /in a Web Worker\)/);
   assert.match(two.badge, /in 2 Web Workers\)/);
