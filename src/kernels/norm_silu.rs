@@ -173,7 +173,8 @@ impl Exp {
         let n = shifted - self.round;
         let r = (x - n * self.ln2_hi) - n * self.ln2_lo;
         let [c0, c1, c2, c3, c4, c5, c6] = self.taylor;
-        let (r2, r4) = (r * r, (r * r) * (r * r));
+        let r2 = r * r;
+        let r4 = r2 * r2;
         let p = (c0 + c1 * r) + r2 * (c2 + c3 * r) + r4 * ((c4 + c5 * r) + c6 * r2);
         // n as an integer without a float-to-int cast (Rust's saturating cast keeps the loop
         // scalar): `shifted` has `round`'s exponent, so its bits are `round`'s plus n. 2^n's bits
