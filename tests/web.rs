@@ -239,6 +239,12 @@ async fn the_convolutions_in_the_browser_equal_their_definition() {
         (1, 64, 64, 14, 14, 3, 1),
         (2, 128, 64, 7, 7, 3, 1),
         (1, 3, 5, 9, 11, 3, 1),
+        // Tile rows of whole vectors, whose products take the real tiles alone (compacted):
+        // F(2×2, 3×3) at 8 × 8 and 9 × 7, F(4×4, 3×3) at 16 × 16 and 15 × 13.
+        (2, 9, 6, 8, 8, 3, 1),
+        (1, 5, 7, 9, 7, 3, 1),
+        (2, 16, 8, 16, 16, 3, 1),
+        (1, 6, 5, 15, 13, 3, 1),
         (2, 96, 32, 28, 28, 1, 1),
         (1, 7, 6, 7, 7, 1, 1),
         (2, 32, 64, 28, 28, 3, 2),

@@ -136,6 +136,34 @@ impl<const SIDE: usize> TileGrid<SIDE> {
         self.len().next_multiple_of(PRODUCT_COLUMNS)
     }
 
+    /// Whether each row of tiles is whole vectors of four tiles (`columns` a multiple of 4: 7 × 7
+    /// by F(2×2, 3×3)), so that the products can take the real tiles alone ([`RealTiles`]); a row
+    /// of 7 would end in three single columns.
+    fn rows_are_whole_vectors(self) -> bool {
+        self.columns.is_multiple_of(4)
+    }
+
+    /// Where the products take the real tiles alone: in the browser, where
+    /// [`Self::rows_are_whole_vectors`] (a third fewer columns at 7 × 7: 16 tiles, not 24).
+    /// Natively the products take all [`Self::product_len`] (gemm's fastest lengths).
+    pub(super) fn real_tiles(self) -> Option<RealTiles> {
+        let browser = cfg!(all(target_arch = "wasm32", target_feature = "simd128"));
+        (browser && self.rows_are_whole_vectors()).then_some(RealTiles {
+            rows: self.rows,
+            columns: self.columns,
+            pitch: self.pitch,
+        })
+    }
+
+    /// The tiles that the browser's products compute, before any rounding to its kernel's width:
+    /// the real ones where [`Self::rows_are_whole_vectors`], otherwise all [`Self::len`].
+    pub(super) fn computed_tiles(self) -> usize {
+        match self.rows_are_whole_vectors() {
+            true => self.rows * self.columns,
+            false => self.len(),
+        }
+    }
+
     /// Values in one row phase of an input transform's plane (the padded input's rows y with the
     /// same y mod `SIDE`): `rows + 1` rows of `pitch`.
     pub(super) fn phase_len(self) -> usize {
@@ -146,6 +174,50 @@ impl<const SIDE: usize> TileGrid<SIDE> {
     /// `SIDE`, and one more for the last shifted read.
     pub(super) fn plane_len(self) -> usize {
         SIDE * self.phase_len() + 1
+    }
+}
+
+/// The real tiles of a grid whose tile rows are whole vectors of four ([`TileGrid::real_tiles`]):
+/// `rows` runs of `columns` tiles, `pitch` apart. A row of V is compacted before its product (each
+/// tile row's real tiles moved to ty·`columns`, so the product runs over `rows · columns`
+/// contiguous tiles), and a row of M expanded after it, back to where the output transform reads.
+#[derive(Clone, Copy)]
+pub(super) struct RealTiles {
+    rows: usize,
+    columns: usize,
+    pitch: usize,
+}
+
+impl RealTiles {
+    /// Tiles in the product.
+    fn len(self) -> usize {
+        self.rows * self.columns
+    }
+
+    /// Moves each tile row's real tiles to ty·`columns`, four at a time (front to back: nothing
+    /// is overwritten before it is moved).
+    fn compact(self, row: &mut [f32]) {
+        assert!(row.len() >= self.rows * self.pitch, "a row of all the tiles");
+        let row = row.as_mut_ptr();
+        for ty in 1..self.rows {
+            for tx in (0..self.columns).step_by(4) {
+                // SAFETY: both fours lie inside the row (asserted above; tx + 4 ≤ columns <
+                // pitch), and `ptr::copy` lets them overlap.
+                unsafe { std::ptr::copy(row.add(ty * self.pitch + tx), row.add(ty * self.columns + tx), 4) };
+            }
+        }
+    }
+
+    /// [`Self::compact`] undone (back to front).
+    fn expand(self, row: &mut [f32]) {
+        assert!(row.len() >= self.rows * self.pitch, "a row of all the tiles");
+        let row = row.as_mut_ptr();
+        for ty in (1..self.rows).rev() {
+            for tx in (0..self.columns).step_by(4).rev() {
+                // SAFETY: as in `compact`.
+                unsafe { std::ptr::copy(row.add(ty * self.columns + tx), row.add(ty * self.pitch + tx), 4) };
+            }
+        }
     }
 }
 
@@ -441,7 +513,7 @@ fn transformed_input<'a>(
     (c_in, height, width): (usize, usize, usize),
     tiles: usize,
     scratch: &'a mut [f32],
-) -> (&'a [f32], &'a mut [f32]) {
+) -> (&'a mut [f32], &'a mut [f32]) {
     let (v, rest) = scratch.split_at_mut(16 * c_in * tiles);
     let work_len = Tiles::new(height, width).work_len();
     let work_start = rest.len() - work_len;
@@ -454,21 +526,36 @@ fn transformed_input<'a>(
 
 /// M_ξ `[c_out, tiles]` = U_ξ `[c_out, c_in]` · V_ξ `[c_in, tiles]` for every position ξ of the
 /// transformed patch (16 here, 36 in [`super::winograd_f4`]): `u`, `v` and `m` hold one such block
-/// per position, one after another.
-pub(super) fn transformed_products((c_out, c_in, tiles): (usize, usize, usize), u: &[f32], v: &[f32], m: &mut [f32]) {
+/// per position, one after another, each row `tiles` long. With `real` the products take the real
+/// tiles alone (V's rows are compacted in place first, and left so).
+pub(super) fn transformed_products(
+    (c_out, c_in, tiles): (usize, usize, usize),
+    real: Option<RealTiles>,
+    u: &[f32],
+    v: &mut [f32],
+    m: &mut [f32],
+) {
     let positions = u.len() / (c_out * c_in);
-    assert!(v.len() >= positions * c_in * tiles && m.len() >= positions * c_out * tiles);
+    let (v, m) = (&mut v[..positions * c_in * tiles], &mut m[..positions * c_out * tiles]);
+    if let Some(real) = real {
+        v.chunks_exact_mut(tiles).for_each(|row| real.compact(row));
+    }
+    let n = real.map_or(tiles, RealTiles::len);
     for xi in 0..positions {
         // SAFETY: U_ξ is c_out·c_in values at ξ·c_out·c_in, V_ξ c_in·tiles at ξ·c_in·tiles and
-        // M_ξ c_out·tiles at ξ·c_out·tiles, each inside its buffer (asserted above).
+        // M_ξ c_out·tiles at ξ·c_out·tiles, each inside its slice (cut to that length above), and
+        // n ≤ tiles.
         unsafe {
             write_product(
-                (c_out, tiles, c_in),
+                (c_out, n, c_in),
                 (m.as_mut_ptr().add(xi * c_out * tiles), tiles as isize, 1),
                 (u.as_ptr().add(xi * c_out * c_in), c_in as isize, 1),
                 (v.as_ptr().add(xi * c_in * tiles), tiles as isize, 1),
             )
         }
+    }
+    if let Some(real) = real {
+        m.chunks_exact_mut(tiles).for_each(|row| real.expand(row));
     }
 }
 
@@ -485,10 +572,11 @@ fn conv_image_any(
     output: &mut [f32],
     scratch: &mut [f32],
 ) {
-    let (tiles, pixels) = (Tiles::new(height, width).product_len(), height * width);
+    let (grid, pixels) = (Tiles::new(height, width), height * width);
+    let tiles = grid.product_len();
     let (v, rest) = transformed_input(input, (c_in, height, width), tiles, scratch);
     let (m, work) = rest.split_at_mut(16 * c_out * tiles);
-    transformed_products((c_out, c_in, tiles), u, v, m);
+    transformed_products((c_out, c_in, tiles), grid.real_tiles(), u, v, m);
     for (co, channel) in output.chunks_exact_mut(pixels).enumerate() {
         add_output_channel(&m[co * tiles..], c_out * tiles, (height, width), channel, work);
     }
@@ -497,6 +585,36 @@ fn conv_image_any(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Compacting a row of tiles puts each tile row's real tiles one after another at the front
+    /// (tile (ty, tx) at ty·columns + tx), and expanding puts them back where they were, at
+    /// ty·pitch + tx: 7 × 7 by F(2×2, 3×3) (4 rows of 4 tiles, pitch 5) and a grid of 3 rows of 8.
+    #[test]
+    fn real_tiles_compact_and_expand() {
+        for (rows, columns, pitch) in [(4, 4, 5), (3, 8, 9)] {
+            let real = RealTiles { rows, columns, pitch };
+            let tile = |ty: usize, tx: usize| (100 * ty + tx) as f32;
+            let mut row: Vec<f32> = (0..rows * pitch + 3)
+                .map(|t| {
+                    if t % pitch < columns {
+                        tile(t / pitch, t % pitch)
+                    } else {
+                        -1.0
+                    }
+                })
+                .collect();
+            let before = row.clone();
+            real.compact(&mut row);
+            let want: Vec<f32> = (0..rows * columns).map(|t| tile(t / columns, t % columns)).collect();
+            assert_eq!(row[..real.len()], want, "{rows} rows of {columns}, compacted");
+            real.expand(&mut row);
+            for (t, (&got, &was)) in row.iter().zip(&before).enumerate().take(rows * pitch) {
+                if t % pitch < columns {
+                    assert_eq!(got, was, "{rows} rows of {columns}, tile {t} expanded");
+                }
+            }
+        }
+    }
 
     /// Images and kernels of small integers, where every sum is exact in f32: the convolution
     /// equals the correlation written out, at odd and even sizes, one row and one column.

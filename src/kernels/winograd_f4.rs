@@ -27,8 +27,9 @@
 //! The browser runs only the forward pass, on four-float vectors where the products are most of a
 //! step. At 28 × 28 this algorithm's products are 42 % smaller than F(2×2, 3×3)'s (49 tiles of 16
 //! pixels against 196 of 4, each tile row with one spare tile), but its transforms cost about twice
-//! theirs, and at 14 × 14 and 7 × 7 its products are barely smaller; so the browser takes it where
-//! [`is_faster`] says (the U-Net's 28 × 28 convolutions: 1.1–1.3× faster there in Chromium).
+//! theirs, and at 14 × 14 and 7 × 7 its products are not enough smaller to pay for that; so the
+//! browser takes it where [`is_faster`] says (the U-Net's 28 × 28 convolutions: 1.1–1.3× faster
+//! there in Chromium).
 //! Natively, where training also needs the gradients, the convolution stays on F(2×2, 3×3). The
 //! price is rounding: G's fifteenths and thirtieths and the larger coefficients of Aᵀ and Bᵀ (up to
 //! 8) leave an output up to three times further from the exact one than the other convolutions:
@@ -153,12 +154,15 @@ fn scratch_len(c_in: usize, c_out: usize, height: usize, width: usize) -> usize 
     36 * (c_in + c_out) * tiles.product_len() + tiles.work_len()
 }
 
-/// Whether F(4×4, 3×3) is the faster of the two at this size: where its 36 products have at most
-/// two thirds of the columns of F(2×2, 3×3)'s 16, as its transforms cost about twice theirs per
-/// image. So 28 × 28 (58 %) but not 14 × 14 (96 %: each row of 4 tiles has a spare one) or 7 × 7
-/// (75 %); measured in Chromium on the U-Net's convolutions (docs/performance.md).
+/// Whether F(4×4, 3×3) is the faster of the two at this size: where its 36 products compute at
+/// most five eighths of the columns of F(2×2, 3×3)'s 16 ([`TileGrid::computed_tiles`]), as its
+/// transforms cost about twice theirs per image. So 28 × 28 (60 %) and 16 × 16 (56 %), but not
+/// 14 × 14 (64 %: about 1.4× slower there in Chromium, its transforms outweighing what its
+/// products save) or 7 × 7 (84 %); measured in Chromium on the U-Net's convolutions
+/// (docs/performance.md).
 pub(super) fn is_faster(height: usize, width: usize) -> bool {
-    3 * 36 * Tiles::new(height, width).product_len() <= 2 * 16 * TileGrid::<2>::new(height, width).product_len()
+    let (f4, f2) = (Tiles::new(height, width), TileGrid::<2>::new(height, width));
+    8 * 36 * f4.computed_tiles() <= 5 * 16 * f2.computed_tiles()
 }
 
 /// One channel's input transform: `v` (`[36, stride]`, this channel's column block) at tile
@@ -274,14 +278,15 @@ pub(super) fn conv_image(
     (c_in, c_out, height, width): (usize, usize, usize, usize),
     output: &mut [f32],
 ) {
-    let (n, pixels) = (Tiles::new(height, width).product_len(), height * width);
+    let (grid, pixels) = (Tiles::new(height, width), height * width);
+    let n = grid.product_len();
     with_scratch(scratch_len(c_in, c_out, height, width), |scratch| {
         let (v, rest) = scratch.split_at_mut(36 * c_in * n);
         let (m, work) = rest.split_at_mut(36 * c_out * n);
         for (ci, channel) in input.chunks_exact(pixels).enumerate() {
             transform_channel(channel, (height, width), &mut v[ci * n..], c_in * n, work);
         }
-        transformed_products((c_out, c_in, n), u, v, m);
+        transformed_products((c_out, c_in, n), grid.real_tiles(), u, v, m);
         for (co, channel) in output.chunks_exact_mut(pixels).enumerate() {
             add_output_channel(&m[co * n..], c_out * n, (height, width), channel, work);
         }
@@ -302,11 +307,13 @@ mod tests {
     /// off by the output's own size.
     const TOLERANCE: f64 = 3e-5;
 
-    /// F(4×4, 3×3) is taken at 28 × 28 and 32 × 32, not at 14 × 14, 16 × 16 or 7 × 7.
+    /// F(4×4, 3×3) is taken at 28 × 28, 32 × 32 and 16 × 16, not at 14 × 14 or 7 × 7: its products
+    /// compute 36 · 7 · 8 columns at 28 × 28 against F(2×2, 3×3)'s 16 · 14 · 15 (60 %), 36 · 4 · 4
+    /// at 14 × 14 against 16 · 7 · 8 (64 %), 36 · 2 · 3 at 7 × 7 against 16 · 4 · 4 (84 %).
     #[test]
-    fn it_is_taken_where_its_products_are_a_third_smaller() {
-        assert!(is_faster(28, 28) && is_faster(32, 32));
-        assert!(!is_faster(14, 14) && !is_faster(16, 16) && !is_faster(7, 7));
+    fn it_is_taken_where_its_products_are_three_eighths_smaller() {
+        assert!(is_faster(28, 28) && is_faster(32, 32) && is_faster(16, 16));
+        assert!(!is_faster(14, 14) && !is_faster(7, 7));
     }
 
     /// The convolution of random images equals its definition in f64 within [`TOLERANCE`] (relative
