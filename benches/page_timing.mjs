@@ -10,13 +10,18 @@
 //
 // `--workers 1,2,4` times the CPU backend with each number of Web Workers (the page starts one per
 // logical processor but its own, two on two; the bench tells it it has n + 1, or 1 for one worker),
-// for the scaling curve.
+// for the scaling curve (each N's step against one worker's ÷ N, when 1 is among them).
 // `--threads` adds, for the steady chain, the CPU time a step of each of Chromium's threads (the
 // workers, the page's thread, the compositor…: where the cores go; Linux only, from /proc).
 // `--wasm simd128,relaxed-simd` times the CPU backend on each of the page's two builds (the page
 // picks the second where the browser has relaxed SIMD: scripts/post_build.py), alternated.
+// `--native` times the native forward of the same 16 digits on one thread (criterion, short
+// settings) before the first run and after each, and gives each CPU run's step as a ratio to the
+// mean of the native figures on either side of it: on a VM whose speed drifts from one minute to
+// the next, the two sides of the ratio are then measured within a minute of each other.
 //
-//   node benches/page_timing.mjs [--backends cpu,webgpu] [--steps 10] [--workers 1,2,4] [--wasm simd128,relaxed-simd] [--threads] [--dist dist]
+//   node benches/page_timing.mjs [--backends cpu,webgpu] [--steps 10] [--workers 1,2,4] [--wasm simd128,relaxed-simd] [--threads] [--native] [--dist dist]
+import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { launchChromium, serveDist } from '../tests/e2e/browser.mjs';
 
@@ -52,6 +57,20 @@ function chromiumThreadTicks() {
   }
   return ticks;
 }
+/** The native U-Net forward of 16 digits on one thread: criterion's estimate, in ms. */
+function nativeForward() {
+  const bench = ['bench', '--features', 'native', '--bench', 'unet', '--', 'unet_forward/batch_16'];
+  const short = ['--warm-up-time', '2', '--measurement-time', '8', '--sample-size', '10'];
+  const out = execFileSync('cargo', [...bench, ...short], {
+    env: { ...process.env, RAYON_NUM_THREADS: '1' },
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const estimate = out.match(/unet_forward\/batch_16\s+time:\s+\[\S+ \S+ (\S+) (ms|s)/);
+  if (!estimate) throw new Error(`no estimate in criterion's output:\n${out}`);
+  return Number(estimate[1]) * (estimate[2] === 's' ? 1000 : 1);
+}
+
 const backends = (args.backends ?? 'cpu').split(',');
 const steps = Number(args.steps ?? 10);
 const dist = args.dist ?? 'dist';
@@ -63,6 +82,12 @@ const modules = args.wasm ? args.wasm.split(',') : [undefined];
 const runs = backends.flatMap((backend) =>
   backend === 'cpu' ? workers.flatMap((n) => modules.map((wasm) => ({ backend, n, wasm }))) : [{ backend }],
 );
+
+const native = 'native' in args ? [nativeForward()] : [];
+if (native.length) console.log(`native forward of 16 digits, one thread: ${native[0].toFixed(1)} ms`);
+
+// The next chain's step of each CPU run with a forced number of workers, for the scaling line.
+const steadyByWorkers = new Map();
 
 const { origin, close } = await serveDist(dist);
 const browser = await launchChromium();
@@ -104,8 +129,8 @@ try {
       // Frame to frame, from step 2 on (the first step also reads back x_T).
       const times = await page.evaluate(() => [...window.stepTimes.entries()].sort((a, b) => a[0] - b[0]).map(([, t]) => t));
       const gaps = times.slice(2).map((t, i) => t - times[i + 1]).sort((a, b) => a - b);
-      const median = gaps.length ? gaps[Math.floor(gaps.length / 2)].toFixed(0) : '?';
-      return `${median} ms frame to frame (median from step 2), ${perStep.toFixed(0)} ms on average from the click, the page's thread busy ${pageThread.toFixed(0)} ms a step`;
+      const median = gaps.length ? gaps[Math.floor(gaps.length / 2)] : NaN;
+      return { median, text: `${median.toFixed(0)} ms frame to frame (median from step 2), ${perStep.toFixed(0)} ms on average from the click, the page's thread busy ${pageThread.toFixed(0)} ms a step` };
     };
     // The first chain after the page loads runs partly on V8's baseline code while its optimising
     // compiler works through the kernels in the background; the second runs as a page that has
@@ -120,14 +145,25 @@ try {
           .sort((a, b) => b[1] - a[1])
       : [];
     const emulated = /swiftshader|llvmpipe|lavapipe|warp|cpu/i.test(badge ?? '') ? ' (CPU: not a GPU figure)' : '';
-    console.log(`${backend}${n ? ` (${n} worker${n > 1 ? 's' : ''})` : ''} [${module}]: ready in ${ready.toFixed(1)} s; reverse step of 16 digits over ${steps} DDIM steps — the next chain: ${second}; the first chain: ${first}; badge: "${badge}"${emulated}`);
+    console.log(`${backend}${n ? ` (${n} worker${n > 1 ? 's' : ''})` : ''} [${module}]: ready in ${ready.toFixed(1)} s; reverse step of 16 digits over ${steps} DDIM steps — the next chain: ${second.text}; the first chain: ${first.text}; badge: "${badge}"${emulated}`);
     if (threads.length) {
       const total = threads.reduce((sum, [, ms]) => sum + ms, 0);
       console.log(`  CPU a step of the next chain, ${total.toFixed(0)} ms in all: ${threads.map(([key, ms]) => `${key} ${ms.toFixed(0)}`).join(', ')}`);
     }
     if (errors.length) console.log(`  page errors: ${errors.join('; ')}`);
     await page.close();
+    if (backend === 'cpu' && n) steadyByWorkers.set(n, second.median);
+    if (native.length) {
+      const [before, after] = [native.at(-1), nativeForward()];
+      native.push(after);
+      const ratio = backend === 'cpu' ? `; the next chain's step ÷ their mean: ${(second.median / ((before + after) / 2)).toFixed(2)}×` : '';
+      console.log(`  native forward of 16 digits, one thread, before and after: ${before.toFixed(1)} and ${after.toFixed(1)} ms${ratio}`);
+    }
   }
+  // N workers against one worker's step ÷ N (1.0× would be perfect scaling).
+  const one = steadyByWorkers.get(1);
+  const scaling = [...steadyByWorkers].filter(([n]) => n > 1 && one);
+  if (scaling.length) console.log(`scaling, the next chain's step against one worker's ÷ N: ${scaling.map(([n, ms]) => `${n} workers ${(ms / (one / n)).toFixed(2)}×`).join(', ')}`);
 } finally {
   await browser.close();
   close();
