@@ -109,11 +109,11 @@ type Tiles = TileGrid<2>;
 /// whose length is not such a multiple before it multiplies. In the browser 8, the columns of a
 /// block of the simd128 kernel (`simd128_product`), which multiplies any length in place:
 /// 16 would add 60 % to the products at 7 × 7 (20 tiles) and 14 % at 14 × 14 (56).
-const PRODUCT_COLUMNS: usize = if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
-    8
-} else {
-    16
-};
+const PRODUCT_COLUMNS: usize = if SIMD128_KERNEL { 8 } else { 16 };
+
+/// Whether the products run on the browser's simd128 kernel (`conv_ops` picks it there), which
+/// multiplies any number of columns in place; natively they run on gemm.
+const SIMD128_KERNEL: bool = cfg!(all(target_arch = "wasm32", target_feature = "simd128"));
 
 impl<const SIDE: usize> TileGrid<SIDE> {
     pub(super) fn new(height: usize, width: usize) -> Self {
@@ -147,8 +147,7 @@ impl<const SIDE: usize> TileGrid<SIDE> {
     /// [`Self::rows_are_whole_vectors`] (a third fewer columns at 7 × 7: 16 tiles, not 24).
     /// Natively the products take all [`Self::product_len`] (gemm's fastest lengths).
     pub(super) fn real_tiles(self) -> Option<RealTiles> {
-        let browser = cfg!(all(target_arch = "wasm32", target_feature = "simd128"));
-        (browser && self.rows_are_whole_vectors()).then_some(RealTiles {
+        (SIMD128_KERNEL && self.rows_are_whole_vectors()).then_some(RealTiles {
             rows: self.rows,
             columns: self.columns,
             pitch: self.pitch,

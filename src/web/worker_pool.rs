@@ -19,7 +19,10 @@ pub const MAX_WORKERS: usize = 8;
 /// workers against 237–259 ms with one, with no long task on the page's thread either way
 /// (docs/performance.md).
 pub fn pool_size(cores: usize) -> usize {
-    cores.saturating_sub(1).max(cores.min(2)).clamp(1, MAX_WORKERS)
+    match cores {
+        0..=2 => cores.max(1),
+        _ => (cores - 1).min(MAX_WORKERS),
+    }
 }
 
 /// Above the slowest answer seen so far (per image, times the images asked for), how long a
